@@ -1,0 +1,4 @@
+// Loads every class provider (each registers its handlers for its class's custom messages).
+import './session.js';
+import './task.js';
+import './event.js';

@@ -1,0 +1,93 @@
+// One emulated pool: its database, identifiers, clock, configuration and the services the API
+// layer needs. Transports and CLI sit on top of it; providers receive it through each call.
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { model } from '../schema/index.js';
+import { Database } from '../storage/database.js';
+import { Ids } from '../storage/ids.js';
+import { Clock } from './clock.js';
+import { createDefaultPool } from './pool/default-pool.js';
+import { ensureUsers, type UserSpec } from './auth/users.js';
+import { defaultConf, type XapiConf } from './config.js';
+import { startGc } from './api/task-gc.js';
+import './api/index.js';
+
+export interface EmulatorOptions {
+  /** data directory; null = nothing on disk */
+  dataDir: string | null;
+  hosts: number;
+  seed?: string;
+  /** root's password */
+  password: string;
+  users?: UserSpec[];
+  timeScale?: number;
+  /** seconds before SESSION_AUTHENTICATION_FAILED is answered (xapi: 5) */
+  authFailDelay?: number;
+  conf?: XapiConf;
+  /** address of host i (host 0 is the master) */
+  hostAddress?: (i: number) => string;
+  now?: number;
+}
+
+export class Emulator {
+  readonly db: Database;
+  readonly ids: Ids;
+  readonly clock: Clock;
+  conf: XapiConf;
+  password: string;
+  users: UserSpec[];
+  authFailDelay: number;
+  readonly pool: string;
+  readonly master: string;
+  readonly hosts: string[];
+  /** classes whose calls run without a task (task, event ... in Datamodel.no_task_id_for) */
+  readonly noTaskClasses = new Set(model.classes.filter((c) => c.no_task_id).map((c) => c.name));
+  /** running operations that can be cancelled, by task ref */
+  readonly cancelHooks = new Map<string, () => void>();
+  /** the session that owns each task (task.session is an internal field of the datamodel) */
+  readonly taskSessions = new Map<string, string>();
+  private stopGc: () => void = () => {};
+
+  constructor(readonly opts: EmulatorOptions) {
+    if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
+    this.db = new Database({ file: opts.dataDir ? join(opts.dataDir, 'xapi.db') : null });
+    const counter = Number(this.db.getMeta('ids.counter') ?? 0);
+    this.ids = new Ids(opts.seed ?? this.db.getMeta('ids.seed'), counter);
+    this.db.metaHook = () => ({ 'ids.counter': String(this.ids.counter), ...(this.ids.seed ? { 'ids.seed': this.ids.seed } : {}) });
+    this.clock = new Clock(opts.timeScale ?? 0);
+    this.conf = opts.conf ?? defaultConf();
+    this.password = opts.password;
+    this.users = opts.users ?? [];
+    this.authFailDelay = opts.authFailDelay ?? 5;
+    const hostAddress = opts.hostAddress ?? ((i: number) => `127.0.0.${i + 1}`);
+    if (this.db.isEmpty) {
+      createDefaultPool(this.db, this.ids, { hosts: opts.hosts, now: opts.now ?? Date.now(), hostAddress, dataDir: opts.dataDir });
+    }
+    const [pool] = this.db.table('pool').keys();
+    this.pool = pool;
+    this.master = this.db.get('pool', pool)!.master as string;
+    this.hosts = [this.master, ...[...this.db.table('host').keys()].filter((h) => h !== this.master)];
+    ensureUsers(this);
+    this.db.flush();
+  }
+
+  /** Starts the background work (task and session GC). */
+  start(): void {
+    this.stopGc = startGc(this);
+  }
+
+  /** session.change_password: lasts until the emulator restarts, when --password applies again */
+  setPassword(pwd: string): void {
+    this.password = pwd;
+  }
+
+  hostByAddress(address: string): string | undefined {
+    for (const [ref, row] of this.db.table('host')) if (row.rec.address === address) return ref;
+    return undefined;
+  }
+
+  close(): void {
+    this.stopGc();
+    this.db.close();
+  }
+}

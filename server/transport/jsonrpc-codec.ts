@@ -1,0 +1,146 @@
+// JSON-RPC wire codec (WIRE.md §2): request parsing as ocaml-rpc's
+// `Jsonrpc.version_id_and_call_of_string`, and the v1/v2 response envelopes xapi writes.
+
+/** A request xapi would refuse with `Jsonrpc.Malformed_method_request(...)` (an HTTP 500 page). */
+export class JsonRpcMalformed extends Error {
+  override name = 'JsonRpcMalformed';
+  /** The bare reason, e.g. "Invalid field 'id' in request body". */
+  readonly reason: string;
+  constructor(reason: string) {
+    super(`Jsonrpc.Malformed_method_request(${JSON.stringify(reason)})`);
+    this.reason = reason;
+  }
+}
+
+export type JsonRpcVersion = 1 | 2;
+
+export interface JsonRpcCall {
+  version: JsonRpcVersion;
+  id: string | number;
+  method: string;
+  params: unknown[];
+  /** Strings (at any depth, keys included) that came from invalid UTF-8 or hold lone surrogates. */
+  badUtf8: string[];
+}
+
+const MAX_DEPTH = 64;
+const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
+const lenientUtf8 = new TextDecoder('utf-8');
+
+/** Iterative scan for nesting depth, so a hostile `[[[[…` is refused before JSON.parse recurses.
+ * The request object and its params array do not count: 64 levels of arrays/objects in a param, as in XML. */
+function checkDepth(s: string): void {
+  let depth = 0;
+  let inStr = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (inStr) {
+      if (c === 92 /* \ */) i++;
+      else if (c === 34 /* " */) inStr = false;
+    } else if (c === 34) inStr = true;
+    else if (c === 91 /* [ */ || c === 123 /* { */) {
+      if (++depth > MAX_DEPTH + 2) throw new JsonRpcMalformed(`Nesting deeper than ${MAX_DEPTH}`);
+    } else if (c === 93 /* ] */ || c === 125 /* } */) depth--;
+  }
+}
+
+// lone surrogates (from \uD800-style escapes) cannot become UTF-8 (String#isWellFormed is ES2024)
+const SURROGATE = /[\uD800-\uDFFF]/;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:^|[^\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const illFormed = (s: string): boolean => SURROGATE.test(s) && LONE_SURROGATE.test(s);
+
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
+export function decodeJsonRpc(body: Buffer | Uint8Array | string): JsonRpcCall {
+  let text: string;
+  let lenient = false;
+  if (typeof body === 'string') text = body;
+  else {
+    try {
+      text = fatalUtf8.decode(body);
+    } catch {
+      text = lenientUtf8.decode(body); // invalid bytes become U+FFFD; the strings holding them are reported
+      lenient = true;
+    }
+  }
+  if (/^[ \t\r\n]*$/.test(text)) throw new JsonRpcMalformed('Blank input data');
+  checkDepth(text);
+  let req: unknown;
+  try {
+    req = JSON.parse(text);
+  } catch (e) {
+    throw new JsonRpcMalformed(`Invalid JSON: ${(e as Error).message}`);
+  }
+  if (req === null || typeof req !== 'object' || Array.isArray(req)) throw new JsonRpcMalformed('Invalid request body');
+  const r = req as Record<string, unknown>;
+
+  // Same order of checks as ocaml-rpc: method, jsonrpc, params, id.
+  if (!hasOwn(r, 'method')) throw new JsonRpcMalformed('Required field method is missing');
+  const method = r.method;
+  if (typeof method !== 'string') throw new JsonRpcMalformed("Invalid field 'method' in request body");
+
+  let version: JsonRpcVersion = 1;
+  if (hasOwn(r, 'jsonrpc')) {
+    if (r.jsonrpc !== '2.0') throw new JsonRpcMalformed("Invalid field 'jsonrpc' in request body");
+    version = 2;
+  }
+
+  let params: unknown[];
+  const p = hasOwn(r, 'params') ? r.params : undefined;
+  if (Array.isArray(p)) params = p;
+  else if (version === 1) {
+    if (p === undefined) throw new JsonRpcMalformed('Required field params is missing');
+    throw new JsonRpcMalformed("Invalid field 'params' in request body");
+  } else if (p === undefined || p === null) params = [];
+  else if (typeof p === 'object') params = [p]; // v2 named params: one struct param
+  else throw new JsonRpcMalformed("Invalid field 'params' in request body");
+
+  const id = hasOwn(r, 'id') ? r.id : undefined;
+  // absent or null is a notification, which xapi rejects; floats are not ids either
+  if (!(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id)))) {
+    throw new JsonRpcMalformed("Invalid field 'id' in request body");
+  }
+
+  const badUtf8: string[] = [];
+  const check = (s: string): void => {
+    if ((lenient && s.includes('\uFFFD')) || illFormed(s)) badUtf8.push(s);
+  };
+  // Post-pass: null-prototype objects, so a "__proto__" key stays data when code later copies it.
+  // Recursion is bounded by MAX_DEPTH.
+  const clean = (v: unknown): unknown => {
+    if (typeof v === 'string') check(v);
+    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) v[i] = clean(v[i]);
+    else if (v !== null && typeof v === 'object') {
+      const o = Object.create(null) as Record<string, unknown>;
+      for (const k of Object.keys(v)) {
+        check(k);
+        o[k] = clean((v as Record<string, unknown>)[k]);
+      }
+      return o;
+    }
+    return v;
+  };
+  for (let i = 0; i < params.length; i++) params[i] = clean(params[i]);
+  return { version, id, method, params, badUtf8 };
+}
+
+// Values are already in wire form (datetimes as strings, records keyed by wire names); Typed wrappers
+// unwrap through their toJSON. A void result is "", as xapi's.
+const json = (v: unknown): string => (v === undefined ? '""' : JSON.stringify(v));
+
+export function encodeSuccess(version: JsonRpcVersion, id: string | number, value: unknown): string {
+  return version === 2
+    ? '{"jsonrpc":"2.0","result":' + json(value) + ',"id":' + JSON.stringify(id) + '}'
+    : '{"result":' + json(value) + ',"error":null,"id":' + JSON.stringify(id) + '}';
+}
+
+export function encodeError(version: JsonRpcVersion, id: string | number, description: readonly string[]): string {
+  if (version === 1) return '{"result":null,"error":' + JSON.stringify(description) + ',"id":' + JSON.stringify(id) + '}';
+  return '{"jsonrpc":"2.0","error":{"code":1,"message":' + JSON.stringify(description[0] ?? '') +
+    ',"data":' + JSON.stringify(description.slice(1)) + '},"id":' + JSON.stringify(id) + '}';
+}
+
+/** An error raised before dispatch: xapi sends the raw array in a v2 envelope with id 0. */
+export function encodeParseError(description: readonly string[]): string {
+  return '{"jsonrpc":"2.0","error":' + JSON.stringify(description) + ',"id":0}';
+}

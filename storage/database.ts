@@ -1,0 +1,365 @@
+// The object database: every XAPI object lives in memory (reads never touch the disk) and every
+// write of a persistent class is written through to SQLite before the API answers (see flush()).
+// Generations number the writes: they are the event tokens of event.from.
+import BetterSqlite3 from 'better-sqlite3';
+import { classes, model, type ClassMeta, type FieldMeta } from '../schema/index.js';
+import { cloneValue, defaultFor } from './defaults.js';
+
+export type Rec = Record<string, unknown>;
+
+export interface Row {
+  cls: string;
+  ref: string;
+  rec: Rec;
+  /** generation at which the object was created */
+  created: number;
+  /** generation of its last change */
+  modified: number;
+}
+
+/** A change-log entry: an object written at `gen`; `deleted` when the write destroyed it. */
+interface LogEntry { gen: number; cls: string; ref: string; deleted?: { created: number } }
+
+export interface Changes { gen: number; rows: Row[]; deleted: { cls: string; ref: string; gen: number }[] }
+
+export const NULL_REF = 'OpaqueRef:NULL';
+
+/** For each class, the relations in which one of its fields is mirrored by a field of another object. */
+interface Mirror { field: string; otherClass: string; otherField: string }
+const mirrors = new Map<string, Mirror[]>();
+for (const [a, fa, b, fb] of model.relations) {
+  const A = classes.get(a)?.field.get(fa);
+  const B = classes.get(b)?.field.get(fb);
+  if (!A || !B || (a === b && fa === fb)) continue; // internal fields, or a set that mirrors itself
+  const add = (cls: string, m: Mirror) => mirrors.set(cls, [...(mirrors.get(cls) ?? []), m]);
+  add(a, { field: fa, otherClass: b, otherField: fb });
+  // set <-> set relations are kept from both sides; a ref's reverse set is DynamicRO and only follows
+  if (B.ty.k === 'set' && A.ty.k === 'set') add(b, { field: fb, otherClass: a, otherField: fa });
+}
+
+const refsOf = (v: unknown): string[] =>
+  Array.isArray(v) ? (v as string[]) : typeof v === 'string' && v !== NULL_REF && v !== '' ? [v] : [];
+
+export interface DatabaseOptions {
+  /** SQLite file; null keeps everything in memory only */
+  file: string | null;
+  /** how many deletions are remembered for `del` events */
+  deletedKept?: number;
+}
+
+export class Database {
+  generation = 0;
+  private readonly tables = new Map<string, Map<string, Row>>();
+  private readonly uuids = new Map<string, Map<string, string>>();
+  private log: LogEntry[] = [];
+  private deletedCount = 0;
+  /** generation up to which deletions may have been forgotten */
+  forgottenUpTo = 0;
+  private readonly deletedKept: number;
+  private readonly sql: BetterSqlite3.Database | null;
+  private dirty = new Map<string, Row | { cls: string; ref: string; gone: true }>();
+  private flushScheduled = false;
+  private readonly listeners = new Set<() => void>();
+  private notifyScheduled = false;
+  /** extra meta entries written with every flush (the id counter) */
+  metaHook: () => Record<string, string> = () => ({});
+  private stmts?: { put: BetterSqlite3.Statement; del: BetterSqlite3.Statement; meta: BetterSqlite3.Statement };
+
+  constructor(opts: DatabaseOptions) {
+    this.deletedKept = opts.deletedKept ?? 20000;
+    for (const c of model.classes) {
+      this.tables.set(c.name, new Map());
+      if (c.field.has('uuid')) this.uuids.set(c.name, new Map());
+    }
+    this.sql = opts.file === null ? null : new BetterSqlite3(opts.file);
+    if (this.sql) this.openSql(this.sql);
+  }
+
+  private openSql(sql: BetterSqlite3.Database): void {
+    sql.pragma('journal_mode = WAL');
+    // NORMAL in WAL mode: a committed transaction survives a crash of the process (SIGKILL); only
+    // a power loss of the machine may lose the last commits.
+    sql.pragma('synchronous = NORMAL');
+    sql.exec(`CREATE TABLE IF NOT EXISTS objects (class TEXT NOT NULL, ref TEXT NOT NULL, data TEXT NOT NULL,
+      created INTEGER NOT NULL, modified INTEGER NOT NULL, PRIMARY KEY (class, ref)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`);
+    this.stmts = {
+      put: sql.prepare('INSERT OR REPLACE INTO objects (class, ref, data, created, modified) VALUES (?, ?, ?, ?, ?)'),
+      del: sql.prepare('DELETE FROM objects WHERE class = ? AND ref = ?'),
+      meta: sql.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)'),
+    };
+    const gen = sql.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined;
+    this.generation = gen ? Number(gen.value) : 0;
+    this.forgottenUpTo = this.generation; // deletions before a restart are not remembered
+    const rows = sql.prepare('SELECT class, ref, data, created, modified FROM objects ORDER BY modified').all() as {
+      class: string; ref: string; data: string; created: number; modified: number;
+    }[];
+    for (const r of rows) {
+      const c = classes.get(r.class);
+      if (!c) continue;
+      const rec = JSON.parse(r.data) as Rec;
+      for (const f of c.fields) if (!f.persist || !(f.name in rec)) rec[f.name] = defaultFor(f);
+      const row: Row = { cls: r.class, ref: r.ref, rec, created: r.created, modified: r.modified };
+      this.tables.get(r.class)!.set(r.ref, row);
+      this.indexUuid(row);
+      this.log.push({ gen: row.modified, cls: row.cls, ref: row.ref });
+    }
+  }
+
+  /** Whether the database has any stored object (a fresh data directory has none). */
+  get isEmpty(): boolean {
+    for (const t of this.tables.values()) if (t.size > 0) return false;
+    return true;
+  }
+
+  getMeta(key: string): string | undefined {
+    return (this.sql?.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.stmts?.meta.run(key, value);
+  }
+
+  // ---- reads ----
+
+  table(cls: string): Map<string, Row> {
+    const t = this.tables.get(cls);
+    if (!t) throw new Error(`no table ${cls}`);
+    return t;
+  }
+
+  row(cls: string, ref: string): Row | undefined {
+    return this.tables.get(cls)?.get(ref);
+  }
+
+  get(cls: string, ref: string): Rec | undefined {
+    return this.tables.get(cls)?.get(ref)?.rec;
+  }
+
+  has(cls: string, ref: string): boolean {
+    return this.tables.get(cls)?.has(ref) ?? false;
+  }
+
+  refByUuid(cls: string, uuid: string): string | undefined {
+    return this.uuids.get(cls)?.get(uuid);
+  }
+
+  count(cls: string): number {
+    return this.tables.get(cls)?.size ?? 0;
+  }
+
+  /** The class a ref belongs to (refs are unique across tables). */
+  classOf(ref: string): string | undefined {
+    for (const [cls, t] of this.tables) if (t.has(ref)) return cls;
+    return undefined;
+  }
+
+  // ---- writes ----
+
+  /** Creates an object from a (possibly partial) record: missing fields take the schema default. */
+  create(cls: string, ref: string, rec: Rec): Row {
+    const c = classes.get(cls)!;
+    const table = this.table(cls);
+    if (table.has(ref)) throw new Error(`duplicate ref ${ref}`);
+    const full: Rec = {};
+    for (const f of c.fields) full[f.name] = f.name in rec ? rec[f.name] : defaultFor(f);
+    const gen = ++this.generation;
+    const row: Row = { cls, ref, rec: full, created: gen, modified: gen };
+    table.set(ref, row);
+    this.indexUuid(row);
+    this.touched(row);
+    for (const m of mirrors.get(cls) ?? []) this.mirror(cls, ref, m, [], refsOf(full[m.field]));
+    return row;
+  }
+
+  /** Sets fields of an object; a field whose value is unchanged does not count as a change. */
+  update(cls: string, ref: string, changes: Rec): Row {
+    const row = this.table(cls).get(ref);
+    if (!row) throw new Error(`no ${cls} ${ref}`);
+    const ms = mirrors.get(cls);
+    let changed = false;
+    for (const k in changes) {
+      const before = row.rec[k];
+      const after = changes[k];
+      if (sameValue(before, after)) continue;
+      changed = true;
+      row.rec[k] = after;
+      if (k === 'uuid') {
+        this.uuids.get(cls)?.delete(before as string);
+        this.indexUuid(row);
+      }
+      if (ms) for (const m of ms) if (m.field === k) this.mirror(cls, ref, m, refsOf(before), refsOf(after));
+    }
+    if (changed) {
+      row.modified = ++this.generation;
+      this.touched(row);
+    }
+    return row;
+  }
+
+  /** Marks an object as changed without changing it (event.inject). */
+  touch(cls: string, ref: string): void {
+    const row = this.table(cls).get(ref);
+    if (!row) return;
+    row.modified = ++this.generation;
+    this.touched(row);
+  }
+
+  destroy(cls: string, ref: string): void {
+    const table = this.table(cls);
+    const row = table.get(ref);
+    if (!row) return;
+    table.delete(ref);
+    this.uuids.get(cls)?.delete(row.rec.uuid as string);
+    for (const m of mirrors.get(cls) ?? []) this.mirror(cls, ref, m, refsOf(row.rec[m.field]), []);
+    const gen = ++this.generation;
+    this.log.push({ gen, cls, ref, deleted: { created: row.created } });
+    this.deletedCount++;
+    this.markDirty({ cls, ref, gone: true });
+    this.pruneLog();
+  }
+
+  private mirror(cls: string, ref: string, m: Mirror, before: string[], after: string[]): void {
+    const other = this.tables.get(m.otherClass)!;
+    for (const r of before) {
+      if (after.includes(r)) continue;
+      const o = other.get(r);
+      const set = o?.rec[m.otherField];
+      if (o && Array.isArray(set) && set.includes(ref)) this.bumpSet(o, m.otherField, set.filter((x) => x !== ref));
+    }
+    for (const r of after) {
+      if (before.includes(r)) continue;
+      const o = other.get(r);
+      const set = o?.rec[m.otherField];
+      if (o && Array.isArray(set) && !set.includes(ref)) this.bumpSet(o, m.otherField, [...set, ref]);
+    }
+  }
+
+  private bumpSet(o: Row, field: string, value: string[]): void {
+    o.rec[field] = value;
+    o.modified = ++this.generation;
+    this.touched(o);
+  }
+
+  private indexUuid(row: Row): void {
+    const u = row.rec.uuid;
+    if (typeof u === 'string' && u) this.uuids.get(row.cls)?.set(u, row.ref);
+  }
+
+  private touched(row: Row): void {
+    this.log.push({ gen: row.modified, cls: row.cls, ref: row.ref });
+    this.markDirty(row);
+    this.pruneLog();
+  }
+
+  private markDirty(entry: Row | { cls: string; ref: string; gone: true }): void {
+    if (!this.persists(entry.cls)) return this.notify();
+    this.dirty.set(`${entry.cls}\u0000${entry.ref}`, entry);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+    this.notify();
+  }
+
+  private persists(cls: string): boolean {
+    return this.sql !== null && (classes.get(cls)?.persist ?? false);
+  }
+
+  /** Writes every pending change to SQLite in one transaction. Called before any answer leaves. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (!this.sql || this.dirty.size === 0) return;
+    const pending = [...this.dirty.values()];
+    this.dirty.clear();
+    const { put, del, meta } = this.stmts!;
+    this.sql.transaction(() => {
+      for (const e of pending) {
+        if ('gone' in e) del.run(e.cls, e.ref);
+        else put.run(e.cls, e.ref, JSON.stringify(persistedRecord(e)), e.created, e.modified);
+      }
+      meta.run('generation', String(this.generation));
+      for (const [k, v] of Object.entries(this.metaHook())) meta.run(k, v);
+    })();
+  }
+
+  /** Registers a callback run (once per tick) after changes: event waiters use it. */
+  onChange(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private notify(): void {
+    if (this.notifyScheduled) return;
+    this.notifyScheduled = true;
+    setImmediate(() => {
+      this.notifyScheduled = false;
+      for (const fn of [...this.listeners]) fn();
+    });
+  }
+
+  /** Rows changed and objects deleted after generation `since` (deleted ones only if they existed then). */
+  changesSince(since: number, filter?: (cls: string, ref: string) => boolean): Changes {
+    const rows: Row[] = [];
+    const deleted: { cls: string; ref: string; gen: number }[] = [];
+    let lo = 0;
+    let hi = this.log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.log[mid].gen <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.log.length; i++) {
+      const e = this.log[i];
+      if (filter && !filter(e.cls, e.ref)) continue;
+      if (e.deleted) {
+        if (e.deleted.created <= since) deleted.push({ cls: e.cls, ref: e.ref, gen: e.gen });
+        continue;
+      }
+      const row = this.tables.get(e.cls)!.get(e.ref);
+      if (row && row.modified === e.gen) rows.push(row);
+    }
+    return { gen: this.generation, rows, deleted };
+  }
+
+  /** Keeps the change log at most a few times the size of what it must remember. */
+  private pruneLog(): void {
+    let live = 0;
+    for (const t of this.tables.values()) live += t.size;
+    if (this.log.length < 4 * (live + this.deletedCount) + 1024) return;
+    let dropDeleted = Math.max(0, this.deletedCount - this.deletedKept);
+    const kept: LogEntry[] = [];
+    for (const e of this.log) {
+      if (e.deleted) {
+        if (dropDeleted > 0) {
+          dropDeleted--;
+          this.deletedCount--;
+          this.forgottenUpTo = Math.max(this.forgottenUpTo, e.gen);
+          continue;
+        }
+        kept.push(e);
+      } else if (this.tables.get(e.cls)!.get(e.ref)?.modified === e.gen) kept.push(e);
+    }
+    this.log = kept;
+  }
+
+  close(): void {
+    this.flush();
+    this.sql?.close();
+  }
+}
+
+function persistedRecord(row: Row): Rec {
+  const c = classes.get(row.cls) as ClassMeta;
+  const out: Rec = {};
+  for (const f of c.fields as FieldMeta[]) if (f.persist) out[f.name] = row.rec[f.name];
+  return out;
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export { cloneValue };
