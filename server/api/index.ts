@@ -2,3 +2,4 @@
 import './session.js';
 import './task.js';
 import './event.js';
+import './message.js';

@@ -406,7 +406,7 @@ function membersEnc(fields: [string, Ty][]): Enc {
     let s = '<value><struct>';
     for (let i = 0; i < n; i++) {
       const x = o[names[i]];
-      if (x === undefined && opt[i]) continue;
+      if (x == null && opt[i]) continue; // None
       s += pre[i] + (x instanceof Typed ? encodeValue(x.value, x.ty) : encs[i](x)) + '</member>';
     }
     return s + '</struct></value>';
