@@ -12,15 +12,17 @@ function rowOf(call: Call, cls: string, ref: string): Rec {
   return rec;
 }
 
-function allRecords(call: Call, c: ClassMeta, pred?: (r: Rec) => boolean): Record<string, Rec> {
+type Pred = (r: Rec, ref: string) => boolean;
+
+function allRecords(call: Call, c: ClassMeta, pred?: Pred): Record<string, Rec> {
   const out: Record<string, Rec> = {};
-  for (const [ref, row] of call.emu.db.table(c.name)) if (!pred || pred(row.rec)) out[ref] = row.rec;
+  for (const [ref, row] of call.emu.db.table(c.name)) if (!pred || pred(row.rec, ref)) out[ref] = row.rec;
   return out;
 }
 
-function allRefs(call: Call, c: ClassMeta, pred?: (r: Rec) => boolean): string[] {
+function allRefs(call: Call, c: ClassMeta, pred?: Pred): string[] {
   const out: string[] = [];
-  for (const [ref, row] of call.emu.db.table(c.name)) if (!pred || pred(row.rec)) out.push(ref);
+  for (const [ref, row] of call.emu.db.table(c.name)) if (!pred || pred(row.rec, ref)) out.push(ref);
   return out;
 }
 

@@ -4,7 +4,7 @@
 import { messages, type MessageMeta, type Ty } from '../../schema/index.js';
 import type { Emulator } from '../emulator.js';
 import { XapiError, internalError } from './errors.js';
-import { compileParams } from './validate.js';
+import { compileParams, rpcToString } from './validate.js';
 import { checkSession, checkRbac } from '../auth/access.js';
 import { handlerFor, type Call } from './registry.js';
 import { runInTask, startAsync } from '../api/task-runner.js';
@@ -103,6 +103,8 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
 
   let sessionRef = '';
   if (withSession) {
+    // the session param is unmarshalled as a string first
+    if (typeof params[0] !== 'string') throw internalError(`Failure("Expected string, got '${rpcToString(params[0])}'")`);
     sessionRef = checkSession(emu, params[0]);
     checkRbac(emu, sessionRef, msg, args);
   }

@@ -250,7 +250,8 @@ function schemaOf(ty: Ty): z.ZodType {
   } else if (ty.k === 'map') {
     // string-like keys: `Rpc.Dict l` else "Expecting Rpc.Dict, but found '%s'"; int and enum keys
     // use hand-written unmarshallers: Int64.of_string / <enum>_of_rpc (String k), "Unmarshalling error"
-    const key: z.ZodType = ty.key.k === 'int' ? lift((k) => String(int64OfString(k as string)))
+    // (keys must stay strings: zod retries a failed numeric-looking key as a number, e.g. "1e3")
+    const key: z.ZodType = ty.key.k === 'int' ? lift((k) => String(typeof k === 'string' ? int64OfString(k) : fail(failure('Int64.of_string'))))
       : ty.key.k === 'enum' ? lift(enumConv(ty.key.name)) : z.string();
     const text = mapOverride(ty) ? () => failure('Unmarshalling error')
       : (x: unknown) => failure(`Expecting Rpc.Dict, but found '${rpcToString(x)}'`);

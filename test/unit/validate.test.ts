@@ -106,6 +106,7 @@ describe('structures', () => {
     expect(err(() => c({ k: 'map', key: { k: 'string' }, value: { k: 'string' } }, { a: 1 }))).toEqual(['INTERNAL_ERROR', `Failure("Expected string, got 'I(1)'")`]);
     expect(err(() => c({ k: 'map', key: { k: 'enum', name: 'vm_operations' }, value: { k: 'string' } }, { fly: 'x' }))).toEqual(['INTERNAL_ERROR', 'Failure("Unknown tag/contents")']);
     expect(err(() => c({ k: 'map', key: { k: 'int' }, value: { k: 'int' } }, { x: 1 }))).toEqual(['INTERNAL_ERROR', 'Failure("Int64.of_string")']);
+    expect(err(() => c({ k: 'map', key: { k: 'int' }, value: { k: 'int' } }, { '1e3': 1 }))).toEqual(['INTERNAL_ERROR', 'Failure("Int64.of_string")']);
     expect(err(() => c({ k: 'map', key: { k: 'int' }, value: { k: 'int' } }, 'x'))).toEqual(['INTERNAL_ERROR', 'Failure("Unmarshalling error")']);
   });
 

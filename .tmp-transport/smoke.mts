@@ -1,0 +1,12 @@
+import { startServer } from '/work/main/server/app.ts';
+const s = await startServer({ port: 0, memory: true, password: 'pw', authFailDelay: 0, hosts: 3 });
+console.log(s.urls);
+const post = (path: string, body: string, ct = 'text/xml') => fetch(s.urls[0] + path.replace(/^\//, ''), { method: 'POST', body, headers: { 'content-type': ct } }).then(async r => [r.status, r.headers.get('content-type'), (await r.text()).slice(0, 300)]);
+console.log(await post('/', '<?xml version="1.0"?><methodCall><methodName>session.login_with_password</methodName><params><param><value>root</value></param><param><value>pw</value></param></params></methodCall>'));
+console.log(await post('/jsonrpc', JSON.stringify({jsonrpc:'2.0', id: 0, method: 'session.login_with_password', params: ['root','pw']}), 'application/json'));
+const r2 = await fetch(s.urls[1] + 'jsonrpc', { method: 'POST', body: JSON.stringify({jsonrpc:'2.0', id: 0, method: 'session.login_with_password', params: ['root','pw']}) });
+console.log(await r2.text());
+console.log(await post('/anything/else', '<methodCall><methodName>system.listMethods</methodName><params></params></methodCall>'));
+await s.toolstackRestart(); await new Promise(r => setTimeout(r, 50));
+console.log(s.urls, await post('/', 'garbage'));
+await s.close();

@@ -1,0 +1,287 @@
+// HTTP(S) front of an emulated pool: one Fastify instance per listening socket (Fastify serves one
+// server per instance), each with the RPC endpoints plus any HTTP handler plugins. startServer
+// opens the listeners for the whole pool and implements the toolstack restart.
+import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import { generate as generateCert } from 'selfsigned';
+import { model } from '../schema/index.js';
+import { Emulator, type EmulatorOptions } from './emulator.js';
+import { readConf, type XapiConf } from './config.js';
+import type { UserSpec } from './auth/users.js';
+import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
+
+export { DEFAULT_RPC_BODY_LIMIT };
+/** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
+export const DEFAULT_PASSWORD = 'xapi-emu';
+export const DEFAULT_PORT = 8080;
+
+// ───────────────────────────── the app ─────────────────────────────
+
+export interface HttpPluginContext {
+  emu: Emulator;
+  /** the host ref that received a request (by the socket's local address) */
+  hostOf: (req: FastifyRequest) => string;
+}
+/** An HTTP handler module (/import, /export_raw_vdi …). Each runs in its own encapsulated scope. */
+export type HttpPlugin = (app: FastifyInstance, ctx: HttpPluginContext) => Promise<void> | void;
+
+const globalPlugins: HttpPlugin[] = [];
+/** Registers a plugin on every app built from now on (handler modules call it when imported). */
+export function registerHttpPlugin(plugin: HttpPlugin): void {
+  globalPlugins.push(plugin);
+}
+
+export interface AppOptions {
+  log?: boolean;
+  /** largest RPC body in bytes (default 300 KiB, xapi's) */
+  bodyLimit?: number;
+  https?: { key: string; cert: string };
+  /** host ref answering calls received on a local address (default: by host.address, else master) */
+  hostFor?: (localAddress: string) => string;
+  plugins?: HttpPlugin[];
+}
+
+export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance {
+  const app = Fastify({
+    logger: opts.log ?? false,
+    ...(opts.https ? { https: opts.https } : {}),
+    // event.from long-polls for up to 60 s: no request timeout; idle keep-alive kept as xapi's (~5 min)
+    requestTimeout: 0,
+    keepAliveTimeout: 300_000,
+  }) as unknown as FastifyInstance;
+  const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
+  app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
+  const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor) };
+  for (const p of [...globalPlugins, ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
+  return app;
+}
+
+// ───────────────────────────── the server ─────────────────────────────
+
+export interface ServerOptions {
+  /** listen address of the master (default 127.0.0.1) */
+  host?: string;
+  /** default 8080, or 443 with https; 0 picks a free port */
+  port?: number;
+  https?: boolean;
+  /** with https: also plain HTTP on this port */
+  httpPort?: number;
+  /** data directory (default ./data); ignored with memory */
+  dataDir?: string;
+  memory?: boolean;
+  hosts?: number;
+  password?: string;
+  seed?: string;
+  timeScale?: number;
+  /** xapi.conf file, read at start and again on each toolstack restart */
+  configFile?: string;
+  conf?: XapiConf;
+  users?: UserSpec[];
+  authFailDelay?: number;
+  /** host.address of every host when listening on a non-loopback address (default: host, or
+   * 127.0.0.1 for a wildcard address) */
+  address?: string;
+  log?: boolean;
+  bodyLimit?: number;
+  plugins?: HttpPlugin[];
+  /** seconds in-flight requests get when listeners close before their connections are cut (default 2) */
+  closeGrace?: number;
+}
+
+export interface RunningServer {
+  /** the current Emulator (a new one after each toolstack restart with a data directory) */
+  readonly emu: Emulator;
+  /** the master's first listener */
+  readonly app: FastifyInstance;
+  readonly apps: FastifyInstance[];
+  /** one per listener, master first, e.g. http://127.0.0.1:8080/ */
+  readonly urls: string[];
+  readonly dataDir: string | null;
+  /** As `xe-toolstack-restart`: listeners and the API layer close and reopen on the same database. */
+  toolstackRestart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const isLoopback = (h: string): boolean => h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+const isWildcard = (h: string): boolean => h === '0.0.0.0' || h === '::' || h === '';
+const urlHost = (h: string): string => (isIP(h) === 6 ? `[${h}]` : h);
+
+/** Rows of classes that xapi does not persist (sessions, tasks …) vanish with the process. */
+function dropVolatile(emu: Emulator): void {
+  for (const c of model.classes) {
+    if (c.persist) continue;
+    for (const ref of [...emu.db.table(c.name).keys()]) {
+      try {
+        emu.db.destroy(c.name, ref);
+      } catch {
+        /* already gone through a relation */
+      }
+    }
+  }
+  emu.cancelHooks.clear();
+}
+
+/** The self-signed certificate: <data>/xapi-ssl.pem (key + certificate, as a host's
+ * /etc/xensource/xapi-ssl.pem), made on first start; in memory only with `memory`. */
+async function certificate(dataDir: string | null, names: string[]): Promise<{ key: string; cert: string }> {
+  const file = dataDir ? join(dataDir, 'xapi-ssl.pem') : null;
+  let pem = file && existsSync(file) ? readFileSync(file, 'utf8') : null;
+  if (!pem) {
+    const ips = [...new Set(names.filter((n) => isIP(n) && !isWildcard(n)).concat(['127.0.0.1', '::1']))];
+    const notAfterDate = new Date();
+    notAfterDate.setFullYear(notAfterDate.getFullYear() + 10);
+    const cn = names.find((n) => !isWildcard(n)) ?? 'localhost';
+    const g = await generateCert([{ name: 'commonName', value: cn }], {
+      keySize: 2048,
+      algorithm: 'sha256',
+      notAfterDate,
+      extensions: [
+        { name: 'basicConstraints', cA: false },
+        { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+        { name: 'extKeyUsage', serverAuth: true },
+        { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, ...ips.map((ip) => ({ type: 7 as const, ip }))] },
+      ],
+    });
+    pem = g.private + g.cert;
+    if (file) writeFileSync(file, pem, { mode: 0o600 });
+  }
+  // OpenSSL's PEM readers skip blocks of the other kind, so the combined file serves as both
+  return { key: pem, cert: pem };
+}
+
+export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
+  const host = opts.host ?? '127.0.0.1';
+  const loopback = isLoopback(host);
+  const dataDir = opts.memory ? null : (opts.dataDir ?? 'data');
+  const address = opts.address ?? (isWildcard(host) ? '127.0.0.1' : host);
+  const emuOpts: EmulatorOptions = {
+    dataDir,
+    hosts: opts.hosts ?? 1,
+    seed: opts.seed,
+    password: opts.password ?? DEFAULT_PASSWORD,
+    users: opts.users,
+    timeScale: opts.timeScale,
+    authFailDelay: opts.authFailDelay,
+    conf: opts.conf ?? (opts.configFile ? readConf(opts.configFile) : undefined),
+    // on loopback each host gets its own address (and listener); elsewhere they share one
+    hostAddress: loopback ? (i) => `127.0.0.${i + 1}` : () => address,
+  };
+  const grace = (opts.closeGrace ?? 2) * 1000;
+
+  let emu = new Emulator(emuOpts);
+  emu.start();
+  // Listen addresses, from the database (it may predate these options): the master on `host`,
+  // members on their own loopback address; elsewhere every call is answered as the master.
+  const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
+  if (loopback) {
+    for (const h of emu.hosts.slice(1)) {
+      const a = emu.db.get('host', h)?.address;
+      if (typeof a === 'string' && /^127\./.test(a) && a !== host && !plan.some((p) => p.addr === a)) plan.push({ addr: a, hostRef: h });
+    }
+  }
+  const tls = opts.https
+    ? await certificate(dataDir, [host, address, ...emu.hosts.map((h) => String(emu.db.get('host', h)?.address ?? ''))])
+    : undefined;
+  let port = opts.port ?? (opts.https ? 443 : DEFAULT_PORT);
+  let httpPort = opts.https ? opts.httpPort : undefined;
+
+  let apps: FastifyInstance[] = [];
+  let urls: string[] = [];
+
+  async function listen(): Promise<void> {
+    const hostFor = loopback ? undefined : () => emu.master;
+    const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins };
+    const opened: FastifyInstance[] = [];
+    const openedUrls: string[] = [];
+    try {
+      const kinds: { secure: boolean }[] = tls ? [{ secure: true }, ...(httpPort !== undefined ? [{ secure: false }] : [])] : [{ secure: false }];
+      for (const { secure } of kinds) {
+        for (const { addr } of plan) {
+          const app = buildApp(emu, { ...appOpts, https: secure ? tls : undefined });
+          opened.push(app);
+          // port 0: the first listener picks the port and the pool's other hosts reuse it
+          await app.listen({ host: addr, port: secure || !tls ? port : httpPort! });
+          const actual = (app.server.address() as { port: number }).port;
+          if (secure || !tls) port = actual;
+          else httpPort = actual;
+          openedUrls.push(`${secure ? 'https' : 'http'}://${urlHost(addr)}:${actual}/`);
+        }
+      }
+    } catch (e) {
+      await Promise.allSettled(opened.map((a) => a.close()));
+      throw e;
+    }
+    apps = opened;
+    urls = openedUrls;
+  }
+
+  async function closeListeners(): Promise<void> {
+    await Promise.all(
+      apps.map(async (app) => {
+        // idle keep-alive connections close at once; in-flight calls (event.from long polls) get a grace
+        const timer = setTimeout(() => app.server.closeAllConnections?.(), grace);
+        try {
+          await app.close();
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
+    apps = [];
+  }
+
+  await listen();
+
+  let busy: Promise<void> = Promise.resolve();
+  let closed = false;
+  const serial = (f: () => Promise<void>): Promise<void> => (busy = busy.then(f, f));
+
+  return {
+    get emu() {
+      return emu;
+    },
+    get app() {
+      return apps[0];
+    },
+    get apps() {
+      return apps;
+    },
+    get urls() {
+      return urls;
+    },
+    dataDir,
+    toolstackRestart: () =>
+      serial(async () => {
+        if (closed) return;
+        let conf = emu.conf;
+        if (opts.configFile) {
+          try {
+            conf = readConf(opts.configFile);
+          } catch (e) {
+            console.error(`xapi-emu: keeping the previous configuration: ${(e as Error).message}`);
+          }
+        }
+        await closeListeners();
+        emu.close();
+        if (dataDir === null) {
+          // nothing to re-open from: the same in-memory database, minus what xapi does not persist
+          dropVolatile(emu);
+          emu.conf = conf;
+          emu.db.flush();
+        } else {
+          emu = new Emulator({ ...emuOpts, conf });
+        }
+        emu.start();
+        await listen();
+      }),
+    close: () =>
+      serial(async () => {
+        if (closed) return;
+        closed = true;
+        await closeListeners();
+        emu.close();
+      }),
+  };
+}
