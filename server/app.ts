@@ -47,7 +47,8 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
   const app = Fastify({
     logger: opts.log ?? false,
     ...(opts.https ? { https: opts.https } : {}),
-    // event.from long-polls for up to 60 s: no request timeout; idle keep-alive kept as xapi's (~5 min)
+    // event.from long-polls for up to 60 s: no request timeout. Idle keep-alive connections are kept
+    // long, so clients' pools close them first (a server-side close races with reuse).
     requestTimeout: 0,
     keepAliveTimeout: 300_000,
   }) as unknown as FastifyInstance;

@@ -156,11 +156,12 @@ export async function toolstackRestart(server: RunningServer | null = current): 
   await server.toolstackRestart();
 }
 
-function banner(s: RunningServer, password: string, hosts: number): string {
+function banner(s: RunningServer, host: string, password: string, hosts: number): string {
   return [
     `xapi-emu ${version()}: a pool of ${s.emu.hosts.length} host${s.emu.hosts.length > 1 ? 's' : ''}` +
       (hosts !== s.emu.hosts.length ? ` (from the existing database; --hosts ${hosts} ignored)` : ''),
     ...s.urls.map((u, i) => `  ${i === 0 ? 'XAPI'.padEnd(10) : ''.padEnd(10)}${u}`),
+    ...(s.emu.hosts.length > 1 && !isLoopback(host) ? [`  ${''.padEnd(10)}(all hosts share this address: every call is answered by the master)`] : []),
     `  ${'user'.padEnd(10)}root`,
     `  ${'password'.padEnd(10)}${password}`,
     `  ${'data'.padEnd(10)}${s.dataDir === null ? 'in memory' : resolve(s.dataDir)}`,
@@ -233,7 +234,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
     current = server;
     const pf = memory ? null : pidFile(dataDir);
     if (pf) writeFileSync(pf, `${process.pid}\n`);
-    console.log(banner(server, password, hosts));
+    console.log(banner(server, host, password, hosts));
     installSignals(server, pf);
     return server;
   } catch (e) {

@@ -3,3 +3,7 @@ import './session.js';
 import './task.js';
 import './event.js';
 import './message.js';
+import './pool.js';
+import './VM.js';
+import './SR.js';
+import './VDI.js';

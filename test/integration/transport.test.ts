@@ -12,7 +12,7 @@ interface Res { status: number; headers: Headers; text: string }
 async function post(path: string, body: string | Uint8Array, contentType: string | null = 'text/xml', url = base): Promise<Res> {
   const headers: Record<string, string> = {};
   if (contentType !== null) headers['content-type'] = contentType;
-  const r = await fetch(new URL(path, url), { method: 'POST', body, headers });
+  const r = await fetch(new URL(path, url), { method: 'POST', body: body as unknown as BodyInit, headers });
   return { status: r.status, headers: r.headers, text: await r.text() };
 }
 
@@ -237,6 +237,8 @@ describe('HTTP', () => {
     const emuBefore = server.emu;
     await server.toolstackRestart();
     base = server.urls[0];
+    // the restart closed fetch's pooled keep-alive sockets: let the client see those closes first
+    await new Promise((r) => setTimeout(r, 50));
     expect(server.emu).toBe(emuBefore); // --memory keeps the same in-memory database
     const stale = JSON.parse((await post('/jsonrpc', jsonCall({ method: 'pool.get_all', params: [s], id: 2 }))).text);
     expect(stale.error).toEqual(['SESSION_INVALID', s]);

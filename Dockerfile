@@ -1,0 +1,26 @@
+# xapi-emu: an emulated XCP-ng/XenServer pool (XAPI on port 8080, data in the /data volume).
+#   docker build -t xapi-emu .
+#   docker run -p 127.0.0.1:8080:8080 -e XAPI_EMU_PASSWORD=secret -v xapi-data:/data xapi-emu
+# Every flag has an XAPI_EMU_* variable (see `xapi-emu --help`). `docker kill -s HUP <container>`
+# restarts the toolstack as xe-toolstack-restart does on a host.
+FROM node:20-bookworm
+
+WORKDIR /app
+ENV NODE_ENV=production
+
+# Dependencies first, so that source changes reuse this layer. tsx runs the TypeScript sources
+# directly (it is a runtime dependency); better-sqlite3 comes prebuilt, or builds with the
+# toolchain this image has.
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+COPY . .
+
+# The CLI refuses a non-loopback address with the default password: XAPI_EMU_PASSWORD must be set.
+VOLUME /data
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.XAPI_EMU_PORT||8080)+'/',{method:'POST',body:'<methodCall><methodName>system.isAlive:hc</methodName><params><param><value>ok</value></param></params></methodCall>'}).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
+
+CMD ["node", "bin/xapi-emu.js", "--host", "0.0.0.0", "--data", "/data"]
