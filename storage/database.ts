@@ -5,6 +5,41 @@ import BetterSqlite3 from 'better-sqlite3';
 import { classes, model, type ClassMeta, type FieldMeta } from '../schema/index.js';
 import { cloneValue, defaultFor } from './defaults.js';
 
+// create() builds a record with a generated object literal that holds every field, in schema order.
+// V8 keeps such an object in fast mode, whereas an object given its 20-90 fields one by one through
+// `obj[name] = v` turns into a hash table (dictionary mode): bigger, and slower to read and to
+// JSON.stringify (VM.get_record over JSON-RPC spent ~1/3 less in JSON.stringify). Keys, their order
+// and values are exactly what the plain loop produced. (Records loaded from SQLite come from
+// JSON.parse, which already gives fast-mode objects.)
+type Maker = (src: Rec) => Rec;
+
+/** `{ [f]: f in rec ? rec[f] : defaultFor(f) }` for the class's fields in schema order. */
+const creators = new Map<string, Maker>();
+function creatorOf(c: ClassMeta): Maker {
+  let make = creators.get(c.name);
+  if (!make) {
+    const fields = c.fields as FieldMeta[];
+    const names = fields.map((f) => f.name);
+    if (names.includes('__proto__') || new Set(names).size !== names.length) {
+      make = (rec) => {
+        const full: Rec = {};
+        for (const f of fields) full[f.name] = f.name in rec ? rec[f.name] : defaultFor(f);
+        return full;
+      };
+    } else {
+      const props = names.map((n, i) => {
+        const q = JSON.stringify(n);
+        return `${q}: ${q} in r ? r[${q}] : d(F[${i}])`;
+      });
+      const body = `return {${props.join(',\n')}};`;
+      const gen = new Function('d', 'F', `return function (r) {\n${body}\n};`) as (d: typeof defaultFor, F: FieldMeta[]) => Maker;
+      make = gen(defaultFor, fields);
+    }
+    creators.set(c.name, make);
+  }
+  return make;
+}
+
 export type Rec = Record<string, unknown>;
 
 export interface Row {
@@ -161,8 +196,7 @@ export class Database {
     const c = classes.get(cls)!;
     const table = this.table(cls);
     if (table.has(ref)) throw new Error(`duplicate ref ${ref}`);
-    const full: Rec = {};
-    for (const f of c.fields) full[f.name] = f.name in rec ? rec[f.name] : defaultFor(f);
+    const full = creatorOf(c)(rec);
     const gen = ++this.generation;
     const row: Row = { cls, ref, rec: full, created: gen, modified: gen };
     table.set(ref, row);
@@ -266,10 +300,12 @@ export class Database {
     return this.sql !== null && (classes.get(cls)?.persist ?? false);
   }
 
-  /** Writes every pending change to SQLite in one transaction. Called before any answer leaves. */
-  flush(): void {
+  /** Writes every pending change to SQLite in one transaction. Called before any answer leaves.
+   * With `always`, writes the generation even when no persistent row changed (writes to volatile
+   * classes move it too), so that event tokens never go back after a clean restart. */
+  flush(always = false): void {
     this.flushScheduled = false;
-    if (!this.sql || this.dirty.size === 0) return;
+    if (!this.sql || (this.dirty.size === 0 && !always)) return;
     const pending = [...this.dirty.values()];
     this.dirty.clear();
     const { put, del, meta } = this.stmts!;
@@ -344,7 +380,7 @@ export class Database {
   }
 
   close(): void {
-    this.flush();
+    this.flush(true);
     this.sql?.close();
   }
 }

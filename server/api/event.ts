@@ -50,8 +50,10 @@ function eventOf(row: Row, op: 'add' | 'mod', id: number, timestamp: string): Ev
   };
 }
 
-/** The events since a generation: adds, then mods, then dels; one per object. */
-function collect(emu: Emulator, since: number, match: (cls: string, ref: string) => boolean, timestamp: () => string): { events: Event[]; gen: number } {
+/** The events since a generation: adds, then mods, then dels; one per object. With `messagesFirst`
+ * (event.from), message events lead, with id "0": xapi keeps messages outside its database and
+ * lists them before the database events (xapi_event.ml from_inner). */
+function collect(emu: Emulator, since: number, match: (cls: string, ref: string) => boolean, timestamp: () => string, messagesFirst = false): { events: Event[]; gen: number } {
   const ch = emu.db.changesSince(since, match);
   const adds: Event[] = [];
   const mods: Event[] = [];
@@ -60,7 +62,10 @@ function collect(emu: Emulator, since: number, match: (cls: string, ref: string)
     else mods.push(eventOf(row, 'mod', row.modified, timestamp()));
   }
   const dels: Event[] = ch.deleted.map((d) => ({ id: String(d.gen), timestamp: timestamp(), class: d.cls.toLowerCase(), operation: 'del', ref: d.ref }));
-  return { events: [...adds, ...mods, ...dels], gen: ch.gen };
+  const events = [...adds, ...mods, ...dels];
+  if (!messagesFirst) return { events, gen: ch.gen };
+  const messages = events.filter((e) => e.class === 'message').map((e) => ({ ...e, id: '0' }));
+  return { events: messages.length ? [...messages, ...events.filter((e) => e.class !== 'message')] : events, gen: ch.gen };
 }
 
 /** Sessions' pending waits, so that a logout can wake them with SESSION_INVALID. */
@@ -157,7 +162,7 @@ registerProvider('event', {
       call,
       timeout,
       () => {
-        const { events, gen } = collect(call.emu, since, match, () => '0.0');
+        const { events, gen } = collect(call.emu, since, match, () => '0.0', true);
         return events.length ? result(events, gen) : undefined;
       },
       () => result([], call.emu.db.generation),

@@ -2,7 +2,7 @@
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { xapiDate } from '../clock.js';
-import { permissionsOfRole } from '../auth/access.js';
+import { permissionsOfRole, markLocalSession } from '../auth/access.js';
 import { subjectSid } from '../auth/users.js';
 import type { Emulator } from '../emulator.js';
 import { wakeSessionWaiters } from './event.js';
@@ -28,7 +28,7 @@ function assertMaster(call: Call): void {
   }
 }
 
-export function createSession(emu: Emulator, host: string, login: Login, originator: string, opts: { pool?: boolean } = {}): string {
+export function createSession(emu: Emulator, host: string, login: Login, originator: string, opts: { pool?: boolean; local?: boolean } = {}): string {
   const ref = emu.ids.ref();
   let subject = 'OpaqueRef:NULL';
   let sid = '';
@@ -52,6 +52,7 @@ export function createSession(emu: Emulator, host: string, login: Login, origina
     parent: 'OpaqueRef:NULL',
     originator,
   });
+  if (opts.local) markLocalSession(emu, ref, true);
   trimSessions(emu, (r) => r.originator === originator && originator !== '');
   trimSessions(emu, (r) => r.auth_user_name === login.uname);
   return ref;
@@ -66,6 +67,7 @@ function trimSessions(emu: Emulator, pred: (r: Record<string, unknown>) => boole
 
 export function destroySession(emu: Emulator, ref: string): void {
   emu.db.destroy('session', ref);
+  markLocalSession(emu, ref, false);
   wakeSessionWaiters(emu, ref);
 }
 
@@ -78,7 +80,7 @@ registerProvider('session', {
   // Emergency-mode login, valid on the host that received it only.
   async slave_local_login_with_password(call, uname: string, pwd: string) {
     const login = await authenticate(call, uname, pwd);
-    return createSession(call.emu, call.host, login, '');
+    return createSession(call.emu, call.host, login, '', { local: true });
   },
   logout(call) {
     destroySession(call.emu, call.session);

@@ -79,7 +79,8 @@ export function startAsync(call: Call, handler: Handler, args: unknown[]): strin
   setImmediate(async () => {
     try {
       const value = await handler({ ...call, task }, ...args);
-      completeTask(emu, task, value, call.msg.result);
+      // a void result is marshalled as Rpc.String "" (gen_server.ml), i.e. "<value></value>"
+      completeTask(emu, task, call.msg.result === null ? '' : value, call.msg.result ?? { k: 'string' });
     } catch (e) {
       failTask(emu, task, e);
     } finally {

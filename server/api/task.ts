@@ -2,20 +2,21 @@
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { generic } from './generic.js';
 import { createTask, destroyTask } from './task-runner.js';
-import { checkRbac } from '../auth/access.js';
+import { checkRbac, EXTRA_PERMISSIONS } from '../auth/access.js';
 import { messages } from '../../schema/index.js';
 
 const destroyAny = messages.get('task.destroy')!;
 
-/** A session may act on its own tasks; other tasks need the task.destroy_any permission. */
+/** A session may act on its own tasks; other tasks need the task.destroy/any permission. */
 function assertOwnTask(call: Call, task: string): void {
   if (task === call.task) return;
   const owner = call.emu.taskSessions.get(task);
   const me = call.emu.db.get('session', call.session);
   const theirs = owner ? call.emu.db.get('session', owner) : undefined;
   if (me && theirs && me.auth_user_sid === theirs.auth_user_sid && me.auth_user_name === theirs.auth_user_name) return;
-  // task.destroy_any is a pool-operator permission
-  checkRbac(call.emu, call.session, { ...destroyAny, wire: 'task.destroy_any', roles: ['pool-admin', 'pool-operator'] }, []);
+  // TaskHelper.assert_op_valid: Rbac_static.permission_task_destroy_any, a pool-operator permission
+  const perm = 'task.destroy/any';
+  checkRbac(call.emu, call.session, { ...destroyAny, wire: perm, roles: EXTRA_PERMISSIONS[perm], map_keys_roles: undefined }, []);
 }
 
 const guarded = (name: string) => (call: Call, self: string, ...rest: unknown[]) => {

@@ -8,11 +8,30 @@ import { xapiDate } from '../clock.js';
 const LAST_ACTIVE_THRESHOLD_MS = 600_000;
 const lastTouched = new WeakMap<object, number>();
 
-/** Returns the session ref, or throws SESSION_INVALID with the ref as given. */
-export function checkSession(emu: Emulator, given: unknown): string {
+/** Sessions made by session.slave_local_login*: valid on their own host only (xapi keeps them in
+ * the host's local database, outside the pool's). */
+const localSessions = new WeakMap<Emulator, Set<string>>();
+export function markLocalSession(emu: Emulator, ref: string, local: boolean): void {
+  let set = localSessions.get(emu);
+  if (!set) localSessions.set(emu, (set = new Set()));
+  if (local) set.add(ref);
+  else set.delete(ref);
+}
+
+/** Returns the session ref, or throws SESSION_INVALID with the ref as given. `host` is the host
+ * that received the call: on a pool member, a session that is neither a pool (slave_login) nor a
+ * local session is HOST_IS_SLAVE [master address] (session_check.ml). */
+export function checkSession(emu: Emulator, given: unknown, host?: string): string {
   const ref = typeof given === 'string' ? given : String(given);
   const rec = emu.db.get('session', ref);
   if (!rec) throw new XapiError('SESSION_INVALID', [ref]);
+  if (host !== undefined) {
+    const local = localSessions.get(emu)?.has(ref) ?? false;
+    if (local && rec.this_host !== host) throw new XapiError('SESSION_INVALID', [ref]);
+    if (!local && !rec.pool && host !== emu.master) {
+      throw new XapiError('HOST_IS_SLAVE', [String(emu.db.get('host', emu.master)?.address ?? '')]);
+    }
+  }
   const now = emu.clock.now();
   if (now - (lastTouched.get(rec) ?? 0) > LAST_ACTIVE_THRESHOLD_MS) {
     lastTouched.set(rec, now);
@@ -37,6 +56,10 @@ export function permissionOf(msg: MessageMeta, args: unknown[]): { permission: s
   return { permission: action, roles: msg.roles ?? ['pool-admin'] };
 }
 
+/** Permissions that name no message (Rbac_static, from the datamodel's extra permissions), with
+ * their roles: `task.destroy/any` lets pool operators cancel or destroy other users' tasks. */
+export const EXTRA_PERMISSIONS: Record<string, string[]> = { 'task.destroy/any': ['pool-admin', 'pool-operator'] };
+
 /** Every permission of a role, as stored in session.rbac_permissions for a non-root session. */
 const permissionsByRole = new Map<string, string[]>();
 export function permissionsOfRole(role: string): string[] {
@@ -50,6 +73,7 @@ export function permissionsOfRole(role: string): string[] {
         for (const [k, roles] of Object.entries(m.map_keys_roles ?? {})) if (roles.includes(role)) p.push(`${action}/key:${k.toLowerCase()}`);
       }
     }
+    for (const [perm, roles] of Object.entries(EXTRA_PERMISSIONS)) if (roles.includes(role)) p.push(perm);
     permissionsByRole.set(role, p);
   }
   return p;

@@ -6,7 +6,7 @@ import type { Emulator } from '../emulator.js';
 import { XapiError, internalError } from './errors.js';
 import { compileParams, rpcToString } from './validate.js';
 import { checkSession, checkRbac } from '../auth/access.js';
-import { handlerFor, type Call } from './registry.js';
+import { handlerFor, type Call, type Handler } from './registry.js';
 import { runInTask, startAsync } from '../api/task-runner.js';
 
 export type CallResult =
@@ -69,7 +69,16 @@ export function errorDescription(e: unknown): string[] {
 }
 
 async function dispatchInner(emu: Emulator, label: string, params: unknown[], origin: CallOrigin): Promise<CallResult> {
-  if (origin.badUtf8?.length) throw new XapiError('INVALID_VALUE', ['Invalid UTF-8 string in parameter', origin.badUtf8[0]]);
+  if (origin.badUtf8?.length) {
+    // xapi reports the first param holding the bad string, as Rpc.to_string prints it: S(...), {k:S(v)}
+    const bad = origin.badUtf8;
+    const holds = (v: unknown): boolean =>
+      typeof v === 'string' ? bad.includes(v)
+        : Array.isArray(v) ? v.some(holds)
+          : v !== null && typeof v === 'object' && !(v instanceof Date) && Object.entries(v).some(([k, x]) => bad.includes(k) || holds(x));
+    const param = params.find(holds);
+    throw new XapiError('INVALID_VALUE', ['Invalid UTF-8 string in parameter', param === undefined ? bad[0] : rpcToString(param)]);
+  }
   let name = label;
   let async = false;
   if (name.startsWith('Async.')) { name = name.slice(6); async = true; }
@@ -83,7 +92,7 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
   if (!msg) {
     if (params.length === 0) throw new XapiError('MESSAGE_METHOD_UNKNOWN', [name]);
     // xapi checks the first param as a session, then hands the call to its extension mechanism
-    checkSession(emu, params[0]);
+    checkSession(emu, params[0], origin.host);
     throw new XapiError('MESSAGE_METHOD_UNKNOWN', [name]);
   }
 
@@ -95,7 +104,7 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
     throw new XapiError('MESSAGE_PARAMETER_COUNT_MISMATCH', [name, String(msg.n_required_params), String(got)]);
   }
   if (msg.lifecycle === 'Removed_s') {
-    if (withSession) checkSession(emu, params[0]);
+    if (withSession) checkSession(emu, params[0], origin.host);
     throw new XapiError('MESSAGE_REMOVED', []);
   }
   const raw = withSession ? params.slice(1, 1 + msg.params.length) : params.slice(0, msg.params.length);
@@ -105,20 +114,25 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
   if (withSession) {
     // the session param is unmarshalled as a string first
     if (typeof params[0] !== 'string') throw internalError(`Failure("Expected string, got '${rpcToString(params[0])}'")`);
-    sessionRef = checkSession(emu, params[0]);
+    sessionRef = checkSession(emu, params[0], origin.host);
     checkRbac(emu, sessionRef, msg, args);
   }
-  if (async && !msg.async) throw new XapiError('Fault', [`No async mode for this operation (rpc: ${label})`]);
+  // the name as called, without its Async. prefix (gen_server.ml passes __call to do_dispatch)
+  if (async && !msg.async) throw new XapiError('Fault', [`No async mode for this operation (rpc: ${name})`]);
 
   const handler = handlerFor(msg);
   const call: Call = { emu, msg, label, session: sessionRef, task: 'OpaqueRef:NULL', host: origin.host, origin };
-  checkHandles(emu, msg, args);
+  // A bad handle is found by the implementation, so an Async call returns a task that fails with it.
+  const run: Handler = (c, ...a) => {
+    checkHandles(emu, msg, a);
+    return handler(c, ...a);
+  };
 
   // Every call of an async-capable message runs in a database task (context.ml of_http_req),
   // except for the classes without task ids (task, event ...).
   const inTask = msg.async && !emu.noTaskClasses.has(msg.class);
-  if (async) return { ok: true, value: startAsync(call, handler, args), ty: { k: 'ref', class: 'task' } };
-  const value = inTask ? await runInTask(call, handler, args) : await handler(call, ...args);
+  if (async) return { ok: true, value: startAsync(call, run, args), ty: { k: 'ref', class: 'task' } };
+  const value = inTask ? await runInTask(call, run, args) : await run(call, ...args);
   return { ok: true, value: value === undefined ? '' : value, ty: msg.result };
 }
 

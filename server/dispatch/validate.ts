@@ -289,9 +289,17 @@ export function compileParam(ty: Ty): Conv {
   } else if (ty.k === 'record') f = recordConv(ty.class);
   else {
     const schema = schemaOf(ty);
+    const map = ty.k === 'map' ? ty : undefined;
     f = (v) => {
       const r = schema.safeParse(v);
       if (!r.success) throw internalError(firstMessage(r.error.issues));
+      // zod leaves a "__proto__" key out of the records it builds; to xapi it is an ordinary key.
+      // Put it back as an own data property (never through the prototype setter).
+      if (map && isDict(v) && has(v, '__proto__')) {
+        const key = compileParam(map.key)('__proto__') as string;
+        const value = compileParam(map.value)(v.__proto__);
+        Object.defineProperty(r.data, key, { value, enumerable: true, writable: true, configurable: true });
+      }
       return r.data;
     };
   }

@@ -51,11 +51,16 @@ const JSON_HEADERS = ['content-type', 'application/json', ...CORS, ...NO_CACHE];
 const HTML_HEADERS = ['content-type', 'text/html', 'connection', 'close', ...NO_CACHE];
 const EMPTY = Buffer.alloc(0);
 
+/** Bodies above this are UTF-8 encoded once into a Buffer (instead of once to measure and again to
+ * write); below it, the string goes out with the headers in a single write. */
+const BUFFER_BODY_ABOVE = 64 * 1024;
+
 function send(reply: FastifyReply, status: number, headers: readonly string[], body: string): void {
   reply.hijack(); // written raw: no serializer or onSend work on the hot path
   const res = reply.raw;
-  res.writeHead(status, [...headers, 'content-length', String(Buffer.byteLength(body))]);
-  res.end(body);
+  const data = body.length > BUFFER_BODY_ABOVE ? Buffer.from(body, 'utf8') : body;
+  res.writeHead(status, [...headers, 'content-length', String(typeof data === 'string' ? Buffer.byteLength(data) : data.length)]);
+  res.end(data);
 }
 
 const escapeHtml = (s: string): string =>

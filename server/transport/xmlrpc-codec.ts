@@ -370,8 +370,18 @@ const encAny: Enc = (v) => {
   }
 };
 
+// Small collections are concatenated. Past BIG items (get_all_records of thousands of objects) the
+// items go to an array joined once: one flat string instead of a rope of millions of pieces, all
+// alive until the end, that the GC keeps copying and the socket write has to flatten again.
+const BIG = 32;
+
 const setEnc = (item: Enc): Enc => (v) => {
   if (!Array.isArray(v)) return '<value><array><data></data></array></value>';
+  if (v.length > BIG) {
+    const parts = new Array<string>(v.length);
+    for (let i = 0; i < v.length; i++) parts[i] = sub(item, v[i]);
+    return '<value><array><data>' + parts.join('') + '</data></array></value>';
+  }
   let s = '<value><array><data>';
   for (let i = 0; i < v.length; i++) s += sub(item, v[i]);
   return s + '</data></array></value>';
@@ -379,11 +389,18 @@ const setEnc = (item: Enc): Enc => (v) => {
 
 const mapEnc = (val: Enc): Enc => (v) => {
   let s = '<value><struct>';
+  let parts: string[] | undefined;
+  let n = 0;
   if (v !== null && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    for (const k in o) s += '<member><name>' + escapeXml(k) + '</name>' + sub(val, o[k]) + '</member>';
+    for (const k in o) {
+      const m = '<member><name>' + escapeXml(k) + '</name>' + sub(val, o[k]) + '</member>';
+      if (parts) parts.push(m);
+      else if (++n > BIG) parts = [s, m];
+      else s += m;
+    }
   }
-  return s + '</struct></value>';
+  return (parts ? parts.join('') : s) + '</struct></value>';
 };
 
 /** Struct of fixed members in order; option members are omitted when undefined. */
