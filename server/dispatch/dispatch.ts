@@ -38,6 +38,14 @@ function coerce(msg: MessageMeta, args: unknown[]): unknown[] {
   return f(args);
 }
 
+const withDefaults = new WeakMap<MessageMeta, boolean>();
+/** Whether a message has optional (defaulted) params; computed once per message. */
+function hasDefaultParams(msg: MessageMeta): boolean {
+  let d = withDefaults.get(msg);
+  if (d === undefined) withDefaults.set(msg, (d = msg.params.some((p) => p.default !== undefined)));
+  return d;
+}
+
 /** `VM.start` or its alias `VM_start`. */
 function lookup(name: string): MessageMeta | undefined {
   const m = messages.get(name);
@@ -98,7 +106,7 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
 
   const withSession = msg.session && !NO_SESSION.has(msg.wire);
   const got = withSession ? params.length - 1 : params.length;
-  const hasDefaults = msg.params.some((p) => p.default !== undefined);
+  const hasDefaults = hasDefaultParams(msg);
   if (hasDefaults ? got < msg.n_required_params : got !== msg.params.length) {
     // counts exclude the session; with no param at all the received count is -1, as in xapi
     throw new XapiError('MESSAGE_PARAMETER_COUNT_MISMATCH', [name, String(msg.n_required_params), String(got)]);

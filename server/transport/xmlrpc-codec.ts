@@ -276,6 +276,8 @@ export function formatDouble(x: number): string {
   if (x === Infinity) return 'inf';
   if (x === -Infinity) return '-inf';
   if (x === 0) return Object.is(x, -0) ? '-0' : '0';
+  // integral values below 1e16 have at most 16 digits: %.16g prints them exactly, as String does
+  if (Number.isInteger(x) && x < 1e16 && x > -1e16) return String(x);
   const neg = x < 0;
   const a = neg ? -x : x;
   // toExponential rounds exact ties away from zero; %g rounds them to even.
