@@ -11,6 +11,8 @@ import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
 import type { UserSpec } from './auth/users.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
+// the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
+import './http/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -27,10 +29,15 @@ export interface HttpPluginContext {
 /** An HTTP handler module (/import, /export_raw_vdi …). Each runs in its own encapsulated scope. */
 export type HttpPlugin = (app: FastifyInstance, ctx: HttpPluginContext) => Promise<void> | void;
 
-const globalPlugins: HttpPlugin[] = [];
 /** Registers a plugin on every app built from now on (handler modules call it when imported). */
 export function registerHttpPlugin(plugin: HttpPlugin): void {
-  globalPlugins.push(plugin);
+  registeredPlugins().push(plugin);
+}
+// The handler modules (./http/index.js) are imported by this module, so they register before its
+// body runs: the list hangs on a function, which exists from the start (a const would not yet).
+function registeredPlugins(): HttpPlugin[] {
+  const f = registeredPlugins as { list?: HttpPlugin[] };
+  return (f.list ??= []);
 }
 
 export interface AppOptions {
@@ -55,7 +62,7 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
   const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
   app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
   const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor) };
-  for (const p of [...globalPlugins, ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
+  for (const p of [...registeredPlugins(), ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
   return app;
 }
 
@@ -283,6 +290,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         closed = true;
         await closeListeners();
         emu.close();
+        emu.dispose();
       }),
   };
 }

@@ -12,6 +12,12 @@ export interface XapiConf {
   inactive_session_timeout: number;
   /** seconds between two runs of the GC (xapi's db_gc: 240) */
   gc_interval: number;
+  /** simulated seconds the storage GC (SM's cleanup.py) stays quiet after being kicked before it
+   * deletes unused base copies and coalesces chains (SM's GCPAUSE_DEFAULT_SLEEP: 300); also the
+   * wall-clock period of the background pass that kicks every attached SR (0: no background pass) */
+  sr_gc_interval: number;
+  /** 1: VDI operations kick the storage GC as SM does; 0: it runs only when triggered explicitly */
+  sr_gc_auto: number;
   /** every key of the file, including the ones the emulator does not use */
   raw: Record<string, string>;
 }
@@ -23,6 +29,8 @@ export function defaultConf(): XapiConf {
     max_tasks: 200,
     inactive_session_timeout: 86400,
     gc_interval: 240,
+    sr_gc_interval: 300,
+    sr_gc_auto: 1,
     raw: {},
   };
 }

@@ -1,7 +1,8 @@
 // One emulated pool: its database, identifiers, clock, configuration and the services the API
 // layer needs. Transports and CLI sit on top of it; providers receive it through each call.
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { model } from '../schema/index.js';
 import { Database } from '../storage/database.js';
 import { Ids } from '../storage/ids.js';
@@ -11,6 +12,7 @@ import { ensureUsers, type UserSpec } from './auth/users.js';
 import { defaultConf, type XapiConf } from './config.js';
 import { startGc } from './api/task-gc.js';
 import './api/index.js';
+import { startSm } from './sm/index.js';
 
 export interface EmulatorOptions {
   /** data directory; null = nothing on disk */
@@ -46,10 +48,18 @@ export class Emulator {
   readonly cancelHooks = new Map<string, () => void>();
   /** the session that owns each task (task.session is an internal field of the datamodel) */
   readonly taskSessions = new Map<string, string>();
+  /** Where SR contents live (<storageDir>/sr/<sr-uuid>/): the data directory, or with no data
+   * directory (--memory) a temporary directory made now and removed by dispose() or at exit. */
+  readonly storageDir: string;
+  private readonly tempStorage: boolean;
   private stopGc: () => void = () => {};
+  private stopSm: () => void = () => {};
 
   constructor(readonly opts: EmulatorOptions) {
     if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
+    this.tempStorage = !opts.dataDir;
+    this.storageDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'xapi-emu-'));
+    if (this.tempStorage) tempDirs.add(this.storageDir);
     this.db = new Database({ file: opts.dataDir ? join(opts.dataDir, 'xapi.db') : null });
     const counter = Number(this.db.getMeta('ids.counter') ?? 0);
     this.ids = new Ids(opts.seed ?? this.db.getMeta('ids.seed'), counter);
@@ -71,9 +81,15 @@ export class Emulator {
     this.db.flush();
   }
 
-  /** Starts the background work (task and session GC). */
+  /** The SR mount points' parent directory. */
+  get srRoot(): string {
+    return join(this.storageDir, 'sr');
+  }
+
+  /** Starts the background work (task and session GC, storage attach and GC). */
   start(): void {
     this.stopGc = startGc(this);
+    this.stopSm = startSm(this);
   }
 
   /** session.change_password: lasts until the emulator restarts, when --password applies again */
@@ -87,7 +103,21 @@ export class Emulator {
   }
 
   close(): void {
+    this.stopSm();
     this.stopGc();
     this.db.close();
   }
+
+  /** After close(), for good: removes the temporary storage of an in-memory emulator. */
+  dispose(): void {
+    if (!this.tempStorage) return;
+    rmSync(this.storageDir, { recursive: true, force: true });
+    tempDirs.delete(this.storageDir);
+  }
 }
+
+/** Temporary storage directories of in-memory emulators still alive: removed when the process exits. */
+const tempDirs = new Set<string>();
+process.once('exit', () => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});

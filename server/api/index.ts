@@ -6,4 +6,5 @@ import './message.js';
 import './pool.js';
 import './VM.js';
 import './SR.js';
+import './PBD.js';
 import './VDI.js';

@@ -1,0 +1,366 @@
+// The API side of xenopsd (xapi_xenops.ml): the metadata pushed before a start, the storage
+// backend xenopsd attaches disks through (SM), the UPDATES consumer that re-reads xenopsd's state
+// and writes only the differences to the database (power_state, domid, resident_on, VM_metrics,
+// VBD/VIF.currently_attached, VBD.device, host_metrics.memory_free), the mapping of xenopsd's errors
+// to XenAPI ones, and the resync at start.
+//
+// The simulated guest: a VM's guest runs PV drivers when its other_config has
+// `xapi-emu-pv-drivers=true`, and always for pv/pvh domains; an HVM guest without them has only
+// emulated devices (IDE disks hda, hdb ...). With PV drivers, the sync writes a VM_guest_metrics
+// record (PV_drivers_detected, feature-shutdown ...) once the domain is built, as xapi does when the
+// guest agent reports.
+import { stat } from 'node:fs/promises';
+import type { Emulator } from '../emulator.js';
+import type { Rec } from '../../storage/database.js';
+import { NULL_REF } from '../../storage/database.js';
+import { XapiError } from '../dispatch/errors.js';
+import { xapiDate } from '../clock.js';
+import { attachVdi } from '../sm/attachments.js';
+import { driverFor } from '../sm/driver.js';
+import { smReady, srCtx } from '../sm/sm.js';
+import {
+  xenopsdFor, XenopsError, type DomainType, type StorageBackend, type VmSpec, type Xenopsd,
+} from '../xenopsd/index.js';
+import { updateAllowedOperations, resetOperations } from './operations.js';
+
+/** the other_config key of the simulated guest's PV drivers */
+export const PV_DRIVERS_KEY = 'xapi-emu-pv-drivers';
+
+const bound = new WeakMap<Emulator, Map<string, Xenopsd>>();
+
+/** The xenopsd of a host. */
+export function xenopsOf(emu: Emulator, host: string): Xenopsd {
+  const x = bound.get(emu)?.get(host);
+  if (!x) throw new XapiError('INTERNAL_ERROR', [`no xenopsd for host ${host}`]);
+  return x;
+}
+
+// ---- devices ----
+
+/** The domain type a VM boots with (VM.domain_type, or from HVM_boot_policy when unspecified). */
+export function domainTypeOf(rec: Rec): DomainType {
+  const t = String(rec.domain_type ?? '');
+  if (t === 'hvm' || t === 'pv' || t === 'pvh' || t === 'pv_in_pvh') return t;
+  return rec.HVM_boot_policy ? 'hvm' : 'pv';
+}
+
+/** The Linux device of a VBD (xapi-idl device_number.ml): an HVM guest's first four disks are
+ * emulated IDE (hda=768 .. hdd=5696, majors 3 and 22), the others and a PV guest's are xvd*. */
+export function linuxDevice(vm: Rec, vbd: Rec): string {
+  const n = Number(vbd.userdevice);
+  const pos = Number.isInteger(n) && n >= 0 ? n : 0;
+  if (domainTypeOf(vm) === 'hvm' && pos < 4) return `hd${String.fromCharCode(97 + pos)}`;
+  let name = '';
+  let i = pos;
+  do {
+    name = String.fromCharCode(97 + (i % 26)) + name;
+    i = Math.floor(i / 26) - 1;
+  } while (i >= 0);
+  return `xvd${name}`;
+}
+
+/** Xen's device number of a Linux device name. */
+export function deviceNumber(dev: string): number {
+  const ide = /^hd([a-d])$/.exec(dev);
+  if (ide) {
+    const d = ide[1].charCodeAt(0) - 97;
+    return ((d < 2 ? 3 : 22) << 8) | ((d % 2) << 6);
+  }
+  const m = /^xvd([a-z]+)$/.exec(dev);
+  if (!m) return -1;
+  let disk = 0;
+  for (const c of m[1]) disk = disk * 26 + (c.charCodeAt(0) - 96);
+  disk -= 1;
+  return disk < 16 ? (202 << 8) | (disk << 4) : (1 << 28) | (disk << 8);
+}
+
+export function hasPvDriversConfigured(rec: Rec): boolean {
+  if (domainTypeOf(rec) !== 'hvm') return true;
+  const v = String((rec.other_config as Record<string, string>)?.[PV_DRIVERS_KEY] ?? '').toLowerCase();
+  return v === 'true' || v === '1';
+}
+
+/** Xenopsd_metadata.push: what xenopsd needs to start the VM. */
+export function vmSpec(emu: Emulator, vm: string): VmSpec {
+  const { db } = emu;
+  const rec = db.get('VM', vm)!;
+  const hvm = domainTypeOf(rec) === 'hvm';
+  const vbds = (rec.VBDs as string[])
+    .map((r) => db.get('VBD', r))
+    .filter((b): b is Rec => !!b && (b.empty !== true || (hvm && b.type === 'CD')))
+    .map((b) => {
+      const vdi = b.empty === true ? undefined : db.get('VDI', String(b.VDI));
+      const sr = vdi ? db.get('SR', String(vdi.SR)) : undefined;
+      return {
+        id: linuxDevice(rec, b),
+        position: Number(b.userdevice) || 0,
+        mode: (b.mode === 'RO' ? 'RO' : 'RW') as 'RO' | 'RW',
+        backend: vdi && sr ? { sr: String(sr.uuid), vdi: String(vdi.uuid) } : null,
+        ty: (b.type === 'CD' ? 'CDROM' : b.type === 'Floppy' ? 'Floppy' : 'Disk') as 'Disk' | 'CDROM' | 'Floppy',
+        unpluggable: b.unpluggable === true,
+      };
+    });
+  const vifs = (rec.VIFs as string[])
+    .map((r) => db.get('VIF', r))
+    .filter((v): v is Rec => !!v)
+    .map((v) => ({ id: String(v.device), position: Number(v.device) || 0, mac: String(v.MAC ?? ''), bridge: String(db.get('network', String(v.network))?.bridge ?? '') }));
+  return {
+    id: String(rec.uuid),
+    name: String(rec.name_label),
+    domainType: domainTypeOf(rec),
+    vcpus: Number(rec.VCPUs_at_startup) || 1,
+    memoryRequired: memoryRequired(rec),
+    memoryTarget: Number(rec.memory_dynamic_max) || Number(rec.memory_static_max) || 0,
+    pvDrivers: hasPvDriversConfigured(rec),
+    vbds,
+    vifs,
+  };
+}
+
+/** Bytes a VM needs on a host to start (static max + overhead, Memory_check without ballooning). */
+export function memoryRequired(rec: Rec): number {
+  return (Number(rec.memory_static_max) || 0) + (Number(rec.memory_overhead) || 0);
+}
+
+// ---- errors (Xapi_xenops.with_events_suppressed / reraise table) ----
+
+export function toXapiFromXenops(e: unknown, vm: string): unknown {
+  if (!(e instanceof XenopsError)) return e;
+  const lower = (s: string) => s;
+  switch (e.kind) {
+    case 'Bad_power_state':
+      return new XapiError('VM_BAD_POWER_STATE', [vm, lower(e.args[1] ?? ''), lower(e.args[0] ?? '')]);
+    case 'Does_not_exist':
+      return new XapiError('INTERNAL_ERROR', [`Object with type ${e.args[0]} and id ${e.args[1]} does not exist in xenopsd`]);
+    case 'Already_exists':
+      return new XapiError('INTERNAL_ERROR', [`Object with type ${e.args[0]} and id ${e.args[1]} already exists in xenopsd`]);
+    case 'Domain_not_built':
+      return new XapiError('INTERNAL_ERROR', ['domain has not been built']);
+    case 'Not_enough_memory':
+      return new XapiError('INTERNAL_ERROR', [`there was not enough memory (needed ${e.args[0]} bytes)`]);
+    case 'Device_is_connected':
+      return new XapiError('INTERNAL_ERROR', ['Cannot remove device because it is connected to a VM']);
+    case 'Device_not_connected':
+      return new XapiError('INTERNAL_ERROR', ['Device is not connected']);
+    case 'Storage_backend_error':
+      return new XapiError(e.args[0] ?? 'INTERNAL_ERROR', e.args.slice(1));
+    default:
+      return new XapiError('INTERNAL_ERROR', [e.message]);
+  }
+}
+
+// ---- storage for tapdisks (SMAPIv2 VDI.attach / activate over the SM layer) ----
+
+function storageFor(emu: Emulator): StorageBackend {
+  const vdiOf = (uuid: string) => {
+    const ref = emu.db.refByUuid('VDI', uuid);
+    if (!ref) throw new XapiError('UUID_INVALID', ['VDI', uuid]);
+    const rec = emu.db.get('VDI', ref)!;
+    const sr = String(rec.SR);
+    const srRec = emu.db.get('SR', sr)!;
+    const driver = driverFor(String(srRec.type));
+    if (!driver) throw new XapiError('SR_BACKEND_FAILURE_38', ['', 'The requested method is not supported/implemented', '']);
+    return { ref, rec, sr, driver };
+  };
+  return {
+    async open(_sr, vdi, readOnly) {
+      await smReady(emu);
+      const { rec, sr, driver } = vdiOf(vdi);
+      const ctx = srCtx(emu, sr);
+      const path = driver.vdiPath(ctx, rec);
+      const io = await driver.openVdi(ctx, rec, { readOnly });
+      return { io, path, type: path && !path.endsWith('.vhd') ? 'aio' : 'vhd' };
+    },
+    hold: (vdi, write) => attachVdi(emu, vdi, write),
+    async fingerprint(_sr, vdi) {
+      const { rec, sr, driver } = vdiOf(vdi);
+      const path = driver.vdiPath(srCtx(emu, sr), rec);
+      if (!path) return '';
+      const s = await stat(path).catch(() => null);
+      return s ? `${path}:${s.ino}:${s.mtimeMs}:${s.size}` : `${path}:gone`;
+    },
+  };
+}
+
+// ---- the database side of a VM's state ----
+
+function setIfChanged(emu: Emulator, cls: string, ref: string, changes: Rec): void {
+  if (emu.db.has(cls, ref)) emu.db.update(cls, ref, changes);
+}
+
+/** Xapi_vm_lifecycle.force_state_reset: the power state, and on Halted every device detached. */
+export function forceStateReset(emu: Emulator, vm: string, value: 'Halted' | 'Suspended'): void {
+  const { db } = emu;
+  const rec = db.get('VM', vm);
+  if (!rec) return;
+  db.update('VM', vm, { power_state: value });
+  if (value === 'Halted') {
+    for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false, current_operations: {} });
+    for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false, current_operations: {} });
+    db.update('VM', vm, { requires_reboot: false });
+  }
+  db.update('VM', vm, { resident_on: NULL_REF, scheduled_to_be_resident_on: NULL_REF, domid: -1 });
+  refreshAllowed(emu, vm);
+}
+
+/** allowed_operations of a VM and its devices */
+export function refreshAllowed(emu: Emulator, vm: string): void {
+  const rec = emu.db.get('VM', vm);
+  if (!rec) return;
+  updateAllowedOperations(emu, 'VM', vm);
+  for (const b of rec.VBDs as string[]) updateAllowedOperations(emu, 'VBD', b);
+  for (const v of rec.VIFs as string[]) updateAllowedOperations(emu, 'VIF', v);
+}
+
+/** update_vm / update_vbd / update_vif: re-reads xenopsd's view of one VM and writes what differs. */
+export function syncVm(emu: Emulator, host: string, uuid: string): void {
+  const { db } = emu;
+  const vm = db.refByUuid('VM', uuid);
+  if (!vm) return;
+  const rec = db.get('VM', vm)!;
+  if (rec.is_control_domain === true) return;
+  const x = xenopsOf(emu, host);
+  const running = x.list().includes(uuid);
+  if (!running) {
+    // another host's VM, or one this host never ran
+    if (rec.resident_on !== host && rec.resident_on !== NULL_REF) return;
+    if (rec.power_state === 'Running' || rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
+    else {
+      for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
+      for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
+      if (rec.resident_on !== NULL_REF) db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+      refreshAllowed(emu, vm);
+    }
+    return;
+  }
+  const s = x.stat(uuid);
+  db.update('VM', vm, { power_state: s.power_state, domid: s.domid, resident_on: host, scheduled_to_be_resident_on: NULL_REF });
+  const metrics = String(rec.metrics);
+  if (db.has('VM_metrics', metrics)) {
+    const m = db.get('VM_metrics', metrics)!;
+    const changes: Rec = {
+      start_time: xapiDate(s.last_start_time), VCPUs_number: s.vcpus, memory_actual: s.memory_actual, hvm: s.hvm,
+      current_domain_type: s.domain_type,
+    };
+    if (Object.entries(changes).some(([k, v]) => m[k] !== v)) db.update('VM_metrics', metrics, { ...changes, last_updated: xapiDate(emu.clock.now()) });
+  }
+  if (s.pv_drivers_detected) ensureGuestMetrics(emu, vm);
+  for (const b of rec.VBDs as string[]) {
+    const vbd = db.get('VBD', b);
+    if (!vbd) continue;
+    const dev = linuxDevice(rec, vbd);
+    const st = x.vbdStat(uuid, dev);
+    const attached = st.plugged || st.active;
+    db.update('VBD', b, attached ? { currently_attached: true, device: dev } : { currently_attached: false });
+  }
+  for (const v of rec.VIFs as string[]) {
+    const vif = db.get('VIF', v);
+    if (!vif) continue;
+    const st = x.vifStat(uuid, String(vif.device));
+    db.update('VIF', v, { currently_attached: st.plugged || st.active });
+  }
+  refreshAllowed(emu, vm);
+}
+
+/** The simulated guest agent's report (VM_guest_metrics) of a guest with PV drivers. */
+function ensureGuestMetrics(emu: Emulator, vm: string): void {
+  const { db } = emu;
+  const rec = db.get('VM', vm)!;
+  if (db.has('VM_guest_metrics', String(rec.guest_metrics))) return;
+  const ref = emu.ids.ref();
+  db.create('VM_guest_metrics', ref, {
+    uuid: emu.ids.uuid(), os_version: {}, netbios_name: {},
+    PV_drivers_version: { major: '9', minor: '4', micro: '0', build: '0' }, PV_drivers_up_to_date: true,
+    memory: {}, disks: {}, networks: {},
+    other: { 'feature-shutdown': '1', 'feature-poweroff': '1', 'feature-reboot': '1', 'feature-suspend': '1', 'feature-vcpu-hotplug': '1', has_vendor_device: '0', platform_feature_multiprocessor_suspend: '1' },
+    last_updated: xapiDate(emu.clock.now()), other_config: {}, live: true,
+    can_use_hotplug_vbd: 'yes', can_use_hotplug_vif: 'yes', PV_drivers_detected: true, services: {},
+  });
+  db.update('VM', vm, { guest_metrics: ref });
+}
+
+export function syncHost(emu: Emulator, host: string): void {
+  const x = xenopsOf(emu, host);
+  const metrics = String(emu.db.get('host', host)?.metrics);
+  if (emu.db.has('host_metrics', metrics)) emu.db.update('host_metrics', metrics, { memory_free: x.freeMemory() });
+}
+
+/** The host's free memory as xapi computes it for placement (host.compute_free_memory). */
+export function hostFreeMemory(emu: Emulator, host: string): number {
+  return xenopsOf(emu, host).freeMemory();
+}
+
+// ---- start / stop with the emulator ----
+
+function hostSpec(emu: Emulator, host: string) {
+  const { db } = emu;
+  const h = db.get('host', host)!;
+  const m = db.get('host_metrics', String(h.metrics));
+  const total = Number(m?.memory_total) || 0;
+  let dom0 = 0;
+  for (const [, row] of db.table('VM')) {
+    if (row.rec.is_control_domain === true && row.rec.resident_on === host) dom0 += Number(row.rec.memory_static_max) || 0;
+  }
+  if (!dom0) dom0 = total - (Number(m?.memory_free) || 0);
+  return { uuid: String(h.uuid), totalMemory: total, dom0Memory: dom0 };
+}
+
+/**
+ * Binds each host's xenopsd (surviving from before a toolstack restart, or new after a start of
+ * the process) and resyncs the database with it, as xapi does at start (Xapi_xenops.on_xapi_restart,
+ * Dbsync_slave): a VM the database believes Running or Paused without a domain becomes Halted
+ * with its devices detached; no VBD or VIF of a Halted VM stays attached; a domain whose VM is gone
+ * is destroyed. Then the UPDATES consumers start.
+ */
+export function startXenops(emu: Emulator): () => void {
+  const storage = storageFor(emu);
+  const map = new Map<string, Xenopsd>();
+  bound.set(emu, map);
+  for (const host of emu.hosts) map.set(host, xenopsdFor(emu.storageDir, hostSpec(emu, host), { clock: emu.clock, storage }));
+  resetOperations(emu, ['VM', 'VBD', 'VIF']);
+  for (const [host, x] of map) {
+    for (const uuid of x.list()) {
+      const vm = emu.db.refByUuid('VM', uuid);
+      if (!vm) void x.shutdown(uuid, { clean: false }).catch(() => undefined);
+    }
+  }
+  for (const [vm, row] of [...emu.db.table('VM')]) {
+    if (row.rec.is_control_domain === true) continue;
+    const uuid = String(row.rec.uuid);
+    const host = [...map].find(([, x]) => x.list().includes(uuid))?.[0];
+    if (host) syncVm(emu, host, uuid);
+    else if (row.rec.power_state === 'Running' || row.rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
+    else if (row.rec.power_state === 'Halted') {
+      for (const b of row.rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
+      for (const v of row.rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
+      if (row.rec.resident_on !== NULL_REF || row.rec.domid !== -1) emu.db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+    }
+  }
+  for (const host of map.keys()) syncHost(emu, host);
+  for (const [vm] of emu.db.table('VM')) refreshAllowed(emu, vm);
+  emu.db.flush();
+
+  const unsubs: (() => void)[] = [];
+  for (const [host, x] of map) {
+    let last = x.updates.lastId();
+    unsubs.push(
+      x.updates.subscribe(() => {
+        if (bound.get(emu) !== map) return;
+        const { ids, next } = x.updates.get(last);
+        last = next;
+        const vms = new Set<string>();
+        for (const id of ids) {
+          const [kind, uuid] = id.split('/');
+          if (kind === 'HOST') syncHost(emu, host);
+          else if (uuid) vms.add(uuid);
+        }
+        for (const uuid of vms) syncVm(emu, host, uuid);
+        emu.db.flush();
+      }),
+    );
+  }
+  return () => {
+    for (const u of unsubs) u();
+    if (bound.get(emu) === map) bound.delete(emu);
+  };
+}

@@ -1,0 +1,50 @@
+// The storage layer (SM): SR drivers, the VHD GC, and what the API providers and HTTP handlers use.
+//  - drivers: file-sr.ts (ext, file), iso-sr.ts, udev-sr.ts, dummy-sr.ts, behind driver.ts's SrDriver;
+//  - sm.ts: SM calls with their database side (records, SR sizes), PBD choice, error mapping;
+//  - gc.ts: garbage collection and coalescing (runSrGc, kickGc);
+//  - I/O for the HTTP handlers: vdiPath, openVdi, withVdiFile, refreshVdi.
+import { mkdirSync } from 'node:fs';
+import type { Emulator } from '../emulator.js';
+import { resetOperations } from '../api/operations.js';
+import './file-sr.js';
+import './iso-sr.js';
+import './udev-sr.js';
+import './dummy-sr.js';
+import { driverFor } from './driver.js';
+import { srBase } from './paths.js';
+import { setReady, smSrAttach, srCtx } from './sm.js';
+import { startSrGc } from './gc.js';
+
+export { driverFor, registerDriver, smError, toXapiError, type SrDriver, type SrCtx, type DiskInfo, type VdiIo } from './driver.js';
+export { vdiPath, openVdi, withVdiFile, refreshVdi, srCtx, choosePbd } from './sm.js';
+export { runSrGc, kickGc, gcPending, type GcResult } from './gc.js';
+export { hasCapability, featuresOf } from './capabilities.js';
+export { srPath, srFile } from './paths.js';
+
+/**
+ * Brings storage up with the emulator: the SR mount points of attached PBDs (the default pool's
+ * "Local storage" directories among them) are made as xapi re-plugs PBDs at start, operations of
+ * tasks that did not survive a restart are dropped and allowed_operations computed, and the GC's
+ * background pass starts. SM calls wait for the attaches to finish.
+ */
+export function startSm(emu: Emulator): () => void {
+  mkdirSync(srBase(emu), { recursive: true });
+  resetOperations(emu, ['SR', 'VDI']);
+  setReady(emu, (async () => {
+    for (const [pbd, row] of [...emu.db.table('PBD')]) {
+      if (row.rec.currently_attached !== true) continue;
+      const sr = String(row.rec.SR);
+      const rec = emu.db.get('SR', sr);
+      if (!rec || !driverFor(String(rec.type))) continue;
+      try {
+        await smSrAttach(srCtx(emu, sr, pbd), { startup: true });
+      } catch {
+        // as a PBD.plug failing at start: the PBD stays unplugged
+        if (emu.db.has('PBD', pbd)) emu.db.update('PBD', pbd, { currently_attached: false });
+      }
+    }
+    resetOperations(emu, ['SR']);
+    emu.db.flush();
+  })());
+  return startSrGc(emu);
+}
