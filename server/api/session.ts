@@ -10,10 +10,10 @@ import { wakeSessionWaiters } from './event.js';
 /** xapi keeps at most this many sessions per originator and per user name, dropping the oldest. */
 const MAX_SESSIONS = 500;
 
-interface Login { uname: string; superuser: boolean; role?: string }
+export interface Login { uname: string; superuser: boolean; role?: string }
 
-async function authenticate(call: Call, uname: string, pwd: string): Promise<Login> {
-  const emu = call.emu;
+/** Checks a user name and password (login_with_password, and HTTP Basic auth of the HTTP handlers). */
+export async function authenticate(emu: Emulator, uname: string, pwd: string): Promise<Login> {
   if (uname === 'root' && pwd === emu.password) return { uname, superuser: true };
   const u = emu.users.find((x) => x.name === uname && x.password === pwd);
   if (u) return { uname, superuser: false, role: u.role };
@@ -74,12 +74,12 @@ export function destroySession(emu: Emulator, ref: string): void {
 registerProvider('session', {
   async login_with_password(call, uname: string, pwd: string, _version: string, originator: string) {
     assertMaster(call);
-    const login = await authenticate(call, uname, pwd);
+    const login = await authenticate(call.emu, uname, pwd);
     return createSession(call.emu, call.host, login, originator);
   },
   // Emergency-mode login, valid on the host that received it only.
   async slave_local_login_with_password(call, uname: string, pwd: string) {
-    const login = await authenticate(call, uname, pwd);
+    const login = await authenticate(call.emu, uname, pwd);
     return createSession(call.emu, call.host, login, '', { local: true });
   },
   logout(call) {

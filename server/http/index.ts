@@ -1,0 +1,8 @@
+// The HTTP handlers besides RPC (WIRE.md §7), each a Fastify plugin in its own scope. server/app.ts
+// imports this module, so every app it builds serves them.
+import { registerHttpPlugin } from '../app.js';
+import { importRawVdiPlugin } from './import-raw-vdi.js';
+import { exportRawVdiPlugin } from './export-raw-vdi.js';
+
+registerHttpPlugin(importRawVdiPlugin);
+registerHttpPlugin(exportRawVdiPlugin);
