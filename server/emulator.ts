@@ -13,6 +13,8 @@ import { defaultConf, type XapiConf } from './config.js';
 import { startGc } from './api/task-gc.js';
 import './api/index.js';
 import { startSm } from './sm/index.js';
+import { startXenops } from './api/xenops-sync.js';
+import { destroyMachine } from './xenopsd/index.js';
 
 export interface EmulatorOptions {
   /** data directory; null = nothing on disk */
@@ -54,6 +56,7 @@ export class Emulator {
   private readonly tempStorage: boolean;
   private stopGc: () => void = () => {};
   private stopSm: () => void = () => {};
+  private stopXenops: () => void = () => {};
 
   constructor(readonly opts: EmulatorOptions) {
     if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true });
@@ -90,6 +93,7 @@ export class Emulator {
   start(): void {
     this.stopGc = startGc(this);
     this.stopSm = startSm(this);
+    this.stopXenops = startXenops(this);
   }
 
   /** session.change_password: lasts until the emulator restarts, when --password applies again */
@@ -103,6 +107,7 @@ export class Emulator {
   }
 
   close(): void {
+    this.stopXenops();
     this.stopSm();
     this.stopGc();
     this.db.close();
@@ -110,6 +115,8 @@ export class Emulator {
 
   /** After close(), for good: removes the temporary storage of an in-memory emulator. */
   dispose(): void {
+    // the machine stops: its domains (and their tapdisks) go with it
+    void destroyMachine(this.storageDir);
     if (!this.tempStorage) return;
     rmSync(this.storageDir, { recursive: true, force: true });
     tempDirs.delete(this.storageDir);

@@ -8,3 +8,6 @@ import './VM.js';
 import './SR.js';
 import './PBD.js';
 import './VDI.js';
+import './VBD.js';
+import './VIF.js';
+import './host.js';

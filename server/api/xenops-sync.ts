@@ -28,6 +28,25 @@ export const PV_DRIVERS_KEY = 'xapi-emu-pv-drivers';
 
 const bound = new WeakMap<Emulator, Map<string, Xenopsd>>();
 
+/** VMs whose xenopsd updates are not written while an API operation drives them
+ * (Xapi_xenops.with_events_suppressed): a start shows no transient Paused; the operation writes
+ * the final state itself when it ends. */
+const suppressed = new WeakMap<Emulator, Map<string, number>>();
+
+export async function withEventsSuppressed<T>(emu: Emulator, host: string, uuid: string, fn: () => Promise<T>): Promise<T> {
+  let m = suppressed.get(emu);
+  if (!m) suppressed.set(emu, (m = new Map()));
+  m.set(uuid, (m.get(uuid) ?? 0) + 1);
+  try {
+    return await fn();
+  } finally {
+    const n = (m.get(uuid) ?? 1) - 1;
+    if (n > 0) m.set(uuid, n);
+    else m.delete(uuid);
+    if (bound.get(emu)?.has(host)) syncVm(emu, host, uuid);
+  }
+}
+
 /** The xenopsd of a host. */
 export function xenopsOf(emu: Emulator, host: string): Xenopsd {
   const x = bound.get(emu)?.get(host);
@@ -126,10 +145,10 @@ export function memoryRequired(rec: Rec): number {
 
 export function toXapiFromXenops(e: unknown, vm: string): unknown {
   if (!(e instanceof XenopsError)) return e;
-  const lower = (s: string) => s;
   switch (e.kind) {
     case 'Bad_power_state':
-      return new XapiError('VM_BAD_POWER_STATE', [vm, lower(e.args[1] ?? ''), lower(e.args[0] ?? '')]);
+      // [vm; expected; found], capitalised here (Record_util.vm_power_state_to_string)
+      return new XapiError('VM_BAD_POWER_STATE', [vm, e.args[1] ?? '', e.args[0] ?? '']);
     case 'Does_not_exist':
       return new XapiError('INTERNAL_ERROR', [`Object with type ${e.args[0]} and id ${e.args[1]} does not exist in xenopsd`]);
     case 'Already_exists':
@@ -168,6 +187,7 @@ function storageFor(emu: Emulator): StorageBackend {
       const { rec, sr, driver } = vdiOf(vdi);
       const ctx = srCtx(emu, sr);
       const path = driver.vdiPath(ctx, rec);
+      if (!path) return { io: null, path: null, type: 'aio' };
       const io = await driver.openVdi(ctx, rec, { readOnly });
       return { io, path, type: path && !path.endsWith('.vhd') ? 'aio' : 'vhd' };
     },
@@ -224,13 +244,13 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
   if (!running) {
     // another host's VM, or one this host never ran
     if (rec.resident_on !== host && rec.resident_on !== NULL_REF) return;
-    if (rec.power_state === 'Running' || rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
-    else {
-      for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
-      for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
-      if (rec.resident_on !== NULL_REF) db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
-      refreshAllowed(emu, vm);
-    }
+    const suspended = x.stat(uuid).power_state === 'Suspended';
+    if (suspended && rec.power_state !== 'Suspended') forceStateReset(emu, vm, 'Suspended');
+    else if (!suspended && (rec.power_state === 'Running' || rec.power_state === 'Paused')) forceStateReset(emu, vm, 'Halted');
+    for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
+    for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
+    if (rec.resident_on !== NULL_REF || rec.domid !== -1) db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+    refreshAllowed(emu, vm);
     return;
   }
   const s = x.stat(uuid);
@@ -354,7 +374,8 @@ export function startXenops(emu: Emulator): () => void {
           if (kind === 'HOST') syncHost(emu, host);
           else if (uuid) vms.add(uuid);
         }
-        for (const uuid of vms) syncVm(emu, host, uuid);
+        const quiet = suppressed.get(emu);
+        for (const uuid of vms) if (!quiet?.has(uuid)) syncVm(emu, host, uuid);
         emu.db.flush();
       }),
     );

@@ -97,8 +97,8 @@ describe('Python XenAPI.Session', () => {
       count_mismatch_extra: ['MESSAGE_PARAMETER_COUNT_MISMATCH', 'VM.get_record', '1', '2'],
       uuid_invalid: ['UUID_INVALID', 'VM', 'not-a-uuid'],
       method_unknown: ['MESSAGE_METHOD_UNKNOWN', 'VM.no_such_message'],
-      // VM lifecycle is not implemented yet; with xenopsd this becomes VM_IS_TEMPLATE [vm; "start"]
-      not_implemented: ['NOT_IMPLEMENTED', 'VM.start'],
+      // a default template cannot start (Xapi_vm_lifecycle.check_template)
+      vm_is_template: ['VM_IS_TEMPLATE', out.get_by_name_label.ref, 'start'],
       async_fault: ['Fault', 'No async mode for this operation (rpc: VM.get_record)'],
       map_duplicate_key: ['MAP_DUPLICATE_KEY', 'pool', 'other_config', emu.pool, 'python-test'],
       auth_failed: ['SESSION_AUTHENTICATION_FAILED', 'root', 'Authentication failure'],

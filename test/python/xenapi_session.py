@@ -106,7 +106,7 @@ out['errors'] = {
     'count_mismatch_extra': failure(x.VM.get_record, dom0_ref, 'extra'),
     'uuid_invalid': failure(x.VM.get_by_uuid, 'not-a-uuid'),
     'method_unknown': failure(x.VM.no_such_message, dom0_ref),
-    'not_implemented': failure(x.VM.start, template_ref, False, False),
+    'vm_is_template': failure(x.VM.start, template_ref, False, False),
     'async_fault': failure(x.Async.VM.get_record, dom0_ref),
 }
 x.pool.add_to_other_config(pool_ref, 'python-test', 'one')

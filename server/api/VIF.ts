@@ -1,0 +1,114 @@
+// VIF: create, destroy, plug and unplug (xapi_vif.ml, xapi_vif_helpers.ml), hotplug through
+// xenopsd, and the VIF's allowed_operations (Xapi_vif_helpers.valid_operations).
+import { registerProvider, type Call } from '../dispatch/registry.js';
+import { XapiError } from '../dispatch/errors.js';
+import type { Emulator } from '../emulator.js';
+import type { Rec } from '../../storage/database.js';
+import { genericHandler } from './generic.js';
+import { messages } from '../../schema/index.js';
+import { currentOperations, ocamlSetOrder, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
+import { domainTypeOf, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf } from './xenops-sync.js';
+
+const ALL_OPS = ['attach', 'plug', 'unplug'];
+
+function vifErrors(emu: Emulator, ref: string, rec: Rec): Map<string, XapiError> {
+  const t = new Map<string, XapiError>();
+  const set = (e: XapiError, ops: string[]) => {
+    for (const o of ops) if (!t.has(o)) t.set(o, e);
+  };
+  const { db } = emu;
+  const cur = currentOperations(rec);
+  if (cur.length) {
+    // refs and ops are folded onto lists: printed in reverse order, "; "-separated, always in braces
+    const refs = cur.map(([r]) => r).reverse();
+    const ops = cur.map(([, o]) => o).reverse();
+    set(new XapiError('OTHER_OPERATION_IN_PROGRESS', ['VIF', ref, `{${ops.join('; ')}}`, `{${refs.join('; ')}}`]), ALL_OPS);
+  }
+  const vm = String(rec.VM);
+  const vmRec = db.get('VM', vm) ?? {};
+  if (vmRec.is_control_domain === true) set(new XapiError('OPERATION_NOT_ALLOWED', ['Control domain does not support hotplug']), ['plug']);
+  const ps = String(vmRec.power_state ?? 'Halted');
+  const plugged = rec.currently_attached === true;
+  if (ps === 'Running' && plugged) set(new XapiError('DEVICE_ALREADY_ATTACHED', [ref]), ['plug']);
+  else if (ps === 'Running') set(new XapiError('DEVICE_ALREADY_DETACHED', [ref]), ['unplug']);
+  else set(new XapiError('VM_BAD_POWER_STATE', [vm, 'running', ps.toLowerCase()]), ['plug', 'unplug']);
+  for (const [, op] of currentOperations(vmRec)) {
+    if (['clean_shutdown', 'hard_shutdown', 'suspend', 'pause'].includes(op)) {
+      set(new XapiError('OPERATION_NOT_ALLOWED', [`Current operation on VM:${vm} is ${op}`]), ['plug', 'unplug']);
+    }
+  }
+  if (ps === 'Running' && domainTypeOf(vmRec) === 'hvm') {
+    const gm = db.get('VM_guest_metrics', String(vmRec.guest_metrics));
+    if (gm?.can_use_hotplug_vif === 'no') set(new XapiError('OPERATION_NOT_ALLOWED', ['VM states it does not support VIF hotplug.']), ['plug', 'unplug']);
+    else if (gm?.PV_drivers_detected !== true && gm?.can_use_hotplug_vif !== 'yes') set(new XapiError('VM_MISSING_PV_DRIVERS', [vm]), ['plug', 'unplug']);
+  }
+  return t;
+}
+
+registerOperations('VIF', {
+  allOps: ALL_OPS,
+  check: (emu, ref, rec, op) => vifErrors(emu, ref, rec).get(op) ?? null,
+  order: ocamlSetOrder,
+});
+
+function vifRec(call: Call, vif: string): Rec {
+  const r = call.emu.db.get('VIF', vif);
+  if (!r) throw new XapiError('HANDLE_INVALID', ['VIF', vif]);
+  return r;
+}
+
+async function hotplug(call: Call, vif: string, plug: boolean): Promise<void> {
+  const { emu } = call;
+  const rec = vifRec(call, vif);
+  const vm = String(rec.VM);
+  const vmRec = emu.db.get('VM', vm)!;
+  const host = String(vmRec.resident_on);
+  const uuid = String(vmRec.uuid);
+  const x = xenopsOf(emu, host);
+  x.add(vmSpec(emu, vm));
+  try {
+    await withEventsSuppressed(emu, host, uuid, () => (plug ? x.vifPlug(uuid, String(rec.device)) : x.vifUnplug(uuid, String(rec.device))));
+  } catch (e) {
+    throw toXapiFromXenops(e, vm);
+  }
+}
+
+/** A locally administered unicast MAC (xapi's Record_util.random_mac_local). */
+function randomMac(emu: Emulator): string {
+  const hex = emu.ids.uuid().replace(/-/g, '');
+  const b = [0, 1, 2, 3, 4, 5].map((i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));
+  b[0] = (b[0] & 0xfc) | 0x02;
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+const genericCreate = genericHandler(messages.get('VIF.create')!)!;
+
+registerProvider('VIF', {
+  /** Xapi_vif.create: a device number may be used once per VM; an empty MAC gets a random one. */
+  create(call, args: Rec) {
+    const { db } = call.emu;
+    const vm = db.get('VM', String(args.VM));
+    if (!vm) throw new XapiError('HANDLE_INVALID', ['VM', String(args.VM)]);
+    if (!db.has('network', String(args.network))) throw new XapiError('HANDLE_INVALID', ['network', String(args.network)]);
+    const device = String(args.device ?? '');
+    if (!/^\d+$/.test(device)) throw new XapiError('INVALID_DEVICE', [device]);
+    if ((vm.VIFs as string[]).some((v) => db.get('VIF', v)?.device === device)) throw new XapiError('DEVICE_ALREADY_EXISTS', [device]);
+    const MAC = String(args.MAC ?? '') === '' ? randomMac(call.emu) : String(args.MAC);
+    const ref = genericCreate(call, { ...args, MAC, MAC_autogenerated: String(args.MAC ?? '') === '', currently_attached: false }) as string;
+    updateAllowedOperations(call.emu, 'VIF', ref);
+    return ref;
+  },
+
+  destroy(call, self: string) {
+    const rec = vifRec(call, self);
+    const vm = call.emu.db.get('VM', String(rec.VM));
+    if (rec.currently_attached === true && vm?.power_state === 'Running') {
+      throw new XapiError('OPERATION_NOT_ALLOWED', ['VIF currently attached to a running VM']);
+    }
+    call.emu.db.destroy('VIF', self);
+  },
+
+  plug: (call, self: string) => withOperation(call, 'VIF', self, 'plug', () => hotplug(call, self, true)),
+  unplug: (call, self: string) => withOperation(call, 'VIF', self, 'unplug', () => hotplug(call, self, false)),
+  unplug_force: (call, self: string) => withOperation(call, 'VIF', self, 'unplug', () => hotplug(call, self, false)),
+});

@@ -1,0 +1,26 @@
+// host: the messages the VM lifecycle needs (xapi_host.ml): free memory as xenopsd reports it,
+// disable/enable (a disabled host starts no VM). Others stay NOT_IMPLEMENTED.
+import { registerProvider, type Call } from '../dispatch/registry.js';
+import { XapiError } from '../dispatch/errors.js';
+import { hostFreeMemory } from './xenops-sync.js';
+
+function assertHost(call: Call, host: string): void {
+  if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
+}
+
+registerProvider('host', {
+  compute_free_memory(call, host: string) {
+    assertHost(call, host);
+    return hostFreeMemory(call.emu, host);
+  },
+
+  disable(call, host: string, _autoEnable?: boolean) {
+    assertHost(call, host);
+    call.emu.db.update('host', host, { enabled: false });
+  },
+
+  enable(call, host: string) {
+    assertHost(call, host);
+    call.emu.db.update('host', host, { enabled: true });
+  },
+});
