@@ -1,15 +1,21 @@
 // Performance benchmark of the emulator. Usage:   npm run bench      (tsx bench/run.ts)
 //
-// Prints numbers and ratios, asserts nothing; takes about 2 minutes on 2 cores. Every server runs
+// Prints numbers and ratios, asserts nothing; takes about 3 minutes on 2 cores. Every server runs
 // in a child process (node bin/xapi-emu.js …, and bench/bare-server.ts for the Fastify baseline), so
 // the load generator (autocannon, in this process) does not share their event loop. Sections:
 //   1. VM.get_record req/s over XML-RPC and JSON-RPC (32 keep-alive connections) vs a bare Fastify route
 //   2. VM.get_all_records latency and size with 10,000 VMs in a 64-host pool
 //   3. event.from latency from a change to its delivery, with 100 waiting watchers
 //   4. start-up time and RSS: 64 hosts + 10,000 VMs (SQLite data dir) vs a default 1-host --memory pool
+//   5. storage (bench/storage.ts): VDI import/export over HTTP vs a plain file copy, sparse exports,
+//      snapshot/clone times as a VHD chain grows
+//   6. datapath (bench/datapath.ts): a guest's sequential write through blkfront → blkif ring →
+//      tapdisk → VHD (and through qemu-dm's IDE) vs a plain sequential file write
 // Environment knobs: BENCH_DURATION (s per autocannon run, default 7), BENCH_VMS (default 10000),
 // BENCH_HOSTS (default 64), BENCH_ROUNDS (event rounds, default 20), BENCH_CALLS (get_all_records
-// calls per protocol, default 20).
+// calls per protocol, default 20), BENCH_VDI_MIB, BENCH_STORAGE_ROUNDS and BENCH_CHAIN (see
+// bench/storage.ts), BENCH_ONLY (comma-separated sections to run: rpc = 1, pool = 2 and 4,
+// events = 3, storage = 5, datapath = 6; default all); BENCH_DATAPATH_MIB, BENCH_DATAPATH_IO_KIB, BENCH_DATAPATH_ROUNDS (see bench/datapath.ts).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +26,8 @@ import {
   xmlSuccess, rssMiB, cpuMs, pct, median, fmt, table, sleep, now, RpcError, type Child,
 } from './lib.js';
 import { populate, type Populated } from './populate.js';
+import { sectionStorage } from './storage.js';
+import { sectionDatapath } from './datapath.js';
 
 const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
 const DURATION = env('BENCH_DURATION', 7);
@@ -30,6 +38,10 @@ const HOSTS = env('BENCH_HOSTS', 64);
 const ROUNDS = env('BENCH_ROUNDS', 20);
 const CALLS = env('BENCH_CALLS', 20);
 const WATCHERS = 100;
+const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath'] as const;
+const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((x) => x.trim()) : [...SECTIONS];
+for (const x of ONLY) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_ONLY: unknown section "${x}" (${SECTIONS.join(', ')})`);
+const want = (s: (typeof SECTIONS)[number]) => ONLY.includes(s);
 
 const progress = (s: string) => process.stderr.write(`[bench] ${s}\n`);
 /** the temporary directory (data dir, response bodies), removed at the end or on a signal */
@@ -311,28 +323,39 @@ async function main(): Promise<void> {
   const print = (s: string) => console.log(`\n${s}`);
   console.log(`xapi-emu bench: node ${process.version}, ${(await import('node:os')).cpus().length} CPUs`);
   try {
-    // a spawn first, so that tsx's transform cache is warm for the timed start-ups
-    progress('warming the tsx cache');
-    await stop((await startEmulator(['--memory'])).child);
+    if (want('rpc') || want('pool')) {
+      // a spawn first, so that tsx's transform cache is warm for the timed start-ups
+      progress('warming the tsx cache');
+      await stop((await startEmulator(['--memory'])).child);
+    }
 
-    print(await sectionThroughput(dir));
+    if (want('rpc')) print(await sectionThroughput(dir));
 
-    const dataDir = join(dir, 'pool-64x10k');
-    progress(`2/4: populating ${dataDir} with ${HOSTS} hosts and ${VMS} VMs`);
-    const pop = populate(dataDir, HOSTS, VMS);
-    progress(`2/4: populated in ${fmt(pop.ms / 1000, 1)} s; starting the CLI on it`);
-    const big = await startEmulator(['--data', dataDir]);
-    const bigStartup = await startupFigures(`${HOSTS} hosts, ${VMS.toLocaleString('en-US')} VMs (--data)`, big);
-    print(await sectionAllRecords(big.base, big.session, pop));
-    await stop(big.child);
+    let bigStartup: Startup | undefined;
+    let pop: Populated | undefined;
+    if (want('pool')) {
+      const dataDir = join(dir, 'pool-64x10k');
+      progress(`2/4: populating ${dataDir} with ${HOSTS} hosts and ${VMS} VMs`);
+      pop = populate(dataDir, HOSTS, VMS);
+      progress(`2/4: populated in ${fmt(pop.ms / 1000, 1)} s; starting the CLI on it`);
+      const big = await startEmulator(['--data', dataDir]);
+      bigStartup = await startupFigures(`${HOSTS} hosts, ${VMS.toLocaleString('en-US')} VMs (--data)`, big);
+      print(await sectionAllRecords(big.base, big.session, pop));
+      await stop(big.child);
+    }
 
-    print(await sectionEvents());
+    if (want('events')) print(await sectionEvents());
 
-    progress('4: default 1-host pool (--memory)');
-    const small = await startEmulator(['--memory']);
-    const smallStartup = await startupFigures('default 1 host (--memory)', small);
-    await stop(small.child);
-    print(startupTable([bigStartup, smallStartup], pop));
+    if (want('pool')) {
+      progress('4: default 1-host pool (--memory)');
+      const small = await startEmulator(['--memory']);
+      const smallStartup = await startupFigures('default 1 host (--memory)', small);
+      await stop(small.child);
+      print(startupTable([bigStartup!, smallStartup], pop!));
+    }
+
+    if (want('storage')) print(await sectionStorage(dir));
+    if (want('datapath')) print(await sectionDatapath(dir));
     console.log(`\ntotal ${fmt((now() - t0) / 1000, 1)} s`);
   } finally {
     await stopAll();

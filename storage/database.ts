@@ -4,6 +4,7 @@
 import BetterSqlite3 from 'better-sqlite3';
 import { classes, model, type ClassMeta, type FieldMeta } from '../schema/index.js';
 import { cloneValue, defaultFor } from './defaults.js';
+import * as encoded from './encoded-cache.js';
 
 // create() builds a record with a generated object literal that holds every field, in schema order.
 // V8 keeps such an object in fast mode, whereas an object given its 20-90 fields one by one through
@@ -45,6 +46,8 @@ export type Rec = Record<string, unknown>;
 export interface Row {
   cls: string;
   ref: string;
+  /** Changed only through create/update/touch/destroy, never in place by callers: the wire
+   * encodings of a record are cached until it changes (encoded-cache.ts). */
   rec: Rec;
   /** generation at which the object was created */
   created: number;
@@ -135,6 +138,7 @@ export class Database {
       const rec = JSON.parse(r.data) as Rec;
       for (const f of c.fields) if (!f.persist || !(f.name in rec)) rec[f.name] = defaultFor(f);
       const row: Row = { cls: r.class, ref: r.ref, rec, created: r.created, modified: r.modified };
+      encoded.track(rec);
       this.tables.get(r.class)!.set(r.ref, row);
       this.indexUuid(row);
       this.log.push({ gen: row.modified, cls: row.cls, ref: row.ref });
@@ -199,6 +203,7 @@ export class Database {
     const full = creatorOf(c)(rec);
     const gen = ++this.generation;
     const row: Row = { cls, ref, rec: full, created: gen, modified: gen };
+    encoded.track(full);
     table.set(ref, row);
     this.indexUuid(row);
     this.touched(row);
@@ -216,7 +221,10 @@ export class Database {
       const before = row.rec[k];
       const after = changes[k];
       if (sameValue(before, after)) continue;
-      changed = true;
+      if (!changed) {
+        changed = true;
+        encoded.changed(row.rec); // before the first write: no encoding of the old record survives it
+      }
       row.rec[k] = after;
       if (k === 'uuid') {
         this.uuids.get(cls)?.delete(before as string);
@@ -244,6 +252,7 @@ export class Database {
     const row = table.get(ref);
     if (!row) return;
     table.delete(ref);
+    encoded.untrack(row.rec);
     this.uuids.get(cls)?.delete(row.rec.uuid as string);
     for (const m of mirrors.get(cls) ?? []) this.mirror(cls, ref, m, refsOf(row.rec[m.field]), []);
     const gen = ++this.generation;
@@ -270,6 +279,7 @@ export class Database {
   }
 
   private bumpSet(o: Row, field: string, value: string[]): void {
+    encoded.changed(o.rec);
     o.rec[field] = value;
     o.modified = ++this.generation;
     this.touched(o);

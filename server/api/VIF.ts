@@ -74,7 +74,7 @@ async function hotplug(call: Call, vif: string, plug: boolean): Promise<void> {
 }
 
 /** A locally administered unicast MAC (xapi's Record_util.random_mac_local). */
-function randomMac(emu: Emulator): string {
+export function randomMac(emu: Emulator): string {
   const hex = emu.ids.uuid().replace(/-/g, '');
   const b = [0, 1, 2, 3, 4, 5].map((i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));
   b[0] = (b[0] & 0xfc) | 0x02;

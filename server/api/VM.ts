@@ -1,7 +1,6 @@
 // VM: custom messages (xapi_vm.ml, the VM part of message_forwarding.ml), the lifecycle through
 // xenopsd (xapi_xenops.ml: start, shutdown, reboot, pause ...), and the VM's allowed_operations
-// (Xapi_vm_lifecycle.check_operation_error). Not implemented yet (NOT_IMPLEMENTED): migrate,
-// clone, copy, snapshot, checkpoint, revert, provision ...
+// (Xapi_vm_lifecycle.check_operation_error). Not implemented yet (NOT_IMPLEMENTED): migrate ...
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { generic } from './generic.js';
@@ -14,6 +13,8 @@ import { currentOperations, registerOperations, updateAllowedOperations, withOpe
 import {
   forceStateReset, hostFreeMemory, memoryRequired, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
 } from './xenops-sync.js';
+import { vmSnapshotMessages } from './vm-snapshot.js';
+import { vmSettingsMessages } from './vm-settings.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -168,13 +169,13 @@ function vmRec(call: Call, vm: string): Rec {
   return r;
 }
 
-function setProgress(emu: Emulator, task: string, p: number): void {
+export function setProgress(emu: Emulator, task: string, p: number): void {
   const t = emu.db.get('task', task);
   if (t && t.status === 'pending' && Number(t.progress) < p) emu.db.update('task', task, { progress: Math.round(p * 100) / 100 });
 }
 
 /** Xapi_vm_helpers.assert_can_boot_here (the checks the emulator models). */
-function assertCanBootHere(emu: Emulator, vm: string, rec: Rec, host: string): void {
+export function assertCanBootHere(emu: Emulator, vm: string, rec: Rec, host: string): void {
   const { db } = emu;
   const h = db.get('host', host);
   if (!h) throw new XapiError('HANDLE_INVALID', ['host', host]);
@@ -258,6 +259,11 @@ async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void>
   if (rec.power_state === 'Suspended') {
     // Xapi_vm.hard_shutdown: the suspend image is destroyed (whether or not that works, it is forgotten)
     await destroySuspendVdi(emu, vm);
+    // a resume running meanwhile (allowed concurrently) may have made a domain: it is powered off,
+    // or the database would say Halted over a running domain
+    const uuid = String(rec.uuid);
+    const live = emu.hosts.find((h) => xenopsOf(emu, h).list().includes(uuid));
+    if (live) await xenops(emu, vm, live, uuid, () => xenopsOf(emu, live).shutdown(uuid, { clean: false }));
     forceStateReset(emu, vm, 'Halted');
     return;
   }
@@ -266,6 +272,10 @@ async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void>
   const uuid = String(rec.uuid);
   const x = xenopsOf(emu, h);
   await xenops(emu, vm, h, uuid, () => x.shutdown(uuid, { clean, progress: (p) => setProgress(emu, call.task, p) }));
+  // a pool_migrate running meanwhile (a hard shutdown is allowed concurrently; xapi cancels the
+  // migration) may have moved the domain to another host: it is powered off there
+  const moved = clean ? undefined : emu.hosts.find((o) => o !== h && xenopsOf(emu, o).list().includes(uuid));
+  if (moved) await xenops(emu, vm, moved, uuid, () => xenopsOf(emu, moved).shutdown(uuid, { clean: false }));
   const after = emu.db.get('VM', vm);
   if (after && after.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [vm, 'halted', String(after.power_state).toLowerCase()]);
 }
@@ -339,28 +349,31 @@ async function suspendVm(call: Call, vm: string): Promise<void> {
 }
 
 async function resumeVm(call: Call, vm: string, host: string | null, paused: boolean, op: 'resume' | 'resume_on'): Promise<void> {
+  await withOperation(call, 'VM', vm, op, () => resumeLocal(call, vm, host, paused));
+}
+
+/** Xapi_xenops.resume, the VM already marked (by resume, or by checkpoint). */
+async function resumeLocal(call: Call, vm: string, host: string | null, paused: boolean): Promise<void> {
   const { emu } = call;
-  await withOperation(call, 'VM', vm, op, async () => {
-    const rec = vmRec(call, vm);
-    const vdi = String(rec.suspend_VDI);
-    if (!emu.db.has('VDI', vdi)) {
-      forceStateReset(emu, vm, 'Halted');
-      throw new XapiError('VM_HAS_NO_SUSPEND_VDI', ['VM', vm]);
-    }
-    let h: string;
-    if (host) {
-      assertCanBootHere(emu, vm, rec, host);
-      h = host;
-    } else h = chooseHost(emu, vm, rec);
-    const uuid = String(rec.uuid);
-    const x = xenopsOf(emu, h);
-    x.add(vmSpec(emu, vm));
-    await xenops(emu, vm, h, uuid, () => x.resume(uuid, diskOf(emu, vdi), { paused, progress: (p) => setProgress(emu, call.task, p) }));
-    await destroySuspendVdi(emu, vm);
-    const ps = emu.db.get('VM', vm)?.power_state;
-    const want = paused ? 'Paused' : 'Running';
-    if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
-  });
+  const rec = vmRec(call, vm);
+  const vdi = String(rec.suspend_VDI);
+  if (!emu.db.has('VDI', vdi)) {
+    forceStateReset(emu, vm, 'Halted');
+    throw new XapiError('VM_HAS_NO_SUSPEND_VDI', ['VM', vm]);
+  }
+  let h: string;
+  if (host) {
+    assertCanBootHere(emu, vm, rec, host);
+    h = host;
+  } else h = chooseHost(emu, vm, rec);
+  const uuid = String(rec.uuid);
+  const x = xenopsOf(emu, h);
+  x.add(vmSpec(emu, vm));
+  await xenops(emu, vm, h, uuid, () => x.resume(uuid, diskOf(emu, vdi), { paused, progress: (p) => setProgress(emu, call.task, p) }));
+  await destroySuspendVdi(emu, vm);
+  const ps = emu.db.get('VM', vm)?.power_state;
+  const want = paused ? 'Paused' : 'Running';
+  if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
 }
 
 // ---- messages ----
@@ -514,3 +527,11 @@ registerProvider('VM', {
     }),
 });
 
+// clone, copy, snapshot, checkpoint, revert (vm-snapshot.ts); provision, templates, memory, VCPUs
+// and device numbers (vm-settings.ts)
+registerProvider('VM', vmSnapshotMessages({
+  suspend: suspendVm,
+  resume: (call, vm) => resumeLocal(call, vm, null, false),
+  hardShutdown: (call, vm) => shutdownVm(call, vm, false),
+}));
+registerProvider('VM', vmSettingsMessages);

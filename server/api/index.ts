@@ -11,3 +11,4 @@ import './VDI.js';
 import './VBD.js';
 import './VIF.js';
 import './host.js';
+import './pool-ops.js';

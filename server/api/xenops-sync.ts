@@ -131,6 +131,7 @@ export function vmSpec(emu: Emulator, vm: string): VmSpec {
     memoryRequired: memoryRequired(rec),
     memoryTarget: Number(rec.memory_dynamic_max) || Number(rec.memory_static_max) || 0,
     pvDrivers: hasPvDriversConfigured(rec),
+    bootOrder: String((rec.HVM_boot_params as Record<string, string> | undefined)?.order ?? 'cd'),
     vbds,
     vifs,
   };
@@ -307,7 +308,15 @@ export function syncHost(emu: Emulator, host: string): void {
 
 /** The host's free memory as xapi computes it for placement (host.compute_free_memory). */
 export function hostFreeMemory(emu: Emulator, host: string): number {
-  return xenopsOf(emu, host).freeMemory();
+  const x = xenopsOf(emu, host);
+  // Memory_check: the VMs scheduled to this host (a start or a migration under way) reserve
+  // their memory until their domain exists there
+  let reserved = 0;
+  const here = new Set(x.list());
+  for (const [, row] of emu.db.table('VM')) {
+    if (row.rec.scheduled_to_be_resident_on === host && !here.has(String(row.rec.uuid))) reserved += memoryRequired(row.rec);
+  }
+  return Math.max(0, x.freeMemory() - reserved);
 }
 
 // ---- start / stop with the emulator ----
@@ -358,6 +367,7 @@ export function startXenops(emu: Emulator): () => void {
   }
   for (const host of map.keys()) syncHost(emu, host);
   for (const [vm] of emu.db.table('VM')) refreshAllowed(emu, vm);
+  resetOperations(emu, ['host']);
   emu.db.flush();
 
   const unsubs: (() => void)[] = [];

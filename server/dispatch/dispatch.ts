@@ -130,19 +130,28 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
 
   const handler = handlerFor(msg);
   const call: Call = { emu, msg, label, session: sessionRef, task: 'OpaqueRef:NULL', host: origin.host, origin };
-  // A bad handle is found by the implementation, so an Async call returns a task that fails with it.
-  const run: Handler = (c, ...a) => {
-    checkHandles(emu, msg, a);
-    return handler(c, ...a);
-  };
 
   // Every call of an async-capable message runs in a database task (context.ml of_http_req),
   // except for the classes without task ids (task, event ...).
   const inTask = msg.async && !emu.noTaskClasses.has(msg.class);
-  if (async) return { ok: true, value: startAsync(call, run, args), ty: { k: 'ref', class: 'task' } };
-  const value = inTask ? await runInTask(call, run, args) : await run(call, ...args);
+  let value: unknown;
+  if (async || inTask) {
+    // A bad handle is found by the implementation, so an Async call returns a task that fails with it.
+    const run: Handler = (c, ...a) => {
+      checkHandles(emu, msg, a);
+      return handler(c, ...a);
+    };
+    if (async) return { ok: true, value: startAsync(call, run, args), ty: TASK_REF };
+    value = await runInTask(call, run, args);
+  } else {
+    // (no closure on the everyday path: under tsx, each one made per call costs a __name call)
+    checkHandles(emu, msg, args);
+    value = await handler(call, ...args);
+  }
   return { ok: true, value: value === undefined ? '' : value, ty: msg.result };
 }
+
+const TASK_REF: Ty = { k: 'ref', class: 'task' };
 
 /** A ref argument naming no object of its class is HANDLE_INVALID [class; ref]. */
 function checkHandles(emu: Emulator, msg: MessageMeta, args: unknown[]): void {

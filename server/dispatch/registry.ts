@@ -27,9 +27,12 @@ export type Handler = (call: Call, ...args: any[]) => unknown;
 export type Provider = Record<string, Handler>;
 
 const providers = new Map<string, Provider>();
+/** handlerFor's answers (a generic handler is a closure made for its message), until a provider changes */
+let resolved = new WeakMap<MessageMeta, Handler>();
 
 export function registerProvider(cls: string, p: Provider): void {
   providers.set(cls, { ...providers.get(cls), ...p });
+  resolved = new WeakMap();
 }
 
 const notImplemented: Handler = (call) => {
@@ -37,7 +40,10 @@ const notImplemented: Handler = (call) => {
 };
 
 export function handlerFor(msg: MessageMeta): Handler {
-  const own = providers.get(msg.class)?.[msg.name];
-  if (own) return own;
-  return genericHandler(msg) ?? notImplemented;
+  let h = resolved.get(msg);
+  if (h === undefined) {
+    h = providers.get(msg.class)?.[msg.name] ?? genericHandler(msg) ?? notImplemented;
+    resolved.set(msg, h);
+  }
+  return h;
 }

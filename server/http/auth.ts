@@ -98,8 +98,9 @@ export interface HttpCall {
 export type HttpOutcome = { value: unknown; ty: Ty | null } | { redirected: true } | void;
 
 export interface HttpHandlerSpec {
-  /** the http_action name, e.g. put_import_raw_vdi: gives the roles and the 401 realm */
-  action: string;
+  /** the http_action name, e.g. put_import_raw_vdi: gives the roles and the 401 realm; or an
+   * action of the emulator's own (its control calls, which the datamodel does not know) */
+  action: string | HttpAction;
   /** name_label of a task the handler makes itself (with_context's label), e.g. "Importing raw VDI" */
   label: string;
 }
@@ -209,7 +210,7 @@ export async function runHttpHandler(
   reply.hijack();
   const res = reply.raw;
   const emu = ctx.emu;
-  const action = httpAction(spec.action);
+  const action = typeof spec.action === 'string' ? httpAction(spec.action) : spec.action;
   const host = ctx.hostOf(req);
   const params = paramsOf(req);
   const givenTask = params.auth('task_id');

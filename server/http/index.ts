@@ -3,6 +3,8 @@
 import { registerHttpPlugin } from '../app.js';
 import { importRawVdiPlugin } from './import-raw-vdi.js';
 import { exportRawVdiPlugin } from './export-raw-vdi.js';
+import { guestPlugin } from './guest.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
+registerHttpPlugin(guestPlugin);

@@ -1,5 +1,8 @@
 // JSON-RPC wire codec (WIRE.md §2): request parsing as ocaml-rpc's
 // `Jsonrpc.version_id_and_call_of_string`, and the v1/v2 response envelopes xapi writes.
+import type { Ty } from '../../schema/index.js';
+import { Typed } from './typed.js';
+import { entryOf, jsonBytesOf, storeJson } from '../../storage/encoded-cache.js';
 
 /** A request xapi would refuse with `Jsonrpc.Malformed_method_request(...)` (an HTTP 500 page). */
 export class JsonRpcMalformed extends Error {
@@ -27,9 +30,20 @@ const MAX_DEPTH = 64;
 const fatalUtf8 = new TextDecoder('utf-8', { fatal: true });
 const lenientUtf8 = new TextDecoder('utf-8');
 
+/** How many `c` the text holds, counting up to `max` + 1 (native searches: quicker than a scan). */
+function countUpTo(s: string, c: string, max: number): number {
+  let n = 0;
+  for (let i = s.indexOf(c); i >= 0 && n <= max; i = s.indexOf(c, i + 1)) n++;
+  return n;
+}
+
 /** Iterative scan for nesting depth, so a hostile `[[[[…` is refused before JSON.parse recurses.
  * The request object and its params array do not count: 64 levels of arrays/objects in a param, as in XML. */
 function checkDepth(s: string): void {
+  // the depth cannot exceed the number of opening brackets: most requests need no scan
+  const limit = MAX_DEPTH + 2;
+  const squares = countUpTo(s, '[', limit);
+  if (squares <= limit && squares + countUpTo(s, '{', limit - squares) <= limit) return;
   let depth = 0;
   let inStr = false;
   for (let i = 0; i < s.length; i++) {
@@ -131,10 +145,61 @@ function clean(v: unknown, lenient: boolean, badUtf8: string[]): unknown {
 // unwrap through their toJSON. A void result is "", as xapi's.
 const json = (v: unknown): string => (v === undefined ? '""' : JSON.stringify(v));
 
-export function encodeSuccess(version: JsonRpcVersion, id: string | number, value: unknown): string {
+/** JSON.stringify of a record; a stored record's text is kept until the record changes. */
+function recordJson(v: unknown): string {
+  const cached = entryOf(v);
+  if (cached === undefined) return JSON.stringify(v);
+  if (cached.json !== undefined) return cached.json;
+  const s = JSON.stringify(v);
+  storeJson(cached, s);
+  return s;
+}
+
+/** The result text: JSON.stringify(value), with the records of a record or map-of-records result
+ * (get_record, get_all_records…) taken from the cache of encoded records. */
+export function encodeResult(value: unknown, ty?: Ty | null): string {
+  if (value === undefined) return '""';
+  if (ty && value !== null && typeof value === 'object' && !(value instanceof Typed)) {
+    if (ty.k === 'record') return recordJson(value);
+    if (ty.k === 'map' && ty.value.k === 'record' && !Array.isArray(value)) {
+      // as JSON.stringify writes an object: own enumerable keys in order, undefined values left out
+      const o = value as Record<string, unknown>;
+      const parts: string[] = [];
+      for (const k of Object.keys(o)) {
+        const x = o[k];
+        const t = entryOf(x) ? recordJson(x) : JSON.stringify(x);
+        if (t !== undefined) parts.push(JSON.stringify(k) + ':' + t);
+      }
+      return '{' + parts.join(',') + '}';
+    }
+  }
+  return JSON.stringify(value);
+}
+
+const V2_RESULT = Buffer.from('{"jsonrpc":"2.0","result":');
+const V1_RESULT = Buffer.from('{"result":');
+
+/** encodeSuccess, as chunks when the result is a stored record: its bytes then come from the cache
+ * of encoded records, with nothing to encode or measure again. Otherwise the string. */
+export function encodeSuccessBody(version: JsonRpcVersion, id: string | number, value: unknown, ty: Ty | null): string | (Buffer | string)[] {
+  if (ty !== null && ty.k === 'record' && !(value instanceof Typed)) {
+    const cached = entryOf(value);
+    if (cached !== undefined) {
+      const bytes = jsonBytesOf(cached, recordJson(value));
+      return version === 2
+        ? [V2_RESULT, bytes, ',"id":' + JSON.stringify(id) + '}']
+        : [V1_RESULT, bytes, ',"error":null,"id":' + JSON.stringify(id) + '}'];
+    }
+  }
+  return encodeSuccess(version, id, value, ty);
+}
+
+/** `ty`, the result's type, lets stored records come from the cache of encoded records. */
+export function encodeSuccess(version: JsonRpcVersion, id: string | number, value: unknown, ty?: Ty | null): string {
+  const result = ty === undefined ? json(value) : encodeResult(value, ty);
   return version === 2
-    ? '{"jsonrpc":"2.0","result":' + json(value) + ',"id":' + JSON.stringify(id) + '}'
-    : '{"result":' + json(value) + ',"error":null,"id":' + JSON.stringify(id) + '}';
+    ? '{"jsonrpc":"2.0","result":' + result + ',"id":' + JSON.stringify(id) + '}'
+    : '{"result":' + result + ',"error":null,"id":' + JSON.stringify(id) + '}';
 }
 
 export function encodeError(version: JsonRpcVersion, id: string | number, description: readonly string[]): string {

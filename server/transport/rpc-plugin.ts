@@ -55,9 +55,21 @@ const EMPTY = Buffer.alloc(0);
  * write); below it, the string goes out with the headers in a single write. */
 const BUFFER_BODY_ABOVE = 64 * 1024;
 
-function send(reply: FastifyReply, status: number, headers: readonly string[], body: string): void {
+/** A body: one string, or chunks (cached bytes of a record between the envelope's pieces). */
+type Body = string | readonly (string | Buffer)[];
+
+function send(reply: FastifyReply, status: number, headers: readonly string[], body: Body): void {
   reply.hijack(); // written raw: no serializer or onSend work on the hot path
   const res = reply.raw;
+  if (typeof body !== 'string') {
+    let length = 0;
+    for (const c of body) length += typeof c === 'string' ? Buffer.byteLength(c) : c.length;
+    res.writeHead(status, [...headers, 'content-length', String(length)]);
+    const last = body.length - 1;
+    for (let i = 0; i < last; i++) res.write(body[i]);
+    res.end(body[last]);
+    return;
+  }
   const data = body.length > BUFFER_BODY_ABOVE ? Buffer.from(body, 'utf8') : body;
   res.writeHead(status, [...headers, 'content-length', String(typeof data === 'string' ? Buffer.byteLength(data) : data.length)]);
   res.end(data);
@@ -117,9 +129,9 @@ export async function rpcPlugin(app: FastifyInstance, opts: RpcPluginOptions): P
       return sendHtmlError(reply, 500, 'internal server error', `XML-RPC parse error: ${(e as Error).message}`);
     }
     const r = await dispatch(emu, call.method, call.params, origin(req, call.badUtf8));
-    let out: string;
+    let out: Body;
     try {
-      out = r.ok ? (r.bare ? xml.encodeBare(r.value, r.ty) : xml.encodeSuccess(r.value, r.ty)) : xml.encodeFailure(r.error);
+      out = r.ok ? (r.bare ? xml.encodeBare(r.value, r.ty) : xml.encodeSuccessBody(r.value, r.ty)) : xml.encodeFailure(r.error);
     } catch (e) {
       out = xml.encodeFailure(['INTERNAL_ERROR', (e as Error).message]);
     }
@@ -134,10 +146,10 @@ export async function rpcPlugin(app: FastifyInstance, opts: RpcPluginOptions): P
       return sendHtmlError(reply, 500, 'internal server error', (e as Error).message);
     }
     const r: CallResult = await dispatch(emu, call.method, call.params, origin(req, call.badUtf8));
-    let out: string;
+    let out: Body;
     if (r.ok) {
       try {
-        out = json.encodeSuccess(call.version, call.id, r.value);
+        out = json.encodeSuccessBody(call.version, call.id, r.value, r.ty);
       } catch (e) {
         out = json.encodeError(call.version, call.id, ['INTERNAL_ERROR', (e as Error).message]);
       }

@@ -3,6 +3,7 @@
 import { SaxesParser } from 'saxes';
 import { classes, type Ty } from '../../schema/index.js';
 import { Typed } from './typed.js';
+import { entryOf, storeXml, xmlBytesOf } from '../../storage/encoded-cache.js';
 
 // ───────────────────────────── decoding ─────────────────────────────
 
@@ -55,6 +56,11 @@ export function decodeMethodCall(body: Buffer | Uint8Array | string): DecodedCal
       lenient = true;
     }
   }
+  return (lenient ? undefined : decodeCommonShape(xml)) ?? decodeWithSax(xml, lenient);
+}
+
+/** The general decoder (saxes): every well-formed document, every error. */
+export function decodeWithSax(xml: string, lenient = false): DecodedCall {
   const badUtf8: string[] = [];
   const seen = (s: string): string => {
     if (lenient && s.includes('\uFFFD')) badUtf8.push(s);
@@ -176,47 +182,7 @@ export function decodeMethodCall(body: Buffer | Uint8Array | string): DecodedCal
     }
   };
 
-  const scalar = (tag: string, text: string): unknown => {
-    switch (tag) {
-      case 'string':
-      case 'dateTime.iso8601':
-        return seen(text);
-      case 'int':
-      case 'i4':
-      case 'i8': {
-        const t = text.trim();
-        if (!INT_RE.test(t)) fail(`bad integer ${JSON.stringify(text)}`);
-        const n = Number(t);
-        if (Number.isSafeInteger(n)) return n;
-        const b = BigInt(t);
-        if (b < INT64_MIN || b > INT64_MAX) fail(`integer out of range ${t}`);
-        return b.toString(); // beyond 2^53: keep the exact decimal text
-      }
-      case 'boolean':
-        return text === '1'; // as xapi: "true" is false
-      case 'double': {
-        const t = text.trim().toLowerCase();
-        const n = Number(t);
-        if (t !== '' && !Number.isNaN(n)) return n;
-        if (/^[+-]?nan$/.test(t)) return NaN;
-        if (/^[+-]?inf(inity)?$/.test(t)) return t[0] === '-' ? -Infinity : Infinity;
-        return fail(`bad double ${JSON.stringify(text)}`);
-      }
-      case 'base64': {
-        const bytes = Buffer.from(text, 'base64');
-        try {
-          return fatalUtf8.decode(bytes);
-        } catch {
-          const s = lenientUtf8.decode(bytes);
-          badUtf8.push(s);
-          return s;
-        }
-      }
-      case 'nil':
-        return null;
-    }
-    return fail(`unknown value tag <${tag}>`);
-  };
+  const scalar = (tag: string, text: string): unknown => scalarOf(tag, text, lenient, badUtf8);
 
   try {
     parser.write(xml);
@@ -228,6 +194,260 @@ export function decodeMethodCall(body: Buffer | Uint8Array | string): DecodedCal
   if (method === undefined) fail('no <methodName>');
   if (params === undefined) fail('no <params>');
   return { method: method!, params: params!, badUtf8 };
+}
+
+/** The value of a scalar element (<string>, <int>…) from its text; a string from invalid UTF-8
+ * (lenient decoding) or a base64 one that is not UTF-8 goes to badUtf8. */
+function scalarOf(tag: string, text: string, lenient: boolean, badUtf8: string[]): unknown {
+  switch (tag) {
+    case 'string':
+    case 'dateTime.iso8601':
+      if (lenient && text.includes('\uFFFD')) badUtf8.push(text);
+      return text;
+    case 'int':
+    case 'i4':
+    case 'i8': {
+      const t = text.trim();
+      if (!INT_RE.test(t)) fail(`bad integer ${JSON.stringify(text)}`);
+      const n = Number(t);
+      if (Number.isSafeInteger(n)) return n;
+      const b = BigInt(t);
+      if (b < INT64_MIN || b > INT64_MAX) fail(`integer out of range ${t}`);
+      return b.toString(); // beyond 2^53: keep the exact decimal text
+    }
+    case 'boolean':
+      return text === '1'; // as xapi: "true" is false
+    case 'double': {
+      const t = text.trim().toLowerCase();
+      const n = Number(t);
+      if (t !== '' && !Number.isNaN(n)) return n;
+      if (/^[+-]?nan$/.test(t)) return NaN;
+      if (/^[+-]?inf(inity)?$/.test(t)) return t[0] === '-' ? -Infinity : Infinity;
+      return fail(`bad double ${JSON.stringify(text)}`);
+    }
+    case 'base64': {
+      const bytes = Buffer.from(text, 'base64');
+      try {
+        return fatalUtf8.decode(bytes);
+      } catch {
+        const s = lenientUtf8.decode(bytes);
+        badUtf8.push(s);
+        return s;
+      }
+    }
+    case 'nil':
+      return null;
+  }
+  return fail(`unknown value tag <${tag}>`);
+}
+
+// ── The common shape, without a general parser ──
+// What clients send is a methodCall in the plain XML-RPC vocabulary: elements without attributes,
+// whitespace between them, character data with at most the five predefined entities. This scanner
+// reads exactly that, and gives up (undefined) on anything else — a comment, CDATA, a processing
+// instruction, DOCTYPE, an attribute, a character reference, a CR, any text the XML grammar would
+// refuse or normalise, nesting past MAX_DEPTH, any error — leaving the document to decodeWithSax,
+// which then gives the same result or the error. On what it accepts its result is the sax one:
+// a unit test compares both on many documents. Module-level state, no closures: one call at a time.
+
+let src = '';
+let pos = 0;
+let depthLeft = 0;
+let fastBad: string[] = [];
+/** stands for "not the common shape" */
+const NO: unknown = Symbol('not the common shape');
+
+/** Characters that end the fast path in character data: C0 controls but TAB and LF, CR (normalised
+ * by XML), '>' (so "]]>" never passes), surrogates and U+FFFE/U+FFFF (checked by the XML grammar). */
+const TEXT_ODD = /[\x00-\x08\x0b-\x1f>\ud800-\udfff\ufffe\uffff]/;
+const ENTITY_ODD = /&(?!(?:amp|lt|gt|quot|apos);)/;
+const ENTITY = /&(amp|lt|gt|quot|apos);/g;
+const entityChar = (_: string, e: string): string =>
+  e === 'amp' ? '&' : e === 'lt' ? '<' : e === 'gt' ? '>' : e === 'quot' ? '"' : "'";
+const XML_DECL = /^<\?xml version=(["'])1\.0\1(?: encoding=(["'])(?:UTF-8|utf-8)\2)?\?>/;
+
+/** Skips the blanks between elements (their text is dropped: a CR needs no normalising there). */
+function skipBlank(): void {
+  for (;;) {
+    const c = src.charCodeAt(pos);
+    if (c === 32 || c === 10 || c === 9 || c === 13) pos++;
+    else return;
+  }
+}
+
+/** Consumes `s` (a tag) if it is next. */
+function eat(s: string): boolean {
+  if (!src.startsWith(s, pos)) return false;
+  pos += s.length;
+  return true;
+}
+
+/** Character data up to the next '<', entities resolved; NO if it is anything unusual. */
+function charData(): unknown {
+  const end = src.indexOf('<', pos);
+  if (end < 0) return NO;
+  const t = src.slice(pos, end);
+  pos = end;
+  if (TEXT_ODD.test(t)) return NO;
+  if (t.indexOf('&') < 0) return t;
+  if (ENTITY_ODD.test(t)) return NO;
+  return t.replace(ENTITY, entityChar);
+}
+
+const isBlankText = (t: string): boolean => {
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (c !== 32 && c !== 10 && c !== 9) return false;
+  }
+  return true;
+};
+
+/** A scalar element's text, after its open tag, through its close tag. */
+function scalarText(close: string): unknown {
+  const t = charData();
+  return t !== NO && eat(close) ? t : NO;
+}
+
+/** The content of a <value> (after `<value>`) through `</value>`. */
+function valueBody(): unknown {
+  const t = charData();
+  if (t === NO) return NO;
+  if (eat('</value>')) return t; // bare text, "" for <value></value>
+  if (!isBlankText(t as string)) return NO;
+  let v: unknown;
+  const c = src.charCodeAt(pos + 1);
+  if (c === 115 /* s */) {
+    if (eat('<string>')) v = scalarText('</string>');
+    else if (eat('<struct>')) v = struct();
+    else if (eat('<string/>')) v = '';
+    else return NO;
+  } else if (c === 105 /* i */) {
+    if (eat('<int>')) v = intOf('int', scalarText('</int>'));
+    else if (eat('<i4>')) v = intOf('i4', scalarText('</i4>'));
+    else if (eat('<i8>')) v = intOf('i8', scalarText('</i8>'));
+    else return NO;
+  } else if (c === 97 /* a */) {
+    if (!eat('<array>')) return NO;
+    v = array();
+  } else if (eat('<boolean>')) {
+    const b = scalarText('</boolean>');
+    v = b === NO ? NO : b === '1';
+  } else if (eat('<double>')) v = scalarOr('double', scalarText('</double>'));
+  else if (eat('<dateTime.iso8601>')) v = scalarText('</dateTime.iso8601>');
+  else if (eat('<base64>')) v = scalarOr('base64', scalarText('</base64>'));
+  else if (eat('<nil/>')) v = null;
+  else return NO;
+  if (v === NO) return NO;
+  const after = charData();
+  if (after === NO || !isBlankText(after as string) || !eat('</value>')) return NO;
+  return v;
+}
+
+const INT_PLAIN = /^-?\d{1,15}$/;
+function intOf(tag: string, t: unknown): unknown {
+  if (t === NO) return NO;
+  if (INT_PLAIN.test(t as string)) return Number(t); // the everyday case: within 2^53, no sign or blanks
+  return scalarOr(tag, t);
+}
+
+/** scalarOf, or NO where it would fail (decodeWithSax then reports the error). */
+function scalarOr(tag: string, t: unknown): unknown {
+  if (t === NO) return NO;
+  try {
+    return scalarOf(tag, t as string, false, fastBad);
+  } catch {
+    return NO;
+  }
+}
+
+function array(): unknown {
+  if (--depthLeft < 0) return NO;
+  skipBlank();
+  const out: unknown[] = [];
+  if (!eat('</array>')) {
+    if (!eat('<data>')) return NO;
+    for (;;) {
+      skipBlank();
+      if (eat('<value>')) {
+        const v = valueBody();
+        if (v === NO) return NO;
+        out.push(v);
+      } else if (eat('</data>')) break;
+      else return NO;
+    }
+    skipBlank();
+    if (!eat('</array>')) return NO;
+  }
+  depthLeft++;
+  return out;
+}
+
+function struct(): unknown {
+  if (--depthLeft < 0) return NO;
+  const out = Object.create(null) as Record<string, unknown>; // "__proto__" stays a plain key
+  for (;;) {
+    skipBlank();
+    if (eat('</struct>')) break;
+    if (!eat('<member>')) return NO;
+    skipBlank();
+    if (!eat('<name>')) return NO;
+    const name = scalarText('</name>');
+    if (name === NO) return NO;
+    skipBlank();
+    if (!eat('<value>')) return NO;
+    const v = valueBody();
+    if (v === NO) return NO;
+    skipBlank();
+    if (!eat('</member>')) return NO;
+    out[name as string] = v;
+  }
+  depthLeft++;
+  return out;
+}
+
+/** The call, if the document has the common shape (see above); else undefined. */
+export function decodeCommonShape(xml: string): DecodedCall | undefined {
+  src = xml;
+  pos = 0;
+  depthLeft = MAX_DEPTH;
+  const badUtf8: string[] = (fastBad = []);
+  try {
+    if (xml.charCodeAt(0) === 60 /* < */ && xml.charCodeAt(1) === 63 /* ? */) {
+      const m = XML_DECL.exec(xml);
+      if (!m) return undefined;
+      pos = m[0].length;
+    }
+    skipBlank();
+    if (!eat('<methodCall>')) return undefined;
+    skipBlank();
+    if (!eat('<methodName>')) return undefined;
+    const method = scalarText('</methodName>');
+    if (method === NO) return undefined;
+    skipBlank();
+    if (!eat('<params>')) return undefined;
+    const params: unknown[] = [];
+    for (;;) {
+      skipBlank();
+      if (eat('<param>')) {
+        skipBlank();
+        if (!eat('<value>')) return undefined;
+        const v = valueBody();
+        if (v === NO) return undefined;
+        skipBlank();
+        if (!eat('</param>')) return undefined;
+        params.push(v);
+      } else if (eat('</params>')) break;
+      else return undefined;
+    }
+    skipBlank();
+    if (!eat('</methodCall>')) return undefined;
+    skipBlank();
+    if (pos !== xml.length) return undefined;
+    return { method: method as string, params, badUtf8 };
+  } finally {
+    src = '';
+    fastBad = [];
+  }
 }
 
 // ───────────────────────────── encoding ─────────────────────────────
@@ -433,12 +653,21 @@ function membersEnc(fields: [string, Ty][]): Enc {
 }
 
 const recordEncs = new Map<string, Enc>();
+/** A record of the class; a stored record's fragment is kept until the record changes. */
 function recordEnc(cls: string): Enc {
   let e = recordEncs.get(cls);
   if (!e) {
     const c = classes.get(cls);
     if (!c) throw new Error(`xmlrpc encoder: unknown class ${cls}`);
-    e = membersEnc(c.fields.map((f) => [f.name, f.ty]));
+    const members = membersEnc(c.fields.map((f) => [f.name, f.ty]));
+    e = (v) => {
+      const cached = entryOf(v);
+      if (cached === undefined) return members(v);
+      if (cached.xml !== undefined && cached.xmlBy === members) return cached.xml;
+      const s = members(v);
+      storeXml(cached, members, s);
+      return s;
+    };
     recordEncs.set(cls, e);
   }
   return e;
@@ -498,9 +727,26 @@ export function encodeValue(value: unknown, ty: Ty | null): string {
 const HEAD = '<?xml version="1.0"?><methodResponse><params><param>';
 const TAIL = '</param></params></methodResponse>';
 
+const SUCCESS_HEAD = HEAD + '<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>';
+const SUCCESS_TAIL = '</member></struct></value>' + TAIL;
+const SUCCESS_HEAD_BYTES = Buffer.from(SUCCESS_HEAD);
+const SUCCESS_TAIL_BYTES = Buffer.from(SUCCESS_TAIL);
+
 export function encodeSuccess(value: unknown, ty: Ty | null): string {
-  return HEAD + '<value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>' +
-    encodeValue(value, ty) + '</member></struct></value>' + TAIL;
+  return SUCCESS_HEAD + encodeValue(value, ty) + SUCCESS_TAIL;
+}
+
+/** encodeSuccess, as byte chunks when the value is a stored record: the record's bytes then come
+ * from the cache of encoded records, with nothing to encode or measure again. Otherwise the string. */
+export function encodeSuccessBody(value: unknown, ty: Ty | null): string | Buffer[] {
+  if (ty !== null && ty.k === 'record' && !(value instanceof Typed)) {
+    const cached = entryOf(value);
+    if (cached !== undefined) {
+      const fragment = compile(ty)(value); // (kept in the entry by the record encoder)
+      return [SUCCESS_HEAD_BYTES, xmlBytesOf(cached, fragment), SUCCESS_TAIL_BYTES];
+    }
+  }
+  return encodeSuccess(value, ty);
 }
 
 export function encodeFailure(description: readonly string[]): string {

@@ -8,6 +8,8 @@ export { Xenopsd, DURATIONS, type HostSpec, type XenopsdEnv, type Progress } fro
 export { Tapdisk, Blktap, TD_VBD_PAUSED, type TapdiskInfo } from './tapdisk.js';
 export { XenopsError, type VmSpec, type VbdSpec, type VifSpec, type VmState, type VbdState, type VifState, type StorageBackend, type DomainType } from './types.js';
 export { Updates, type UpdateId } from './updates.js';
+export { migrateVm, MigrationError } from './migrate.js';
+export { vbdInsert, vbdEject } from './media.js';
 
 /** xenopsds by the emulator's storage directory (one machine), then by host uuid */
 const machines = new Map<string, Map<string, Xenopsd>>();

@@ -114,7 +114,7 @@ export class Tapdisk {
     for (const w of this.unpaused.splice(0)) w();
   }
 
-  private request<T>(write: boolean, fn: (io: VdiIo) => Promise<T>): Promise<T> {
+  private request<T>(write: boolean, fn: (io: VdiIo) => Promise<T>, sync = true): Promise<T> {
     const run = async () => {
       if (this.state & (TD_VBD_DEAD | TD_VBD_CLOSED)) throw new Error(`tapdisk ${this.pid}: closed`);
       while (this.state & TD_VBD_PAUSED) await new Promise<void>((r) => this.unpaused.push(r));
@@ -130,7 +130,7 @@ export class Tapdisk {
         if (!this.io) throw new Error(`tapdisk ${this.pid}: I/O error (no image behind ${this.args})`);
         const r = await fn(this.io);
         if (write) {
-          await this.io!.flush();
+          if (sync) await this.io!.flush();
           this.fp = await s.fingerprint(this.sr, this.vdi);
         }
         return r;
@@ -147,9 +147,17 @@ export class Tapdisk {
     return this.request(false, (io) => io.read(offset, length));
   }
 
-  write(offset: number, data: Uint8Array): Promise<void> {
+  /** `sync: false` (a blkif WRITE without a barrier): written to the image, made durable by the
+   * next flush (BLKIF_OP_FLUSH_DISKCACHE / WRITE_BARRIER), as a guest's cache semantics allow */
+  write(offset: number, data: Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
     if (this.readOnly) return Promise.reject(new Error(`tapdisk ${this.pid}: read-only`));
-    return this.request(true, (io) => io.write(offset, data));
+    return this.request(true, (io) => io.write(offset, data), opts.sync ?? true);
+  }
+
+  /** a flush request (BLKIF_OP_FLUSH_DISKCACHE): the image's metadata and data to stable storage */
+  flush(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
+    return this.request(true, async () => undefined, true);
   }
 
   /** tap-ctl destroy: close the image, free the minor. */

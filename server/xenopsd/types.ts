@@ -36,6 +36,8 @@ export interface VmSpec {
   memoryTarget: number;
   /** the simulated guest: whether it runs PV drivers (see server/api/xenops-sync.ts) */
   pvDrivers: boolean;
+  /** HVM_boot_params:order, qemu-dm's -boot order= */
+  bootOrder?: string;
   vbds: VbdSpec[];
   vifs: VifSpec[];
 }

@@ -53,20 +53,20 @@ export interface XenopsdEnv {
   storage: StorageBackend;
 }
 
-interface VbdRuntime {
+export interface VbdRuntime {
   spec: VbdSpec;
   plugged: boolean;
   active: boolean;
   tapdisk: Tapdisk | null;
 }
 
-interface VifRuntime {
+export interface VifRuntime {
   spec: VifSpec;
   plugged: boolean;
   active: boolean;
 }
 
-interface Domain {
+export interface Domain {
   domid: number;
   domainType: DomainType;
   paused: boolean;
@@ -83,8 +83,26 @@ interface Domain {
 
 export type Progress = (fraction: number) => void;
 
+export interface XenopsdInternals {
+  clock: Clock;
+  domains: Map<string, Domain>;
+  metadata: Map<string, VmSpec>;
+  suspended: Set<string>;
+  allocDomid(): number;
+  queued<T>(id: string, fn: () => Promise<T>): Promise<T>;
+  changedVm(id: string): void;
+  vbdPlug(id: string, d: Domain, v: VbdRuntime, steps: Steps): Promise<void>;
+  vbdUnplug(id: string, v: VbdRuntime, steps: Steps): Promise<void>;
+  vifPlug(id: string, v: VifRuntime, steps: Steps): Promise<void>;
+  vifUnplug(id: string, v: VifRuntime, steps: Steps): Promise<void>;
+  unpause(id: string, steps: Steps): Promise<void>;
+  saveCost(memory: number): number;
+  storage: () => StorageBackend;
+  updates: Updates;
+}
+
 /** Reports progress of an operation made of atoms of known durations. */
-class Steps {
+export class Steps {
   private done = 0;
   constructor(private readonly clock: Clock, private readonly total: number, private readonly progress?: Progress) {}
   async run(seconds: number): Promise<void> {
@@ -510,6 +528,25 @@ export class Xenopsd {
       if (!v || !v.plugged) throw new XenopsError('Device_not_connected');
       await this.vifUnplugAtoms(id, v, new Steps(this.clock, 0));
     });
+  }
+
+  /** The parts of this xenopsd that VM_migrate / VM_receive_memory (migrate.ts) and the CD
+   * media atoms (media.ts) are made of. */
+  internals(): XenopsdInternals {
+    return {
+      clock: this.clock, domains: this.domains, metadata: this.metadata, suspended: this.suspended,
+      allocDomid: () => this.nextDomid++,
+      queued: (id, fn) => this.queued(id, fn),
+      changedVm: (id) => this.changedVm(id),
+      vbdPlug: (id, d, v, steps) => this.vbdPlugAtoms(id, d, v, steps),
+      vbdUnplug: (id, v, steps) => this.vbdUnplugAtoms(id, v, steps),
+      vifPlug: (id, v, steps) => this.vifPlugAtoms(id, v, steps),
+      vifUnplug: (id, v, steps) => this.vifUnplugAtoms(id, v, steps),
+      unpause: (id, steps) => this.unpauseAtom(id, steps),
+      saveCost: (memory) => this.saveCost(memory),
+      storage: this.storage,
+      updates: this.updates,
+    };
   }
 
   /** The host goes down: every domain is destroyed at once and the tapdisks close. */
