@@ -1,7 +1,7 @@
 // Storage section of the benchmark (bench/run.ts, section 5): VDI transfers over HTTP, sparse
 // exports, and snapshot/clone times as a VHD chain grows. Prints numbers and ratios, asserts
-// nothing (a transfer that fails or returns the wrong length stops the bench, as a wrong answer
-// would make its numbers meaningless).
+// nothing (a failed import, a transfer cut short or wrong bytes stop the bench, as they would make
+// the numbers meaningless; an export whose bytes all came but whose task failed is only reported).
 //
 // One emulator child (node bin/xapi-emu.js --data <tmp>/…) with a --config file that sets
 // sr_gc_auto = 0, so that the storage GC never coalesces or deletes anything between two steps

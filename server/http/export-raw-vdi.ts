@@ -105,9 +105,11 @@ function send(call: HttpCall, out: { stream: Readable; size: number }, format: '
     res.on('drain', () => stream.resume());
     stream.on('error', (e) => finish(e));
     stream.on('end', () => res.end(() => finish()));
-    // the client went away before the end
+    // the client went away before the end (a client that got every byte may close before the
+    // stream's own end, which waits for the chain's files to be closed)
     res.on('close', () => {
-      if (!res.writableFinished) finish(vdiIoError());
+      if (!res.writableFinished && sent < size) finish(vdiIoError());
+      else finish();
     });
     req.raw.on('error', () => undefined);
   });
