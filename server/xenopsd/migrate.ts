@@ -46,8 +46,8 @@ export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: { prog
     const steps = new Steps(s.clock, total, opts.progress);
 
     // 1. VM_receive_memory: the metadata, an empty domain, the memory copied while the guest runs
-    r.metadata.set(id, spec);
     if (spec.memoryRequired > dst.freeMemory()) throw new XenopsError('Not_enough_memory', [String(spec.memoryRequired)]);
+    r.metadata.set(id, spec);
     const nd: Domain = {
       domid: r.allocDomid(), domainType: d.domainType, paused: true, built: false, qemu: false,
       memory: spec.memoryRequired, memoryTarget: d.memoryTarget, vcpus: d.vcpus, createTime: d.createTime, pvDrivers: d.pvDrivers,

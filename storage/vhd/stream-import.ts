@@ -99,9 +99,28 @@ export class ByteSource {
   /** Exactly n bytes (TRUNCATED if the input ends first). */
   async read(n: number, what: string): Promise<Buffer> {
     await this.need(n, what);
+    if (n === 0) return Buffer.alloc(0);
+    return this.take(n, null);
+  }
+
+  /**
+   * Exactly n bytes, like read(), without allocating: the result is a view of
+   * one input chunk when a chunk holds all n bytes, else of `scratch` (at
+   * least n bytes, the caller's to reuse), into which they are copied. Either
+   * way it is only valid until the caller reuses `scratch` (the next
+   * readReusing with it): write it out before.
+   */
+  async readReusing(n: number, what: string, scratch: Buffer): Promise<Buffer> {
+    if (scratch.length < n) throw new VhdError('INVALID_ARGUMENT', `scratch buffer of ${scratch.length} bytes for ${n}`);
+    await this.need(n, what);
+    if (n === 0) return scratch.subarray(0, 0);
+    return this.take(n, scratch);
+  }
+
+  /** Consume n (> 0, available) bytes: a view of the first chunk, or a copy into `into` (or a new Buffer). */
+  private take(n: number, into: Buffer | null): Buffer {
     const first = this.chunks[0];
     let out: Buffer;
-    if (n === 0) return Buffer.alloc(0);
     if (first.length - this.head >= n) {
       out = first.subarray(this.head, this.head + n);
       this.head += n;
@@ -110,7 +129,7 @@ export class ByteSource {
         this.head = 0;
       }
     } else {
-      out = Buffer.allocUnsafe(n);
+      out = into ? into.subarray(0, n) : Buffer.allocUnsafe(n);
       let got = 0;
       while (got < n) {
         const c = this.chunks[0];
@@ -150,13 +169,13 @@ export class ByteSource {
   /** Read to the end, returning how many bytes were left and the last `keep` of them. */
   async drain(keep: number): Promise<{ count: number; tail: Buffer }> {
     let count = 0;
-    let tail = Buffer.alloc(0);
+    let tail: Buffer = Buffer.alloc(0);
     for (;;) {
       while (this.chunks.length) {
         const c = this.chunks.shift()!.subarray(this.head);
         this.head = 0;
         count += c.length;
-        if (keep) tail = Buffer.concat([tail, c]).subarray(-keep);
+        if (keep) tail = c.length >= keep ? c.subarray(c.length - keep) : Buffer.concat([tail, c]).subarray(-keep);
       }
       this.avail = 0;
       if (!(await this.pull())) break;
@@ -243,12 +262,19 @@ export async function importVhd(targetPath: string, input: ImportSource): Promis
       min = off + BITMAP_SIZE + BLOCK_SIZE;
     }
     const replace = f.diskType === DISK_DYNAMIC;
+    // one buffer for every block that spans input chunks: each block is written
+    // (awaited) before the next is read, and Staging keeps no reference to it
+    const scratch = Buffer.allocUnsafeSlow(BITMAP_SIZE + BLOCK_SIZE);
     for (const [off, i] of entries) {
       await src.skip(off - src.position, `up to block ${i}`);
-      const raw = await src.read(BITMAP_SIZE + BLOCK_SIZE, `block ${i}`);
+      let raw = await src.readReusing(BITMAP_SIZE + BLOCK_SIZE, `block ${i}`, scratch);
+      if (raw.buffer !== scratch.buffer && !allSet(raw.subarray(0, BITMAP_SIZE), 0, SECTORS_PER_BLOCK)) {
+        // absent sectors get zeroed: don't touch the caller's buffer
+        raw.copy(scratch);
+        raw = scratch;
+      }
       const bitmap = raw.subarray(0, BITMAP_SIZE);
-      let data = raw.subarray(BITMAP_SIZE);
-      if (!allSet(bitmap, 0, SECTORS_PER_BLOCK)) data = Buffer.from(data); // absent sectors get zeroed: don't touch the caller's buffer
+      const data = raw.subarray(BITMAP_SIZE);
       if (replace) await stage.putReplace(i, bitmap, data);
       else await stage.putOverlay(i, bitmap, data);
     }
@@ -273,9 +299,11 @@ export async function importRaw(targetPath: string, input: ImportSource, length:
     if (!Number.isSafeInteger(length) || length < 0) throw new VhdError('INVALID_ARGUMENT', `bad length ${length}`);
     if (length > target.virtualSize) throw new VhdError('SIZE_MISMATCH', `${length} bytes do not fit in ${target.virtualSize}`);
     const count = Math.ceil(length / BLOCK_SIZE);
+    // reused for every block that spans input chunks: each is written (awaited) before the next read
+    const scratch = Buffer.allocUnsafeSlow(Math.min(BLOCK_SIZE, length));
     for (let blk = 0; blk < count; blk++) {
       const n = Math.min(BLOCK_SIZE, length - blk * BLOCK_SIZE);
-      const chunk = await src.read(n, `block ${blk}`);
+      const chunk = await src.readReusing(n, `block ${blk}`, scratch);
       let data: Buffer;
       if (n < BLOCK_SIZE) {
         // last partial block: the rest keeps the target's current contents

@@ -195,6 +195,24 @@ describe('guest disk I/O: qemu-dm, then blkif after PV drivers', () => {
     await x.call('VM.hard_shutdown', vm2);
   });
 
+  it('hotplug with PV drivers: the ring goes with VBD.unplug, a new one comes with VBD.plug', async () => {
+    const { vm, vbd } = await newVm('dp-hotplug', { other_config: { 'xapi-emu-pv-drivers': 'true' } });
+    const uuid: string = await x.call('VM.get_uuid', vm);
+    await x.call('VM.start', vm, false, false);
+    expect((await guestWrite(vm, '0', 0, pattern(4096, 4))).body.path).toBe('blkif');
+    expect((await introspect()).rings.find((r: any) => r.vm === uuid).requests).toBe(1);
+    await x.call('VBD.unplug', vbd);
+    expect((await introspect()).rings.filter((r: any) => r.vm === uuid)).toEqual([]);
+    const gone = await guestWrite(vm, '0', 0, Buffer.alloc(512));
+    expect(gone.status).toBe(500);
+    await x.call('VBD.plug', vbd);
+    expect((await guestWrite(vm, '0', 8192, pattern(4096, 5))).body.path).toBe('blkif');
+    const ring = (await introspect()).rings.find((r: any) => r.vm === uuid);
+    expect(ring.requests).toBe(1);
+    expect((await guestRead(vm, '0', 0, 4096)).data.equals(pattern(4096, 4))).toBe(true);
+    await x.call('VM.hard_shutdown', vm);
+  });
+
   it('errors: no session (401), read-only role (403), bad parameters (400), unknown disk (404), beyond the disk', async () => {
     const { vm } = await newVm('dp-errors');
     await x.call('VM.start', vm, false, false);

@@ -3,9 +3,11 @@
 // VBD.insert / eject of CD drives, and 50 clients racing lifecycle operations on a few VMs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { renameSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
+import { vdiPath } from '../../server/sm/index.js';
 import { model } from '../../schema/index.js';
 import { connect, faultOf, XapiFault, type Client } from './helpers/jsonrpc.js';
 
@@ -120,6 +122,27 @@ describe('VM.pool_migrate', () => {
       expect((await rec('VBD', vbd)).currently_attached).toBe(false);
       for (const h of hosts) expect(xenopsOf(srv.emu, h).list()).not.toContain(uuid);
     }
+  });
+
+  it('a failure after the source domain is gone: VM_MIGRATE_FAILED, the VM halted', async () => {
+    const { vm, vdi, vbd } = await newVm('mig-fail');
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const uuid = (await rec('VM', vm)).uuid;
+    // the disk's file disappears under the running guest: the destination cannot attach it
+    const path = vdiPath(srv.emu, vdi)!;
+    renameSync(path, `${path}.away`);
+    try {
+      const e = await faultOf(x.call('VM.pool_migrate', vm, hosts[1], {}));
+      expect(e.slice(0, 4)).toEqual(['VM_MIGRATE_FAILED', vm, hosts[0], hosts[1]]);
+    } finally {
+      renameSync(`${path}.away`, path);
+    }
+    expect(await rec('VM', vm)).toMatchObject({ power_state: 'Halted', resident_on: NULL, domid: -1, current_operations: {} });
+    expect((await rec('VBD', vbd)).currently_attached).toBe(false);
+    for (const h of hosts) expect(xenopsOf(srv.emu, h).list()).not.toContain(uuid);
+    await x.call('VM.start', vm, false, false);
+    expect((await rec('VM', vm)).power_state).toBe('Running');
+    await x.call('VM.hard_shutdown', vm);
   });
 
   it('refuses what xapi refuses', async () => {

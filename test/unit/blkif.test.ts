@@ -8,6 +8,8 @@ import {
   SRING_HEADER_SIZE, SharedRing, decodeRequest, decodeResponse, encodeRequest, encodeResponse, ringSize, type BlkifDisk,
 } from '../../server/xenopsd/blkif.js';
 
+const MiB1 = 1024 * 1024;
+
 /** a disk in memory that records the Tapdisk calls it gets */
 function memDisk(size: number, readOnly = false) {
   const data = Buffer.alloc(size);
@@ -101,6 +103,24 @@ describe('blkfront ⇄ ring ⇄ backend', () => {
     expect(m.data.subarray(0, data.length).equals(data)).toBe(true);
     // the front never had more than 32 in flight: each backend batch saw at most 32
     expect(st.batches).toBeGreaterThanOrEqual(Math.ceil(100 / 32));
+  });
+
+  it('never more than 32 requests in flight, whatever the guest queues', async () => {
+    const m = memDisk(8 * 1024 * 1024);
+    let maxInFlight = 0;
+    const slow: BlkifDisk = {
+      ...m.disk,
+      write: async (o, d) => {
+        maxInFlight = Math.max(maxInFlight, dev.front.inFlight);
+        await new Promise((r) => setTimeout(r, 1));
+        return m.disk.write(o, d);
+      },
+    };
+    const dev = new BlkifDevice(51712, 'xvda', slow);
+    const writes = Array.from({ length: 8 }, (_, i) => dev.front.write(i * 2048, Buffer.alloc(MiB1, i + 1)));
+    expect(await Promise.all(writes)).toEqual(Array(8).fill(BLKIF_RSP_OKAY));
+    expect(maxInFlight).toBe(32);
+    for (let i = 0; i < 8; i++) expect(m.data[i * MiB1 + 5]).toBe(i + 1);
   });
 
   it('FLUSH flushes; DISCARD answers EOPNOTSUPP (tapback advertises no discard)', async () => {
