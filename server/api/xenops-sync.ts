@@ -221,7 +221,41 @@ export function forceStateReset(emu: Emulator, vm: string, value: 'Halted' | 'Su
     db.update('VM', vm, { requires_reboot: false });
   }
   db.update('VM', vm, { resident_on: NULL_REF, scheduled_to_be_resident_on: NULL_REF, domid: -1 });
+  syncConsoles(emu, vm, null);
   refreshAllowed(emu, vm);
+}
+
+/**
+ * update_vm's consoles: xenopsd reports an HVM guest's RFB console (qemu's VNC) and a PV guest's
+ * RFB and VT100 (vncterm); each is located at https://<resident host's address>/console?uuid=<uuid>.
+ * A console whose (protocol, uri) is gone is destroyed and one that appeared is created, so a
+ * migration (another host's address) recreates them; none while halted or suspended
+ * (Xapi_vm_lifecycle.force_state_reset).
+ */
+export function syncConsoles(emu: Emulator, vm: string, running: { host: string; hvm: boolean } | null): void {
+  const { db } = emu;
+  const rec = db.get('VM', vm);
+  if (!rec) return;
+  let wanted: string[] = [];
+  let uri = '';
+  if (running) {
+    const address = String(db.get('host', running.host)?.address ?? '');
+    uri = `https://${address}/console`;
+    wanted = running.hvm ? ['rfb'] : ['rfb', 'vt100'];
+  }
+  const current = new Map<string, string>();
+  for (const c of [...((rec.consoles as string[] | undefined) ?? [])]) {
+    const con = db.get('console', c);
+    if (!con) continue;
+    const key = `${con.protocol} ${String(con.location).split('?')[0]}`;
+    if (wanted.some((p) => `${p} ${uri}` === key) && !current.has(key)) current.set(key, c);
+    else db.destroy('console', c);
+  }
+  for (const protocol of wanted) {
+    if (current.has(`${protocol} ${uri}`)) continue;
+    const uuid = emu.ids.uuid();
+    db.create('console', emu.ids.ref(), { uuid, protocol, location: `${uri}?uuid=${uuid}`, VM: vm, other_config: {} });
+  }
 }
 
 /** allowed_operations of a VM and its devices */
@@ -251,11 +285,13 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
     for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
     for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
     if (rec.resident_on !== NULL_REF || rec.domid !== -1) db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+    syncConsoles(emu, vm, null);
     refreshAllowed(emu, vm);
     return;
   }
   const s = x.stat(uuid);
   db.update('VM', vm, { power_state: s.power_state, domid: s.domid, resident_on: host, scheduled_to_be_resident_on: NULL_REF });
+  syncConsoles(emu, vm, { host, hvm: s.hvm });
   const metrics = String(rec.metrics);
   if (db.has('VM_metrics', metrics)) {
     const m = db.get('VM_metrics', metrics)!;

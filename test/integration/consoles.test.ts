@@ -1,0 +1,106 @@
+// Consoles of guest VMs, as xapi's update_vm writes them from xenopsd's state: created when the
+// domain appears (HVM: rfb; PV: rfb and vt100), located at https://<resident host's address>/console?uuid=<uuid>,
+// destroyed when the VM halts or suspends, recreated on the destination host by VM.pool_migrate.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { startServer, type RunningServer } from '../../server/app.js';
+import { connect, type Client } from './helpers/jsonrpc.js';
+
+const PASSWORD = 'consoles-test';
+const NULL = 'OpaqueRef:NULL';
+const MiB = 1024 * 1024;
+
+let srv: RunningServer;
+let x: Client;
+let hosts: string[];
+let shared: string;
+let network: string;
+
+const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
+  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
+  memory_static_max: 256 * MiB, memory_dynamic_max: 256 * MiB, memory_dynamic_min: 256 * MiB, memory_static_min: 256 * MiB,
+  VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
+  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
+  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
+  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
+  other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm', ...extra,
+});
+
+const rec = (cls: string, ref: string): Promise<any> => x.call(`${cls}.get_record`, ref);
+
+async function newVm(name: string, extra: Record<string, unknown> = {}) {
+  const vm: string = await x.call('VM.create', vmArgs(name, extra));
+  const vdi: string = await x.call('VDI.create', {
+    SR: shared, name_label: `${name}-disk`, name_description: '', virtual_size: 4 * MiB, type: 'user', sharable: false, read_only: false,
+    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
+  });
+  await x.call('VBD.create', {
+    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
+    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
+  });
+  await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  return vm;
+}
+
+async function consolesOf(vm: string): Promise<any[]> {
+  const refs: string[] = (await rec('VM', vm)).consoles;
+  return Promise.all(refs.map(async (r) => ({ ref: r, ...(await rec('console', r)) })));
+}
+
+const addressOf = async (host: string): Promise<string> => (await rec('host', host)).address;
+
+beforeAll(async () => {
+  srv = await startServer({ port: 0, memory: true, hosts: 2, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
+  x = await connect(srv.urls[0], 'root', PASSWORD);
+  hosts = srv.emu.hosts;
+  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  shared = await x.call('SR.create', hosts[0], { location: join(srv.emu.storageDir, 'shared-sr') }, 0, 'Shared', '', 'file', 'user', true, {});
+});
+
+afterAll(async () => {
+  await srv?.close();
+});
+
+describe('guest consoles', () => {
+  it('a halted VM has none; an HVM guest started gets one rfb console located on its host', async () => {
+    const vm = await newVm('hvm');
+    expect(await consolesOf(vm)).toEqual([]);
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const cs = await consolesOf(vm);
+    expect(cs.map((c) => c.protocol)).toEqual(['rfb']);
+    const address = await addressOf(hosts[0]);
+    expect(cs[0]).toMatchObject({ VM: vm, other_config: {}, location: `https://${address}/console?uuid=${cs[0].uuid}` });
+    expect(await x.call('console.get_VM', cs[0].ref)).toBe(vm);
+
+    await x.call('VM.hard_shutdown', vm);
+    expect(await consolesOf(vm)).toEqual([]);
+    expect((await x.call('console.get_all_records_where', `field "VM" = "${vm}"`))).toEqual({});
+  });
+
+  it('a PV guest gets rfb and vt100 consoles; suspend destroys them, resume recreates them', async () => {
+    const vm = await newVm('pv', { domain_type: 'pv', HVM_boot_policy: '', PV_bootloader: 'pygrub' });
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const cs = await consolesOf(vm);
+    expect(cs.map((c) => c.protocol).sort()).toEqual(['rfb', 'vt100']);
+    await x.call('VM.suspend', vm);
+    expect(await consolesOf(vm)).toEqual([]);
+    await x.call('VM.resume', vm, false, false);
+    expect((await consolesOf(vm)).map((c) => c.protocol).sort()).toEqual(['rfb', 'vt100']);
+    await x.call('VM.clean_shutdown', vm);
+    expect(await consolesOf(vm)).toEqual([]);
+  });
+
+  it('follows VM.pool_migrate: the consoles are located on the destination host', async () => {
+    const vm = await newVm('mig');
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const [before] = await consolesOf(vm);
+    expect(before.location.startsWith(`https://${await addressOf(hosts[0])}/console?uuid=`)).toBe(true);
+    await x.call('VM.pool_migrate', vm, hosts[1], { live: 'true' });
+    const after = await consolesOf(vm);
+    expect(after).toHaveLength(1);
+    expect(after[0]).toMatchObject({ protocol: 'rfb', VM: vm, location: `https://${await addressOf(hosts[1])}/console?uuid=${after[0].uuid}` });
+    expect(await x.call('console.get_all_records_where', `field "uuid" = "${before.uuid}"`)).toEqual({});
+    await x.call('VM.hard_shutdown', vm);
+    expect(await consolesOf(vm)).toEqual([]);
+  });
+});
