@@ -1,6 +1,7 @@
 // SR: custom messages (xapi_sr.ml, the SR part of message_forwarding.ml) and the SR's
 // allowed_operations (xapi_sr_operations.ml). The storage work is done by server/sm.
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -65,9 +66,7 @@ registerOperations('SR', { allOps: ALL_OPS, check: (emu, ref, rec, op) => srChec
 // ---- helpers ----
 
 function srRec(call: Call, sr: string): Rec {
-  const r = call.emu.db.get('SR', sr);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
-  return r;
+  return recordOf(call.emu, 'SR', sr);
 }
 
 /** Sm.assert_session_has_internal_sr_access: only the sessions SM plugins get may call these. */

@@ -1,6 +1,7 @@
 // VBD: create, destroy, plug and unplug (xapi_vbd.ml, xapi_vbd_helpers.ml), hotplug through
 // xenopsd, and the VBD's allowed_operations (Xapi_vbd_helpers.valid_operations).
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -76,9 +77,7 @@ registerOperations('VBD', {
 });
 
 function vbdRec(call: Call, vbd: string): Rec {
-  const r = call.emu.db.get('VBD', vbd);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VBD', vbd]);
-  return r;
+  return recordOf(call.emu, 'VBD', vbd);
 }
 
 /** Xapi_vbd.plug / unplug: hotplug through the xenopsd of the VM's host. */

@@ -2,6 +2,7 @@
 // and the VDI's allowed_operations (Xapi_vdi.check_operation_error). Disk work is done by server/sm;
 // copies read and write through it as xapi's Sm_fs_ops does through dom0 block devices.
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -107,9 +108,7 @@ registerOperations('VDI', { allOps: ALL_OPS, check: (emu, ref, rec, op) => vdiCh
 // ---- helpers ----
 
 function vdiRec(call: Call, vdi: string): Rec {
-  const r = call.emu.db.get('VDI', vdi);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VDI', vdi]);
-  return r;
+  return recordOf(call.emu, 'VDI', vdi);
 }
 
 /** Xapi_vdi_helpers.assert_managed */

@@ -1,6 +1,7 @@
 // VIF: create, destroy, plug and unplug (xapi_vif.ml, xapi_vif_helpers.ml), hotplug through
 // xenopsd, and the VIF's allowed_operations (Xapi_vif_helpers.valid_operations).
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -52,9 +53,7 @@ registerOperations('VIF', {
 });
 
 function vifRec(call: Call, vif: string): Rec {
-  const r = call.emu.db.get('VIF', vif);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VIF', vif]);
-  return r;
+  return recordOf(call.emu, 'VIF', vif);
 }
 
 async function hotplug(call: Call, vif: string, plug: boolean): Promise<void> {

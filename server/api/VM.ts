@@ -2,6 +2,7 @@
 // xenopsd (xapi_xenops.ml: start, shutdown, reboot, pause ...), and the VM's allowed_operations
 // (Xapi_vm_lifecycle.check_operation_error). Not implemented yet (NOT_IMPLEMENTED): migrate ...
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import { generic } from './generic.js';
 import type { Emulator } from '../emulator.js';
@@ -164,9 +165,7 @@ registerOperations('VM', {
 // ---- helpers ----
 
 function vmRec(call: Call, vm: string): Rec {
-  const r = call.emu.db.get('VM', vm);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VM', vm]);
-  return r;
+  return recordOf(call.emu, 'VM', vm);
 }
 
 export function setProgress(emu: Emulator, task: string, p: number): void {

@@ -5,12 +5,16 @@ import { XapiError } from '../dispatch/errors.js';
 import type { Call, Handler } from '../dispatch/registry.js';
 import { compileWhere } from '../../storage/where.js';
 import type { Rec } from '../../storage/database.js';
+import type { Emulator } from '../emulator.js';
 
-function rowOf(call: Call, cls: string, ref: string): Rec {
-  const rec = call.emu.db.get(cls, ref);
+/** A stored record, or HANDLE_INVALID [class; ref] as xapi's database answers a missing row. */
+export function recordOf(emu: Emulator, cls: string, ref: string): Rec {
+  const rec = emu.db.get(cls, ref);
   if (!rec) throw new XapiError('HANDLE_INVALID', [cls, ref]);
   return rec;
 }
+
+const rowOf = (call: Call, cls: string, ref: string): Rec => recordOf(call.emu, cls, ref);
 
 type Pred = (r: Rec, ref: string) => boolean;
 

@@ -4,6 +4,7 @@
 // disabled; its VMs are powered off), host's allowed_operations (Xapi_host_helpers.valid_operations),
 // and VBD.insert / eject of CD drives (xapi_vbd.ml, Xapi_xenops.vbd_insert / vbd_eject).
 import { registerProvider, type Call } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -22,9 +23,7 @@ import {
 export const HOST_BOOT_SECONDS = 60;
 
 function vmRec(emu: Emulator, vm: string): Rec {
-  const r = emu.db.get('VM', vm);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VM', vm]);
-  return r;
+  return recordOf(emu, 'VM', vm);
 }
 
 function assertHost(emu: Emulator, host: string): Rec {
@@ -272,9 +271,7 @@ function powerCycle(call: Call, host: string, reboot: boolean): Promise<void> {
 // ---- VBD.insert / eject ----
 
 function vbdRec(emu: Emulator, vbd: string): Rec {
-  const r = emu.db.get('VBD', vbd);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VBD', vbd]);
-  return r;
+  return recordOf(emu, 'VBD', vbd);
 }
 
 function assertNotSuspended(emu: Emulator, vm: string): void {

@@ -4,6 +4,7 @@
 // (xapi_vm_memory_constraints.ml), the VCPU setters, get_allowed_VBD_devices / VIF_devices and
 // query_services, each marked with its operation as message_forwarding.ml does.
 import type { Call, Provider } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -14,9 +15,7 @@ import { domainTypeOf } from './xenops-sync.js';
 import { callMessage as api } from './vm-snapshot.js';
 
 function vmRec(emu: Emulator, vm: string): Rec {
-  const r = emu.db.get('VM', vm);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VM', vm]);
-  return r;
+  return recordOf(emu, 'VM', vm);
 }
 
 const isDomainZero = (rec: Rec) => rec.is_control_domain === true && Number(rec.domid) === 0;

@@ -4,6 +4,7 @@
 // API calls do, then a new VM record is made with copies of the VBDs and VIFs. The power operations
 // checkpoint needs (suspend, resume, hard shutdown) come from VM.ts.
 import type { Call, Provider } from '../dispatch/registry.js';
+import { recordOf } from './generic.js';
 import { handlerFor } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
@@ -38,9 +39,7 @@ export function callMessage<T>(call: Call, name: string, ...args: unknown[]): Pr
 }
 
 function vmRec(emu: Emulator, vm: string): Rec {
-  const r = emu.db.get('VM', vm);
-  if (!r) throw new XapiError('HANDLE_INVALID', ['VM', vm]);
-  return r;
+  return recordOf(emu, 'VM', vm);
 }
 
 function setProgress(emu: Emulator, task: string, p: number): void {
