@@ -91,6 +91,9 @@ export interface HttpCall {
   onCancel(fn: () => void): void;
   /** Throws TASK_CANCELLED if the task has been cancelled. */
   assertNotCancelled(): void;
+  /** Aborted when the client goes away (the connection closes, or is half-closed, before the
+   * request's body has come in or before the answer has gone out): what waits on the client stops. */
+  clientGone: AbortSignal;
 }
 
 /** How the handler ended: a result for the task (`ty` null: void), or `redirected` (the task is left
@@ -209,6 +212,7 @@ export async function runHttpHandler(
 ): Promise<void> {
   reply.hijack();
   const res = reply.raw;
+  const clientGone = watchClient(req.raw, res);
   const emu = ctx.emu;
   const action = typeof spec.action === 'string' ? httpAction(spec.action) : spec.action;
   const host = ctx.hostOf(req);
@@ -241,7 +245,7 @@ export async function runHttpHandler(
     }
     const task = givenTask ?? createTask(emu, { label: spec.label, session, host });
     try {
-      await runInTask({ emu, req, res, params, host, session, task }, handler);
+      await runInTask({ emu, req, res, params, host, session, task, clientGone }, handler);
     } finally {
       // with_context: a task of its own dies with the handler
       if (givenTask === undefined) destroyTask(emu, task);
@@ -306,6 +310,27 @@ async function runInTask(
   } finally {
     emu.cancelHooks.delete(task);
   }
+}
+
+/** A signal aborted when the client is gone: the request closes before its body is complete, or the
+ * response closes before it is finished. Watched from the start, so that a client gone while the
+ * handler was busy elsewhere (authentication, creating a VDI) is not missed. */
+function watchClient(raw: IncomingMessage, res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  const gone = () => ac.abort(new XapiError('VDI_IO_ERROR', ['Device I/O errors']));
+  const requestClosed = () => {
+    if (!raw.complete) gone();
+  };
+  const responseClosed = () => {
+    if (!res.writableFinished) gone();
+  };
+  if (raw.destroyed) requestClosed();
+  if (res.destroyed || raw.socket?.destroyed) responseClosed();
+  if (!ac.signal.aborted) {
+    raw.once('close', requestClosed);
+    res.once('close', responseClosed);
+  }
+  return ac.signal;
 }
 
 /** A request body nobody will read: let it flow away so the answer is not stuck behind it (the

@@ -92,11 +92,15 @@ function send(call: HttpCall, out: { stream: Readable; size: number }, format: '
     const finish = (err?: unknown) => {
       if (settled) return;
       settled = true;
+      // an unfinished stream holds the chain's files open
+      if (!stream.readableEnded) stream.destroy();
       if (err === undefined) return resolve();
-      stream.destroy();
       reject(err instanceof XapiError ? err : vdiIoError());
     };
     call.onCancel(() => finish(new XapiError('TASK_CANCELLED', [call.task])));
+    // the client went away (or half-closed) before every byte went out, maybe before the first
+    if (call.clientGone.aborted) return finish(vdiIoError());
+    call.clientGone.addEventListener('abort', () => finish(sent < size ? vdiIoError() : undefined), { once: true });
     stream.on('data', (chunk: Buffer) => {
       sent += chunk.length;
       progress(sent);
@@ -105,12 +109,9 @@ function send(call: HttpCall, out: { stream: Readable; size: number }, format: '
     res.on('drain', () => stream.resume());
     stream.on('error', (e) => finish(e));
     stream.on('end', () => res.end(() => finish()));
-    // the client went away before the end (a client that got every byte may close before the
-    // stream's own end, which waits for the chain's files to be closed)
-    res.on('close', () => {
-      if (!res.writableFinished && sent < size) finish(vdiIoError());
-      else finish();
-    });
+    // (a client that got every byte may close before the stream's own end, which waits for the
+    // chain's files to be closed)
+    res.on('close', () => finish(!res.writableFinished && sent < size ? vdiIoError() : undefined));
     req.raw.on('error', () => undefined);
   });
 }

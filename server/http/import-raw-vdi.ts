@@ -40,6 +40,19 @@ function contentLength(req: IncomingMessage): number | undefined {
 }
 
 async function importRawVdi(call: HttpCall): Promise<HttpOutcome> {
+  const raw = call.req.raw;
+  // taken off the socket from now on: a client that goes away while the VDI is made or found
+  // ends the input (an empty or short one, which fails the import)
+  const body = new Body(raw, call.task, call.clientGone);
+  call.onCancel(() => body.cancel());
+  try {
+    return await importInto(call, body);
+  } finally {
+    body.dispose();
+  }
+}
+
+async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   const { emu, params } = call;
   const raw = call.req.raw;
   const vdiGiven = params.get('vdi');
@@ -85,8 +98,6 @@ async function importRawVdi(call: HttpCall): Promise<HttpOutcome> {
   call.res.flushHeaders();
 
   const rec = emu.db.get('VDI', target)!;
-  const body = new Body(raw, call.task);
-  call.onCancel(() => body.cancel());
   await withVdiFile(emu, target, { write: true }, async (path) => {
     try {
       if (format === 'raw') {
@@ -164,7 +175,10 @@ class Body implements AsyncIterable<Buffer> {
   constructor(
     private readonly raw: IncomingMessage,
     private readonly task: string,
+    clientGone: AbortSignal,
   ) {
+    if (raw.destroyed || raw.readableEnded || clientGone.aborted) this.ended = true;
+    clientGone.addEventListener('abort', () => this.end(), { once: true });
     raw.on('data', (c: Buffer) => {
       if (this.done) return;
       this.queue.push(c);
@@ -172,19 +186,30 @@ class Body implements AsyncIterable<Buffer> {
       if (this.queued >= HIGH_WATER) raw.pause();
       this.notify();
     });
-    const end = () => {
-      this.ended = true;
-      this.notify();
-    };
+    const end = () => this.end();
     raw.on('end', end);
     raw.on('close', end);
     raw.on('error', end);
+  }
+
+  /** The input ends here: complete, or cut by the client. */
+  private end(): void {
+    this.ended = true;
+    this.notify();
   }
 
   private notify(): void {
     const w = this.wake;
     this.wake = null;
     w?.();
+  }
+
+  /** Nobody reads any more: later bytes are dropped. */
+  dispose(): void {
+    this.done = true;
+    this.queue = [];
+    this.queued = 0;
+    if (this.raw.isPaused()) this.raw.resume();
   }
 
   cancel(): void {
@@ -218,9 +243,7 @@ class Body implements AsyncIterable<Buffer> {
         await new Promise<void>((r) => (this.wake = r));
       }
     } finally {
-      this.done = true;
-      this.queue = [];
-      if (this.raw.isPaused()) this.raw.resume();
+      this.dispose();
     }
   }
 }

@@ -48,6 +48,13 @@ import { FULL_BITMAP, ZERO_BLOCK, isZero, writeAll } from './io.js';
 import { alignedBlockSector, blockEnd, buildMetadata } from './layout.js';
 import { Vhd, zeroAbsent } from './vhd.js';
 
+/** Staging files are `.<target file name>.import-<12 hex digits>.tmp`, next to their target. */
+export const STAGING_SUFFIX = '.tmp';
+const STAGING_NAME = /^\..+\.import-[0-9a-f]{12}\.tmp$/;
+/** Whether a directory entry is a staging file (leftovers of a killed process: safe to remove). */
+export const isStagingName = (name: string): boolean => STAGING_NAME.test(name);
+const stagingName = (target: string): string => `.${target}.import-${randomBytes(6).toString('hex')}${STAGING_SUFFIX}`;
+
 export class Staging {
   readonly tmpPath: string;
   private fh: FileHandle | null;
@@ -79,7 +86,7 @@ export class Staging {
     const footer: Footer = { ...id.footer, dataOffset: HEADER_OFFSET };
     const header: Header = { ...id.header!, tableOffset: BAT_OFFSET };
     const meta = buildMetadata(footer, header, { locators: await target.locatorData() });
-    const tmpPath = join(dirname(target.path), `.${basename(target.path)}.import-${randomBytes(6).toString('hex')}.tmp`);
+    const tmpPath = join(dirname(target.path), stagingName(basename(target.path)));
     let fh: FileHandle;
     try {
       fh = await open(tmpPath, 'wx');
