@@ -10,6 +10,7 @@ import { model } from '../schema/index.js';
 import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
 import type { UserSpec } from './auth/users.js';
+import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
@@ -51,14 +52,27 @@ export interface AppOptions {
 }
 
 export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance {
+  const conf = emu.conf;
+  const timeouts: ConnectionTimeouts = {
+    headerRead: conf.header_read_timeout_tcp * 1000,
+    headerTotal: conf.header_total_timeout_tcp * 1000,
+    idle: conf.idle_timeout_tcp * 1000,
+  };
   const app = Fastify({
     logger: opts.log ?? false,
-    ...(opts.https ? { https: opts.https } : {}),
-    // event.from long-polls for up to 60 s: no request timeout. Idle keep-alive connections are kept
-    // long, so clients' pools close them first (a server-side close races with reuse).
+    // a TLS handshake is part of getting the request's headers
+    ...(opts.https ? { https: { ...opts.https, ...(timeouts.headerTotal > 0 ? { handshakeTimeout: timeouts.headerTotal } : {}) } } : {}),
+    // event.from long-polls for up to its timeout: no request timeout (guardConnections times what
+    // waits on the client). Idle keep-alive connections are kept long, so clients' pools close
+    // them first (a server-side close races with reuse).
     requestTimeout: 0,
-    keepAliveTimeout: 300_000,
+    keepAliveTimeout: timeouts.idle,
   }) as unknown as FastifyInstance;
+  const unguard = guardConnections(app.server, timeouts, opts.https !== undefined);
+  app.addHook('onClose', (_app, done) => {
+    unguard();
+    done();
+  });
   const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
   app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
   const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor) };

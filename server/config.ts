@@ -18,6 +18,14 @@ export interface XapiConf {
   sr_gc_interval: number;
   /** 1: VDI operations kick the storage GC as SM does; 0: it runs only when triggered explicitly */
   sr_gc_auto: number;
+  /** seconds allowed between two reads of a request's headers (xapi: 10); 0: no limit */
+  header_read_timeout_tcp: number;
+  /** seconds allowed to receive a request's headers (xapi: 60); 0: no limit */
+  header_total_timeout_tcp: number;
+  /** the emulator's own: seconds a connection may wait on the client (a request body that stops
+   * coming, an answer it stops reading, a kept-alive connection with no new request) before it is
+   * closed; 0: no limit */
+  idle_timeout_tcp: number;
   /** every key of the file, including the ones the emulator does not use */
   raw: Record<string, string>;
 }
@@ -31,6 +39,9 @@ export function defaultConf(): XapiConf {
     gc_interval: 240,
     sr_gc_interval: 300,
     sr_gc_auto: 1,
+    header_read_timeout_tcp: 10,
+    header_total_timeout_tcp: 60,
+    idle_timeout_tcp: 300,
     raw: {},
   };
 }
