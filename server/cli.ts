@@ -188,8 +188,9 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
 
     const host = String(values.host ?? '127.0.0.1');
     const password = values.password === undefined ? DEFAULT_PASSWORD : String(values.password);
-    if (!isLoopback(host) && password === DEFAULT_PASSWORD) {
-      throw new UsageError(`refusing to listen on ${host} with the default password: set --password or XAPI_EMU_PASSWORD`);
+    if (!isLoopback(host) && (password === DEFAULT_PASSWORD || password.trim() === '')) {
+      const which = password === DEFAULT_PASSWORD ? 'the default password' : 'an empty password';
+      throw new UsageError(`refusing to listen on ${host} with ${which}: set --password or XAPI_EMU_PASSWORD`);
     }
     const memory = values.memory === true;
     const dataDir = resolve(String(values.data ?? 'data'));

@@ -46,10 +46,21 @@ function tokenize(src: string): Tok[] {
   }
 }
 
-/** Recursive descent equivalent of the menhir grammar. Precedence there: `%right LNOT` then
- * `%left LAND LOR`, so and/or bind equally and associate left, and `not` binds *looser* than
- * both: `not a and b` is `not (a and b)`, and `not` extends to the end of its parenthesis. */
-function parse(toks: Tok[], value: (tok: Tok, field: boolean) => Val): Pred {
+/** The parsed expression; `d` is the depth of the node's subtree. */
+type Node =
+  | { k: 'const'; d: 1; v: boolean }
+  | { k: 'eq'; d: 1; a: Val; b: Val }
+  | { k: 'not'; d: number; e: Node }
+  | { k: 'and' | 'or'; d: number; l: Node; r: Node };
+
+/** An expression being read: the whole input, a parenthesis, or the operand of a `not`. */
+interface Frame { kind: 'top' | 'paren' | 'not'; left: Node | null; op: 'and' | 'or' | null }
+
+/** The menhir grammar, read with an explicit stack (no recursion: nesting is bounded by the input
+ * size only, as in xapi). Precedence there: `%right LNOT` then `%left LAND LOR`, so and/or bind
+ * equally and associate left, and `not` binds *looser* than both: `not a and b` is
+ * `not (a and b)`, and `not` extends to the end of its parenthesis. */
+function parse(toks: Tok[], value: (tok: Tok, field: boolean) => Val): Node {
   let pos = 0;
   const peek = (): Tok => {
     const t = toks[pos];
@@ -71,45 +82,109 @@ function parse(toks: Tok[], value: (tok: Tok, field: boolean) => Val): Pred {
     }
     return error();
   };
-  const parsePrimary = (): Pred => {
-    const t = peek();
-    switch (t.t) {
-      case 'TRUE': next(); return () => true;
-      case 'FALSE': next(); return () => false;
-      case 'LPAREN': {
-        next();
-        const e = parseExpr();
-        if (peek().t !== 'RPAREN') return error();
-        next();
-        return e;
+
+  const stack: Frame[] = [{ kind: 'top', left: null, op: null }];
+  for (;;) {
+    // an operand: open parentheses and `not`s until a leaf
+    let node: Node | null = null;
+    while (node === null) {
+      const t = peek();
+      switch (t.t) {
+        case 'TRUE': next(); node = { k: 'const', d: 1, v: true }; break;
+        case 'FALSE': next(); node = { k: 'const', d: 1, v: false }; break;
+        case 'LPAREN': next(); stack.push({ kind: 'paren', left: null, op: null }); break;
+        case 'LNOT': next(); stack.push({ kind: 'not', left: null, op: null }); break;
+        default: {
+          const a = parseValue();
+          if (peek().t !== 'EQ') return error();
+          next();
+          node = { k: 'eq', d: 1, a, b: parseValue() };
+        }
       }
-      case 'LNOT': {
+    }
+    // then close every expression that ends after it
+    for (;;) {
+      const f = stack[stack.length - 1];
+      f.left = f.left === null ? node : { k: f.op!, d: Math.max(f.left.d, node.d) + 1, l: f.left, r: node };
+      const t = peek();
+      if (t.t === 'LAND' || t.t === 'LOR') {
         next();
-        const e = parseExpr();
-        return (r, ref) => !e(r, ref);
+        f.op = t.t === 'LAND' ? 'and' : 'or';
+        break;
       }
-      default: {
-        const a = parseValue();
-        if (peek().t !== 'EQ') return error();
+      stack.pop();
+      if (f.kind === 'top') {
+        if (t.t !== 'EOF') error();
+        return f.left;
+      }
+      if (f.kind === 'paren') {
+        if (t.t !== 'RPAREN') return error();
         next();
-        const b = parseValue();
-        // OCaml evaluates `f (lookup_val a) (lookup_val b)` right to left: b is looked up first
-        return (r, ref) => { const vb = b(r, ref); return a(r, ref) === vb; };
+        node = f.left;
+      } else node = { k: 'not', d: f.left.d + 1, e: f.left };
+    }
+  }
+}
+
+/** Below this depth an expression is compiled to nested closures (the fast path); deeper ones
+ * are evaluated with an explicit stack. */
+const CLOSURE_DEPTH = 500;
+
+/** Db_filter.eval_expr: `and`/`or` short-circuit; the right value of an equality is looked up
+ * before the left one (OCaml evaluates `f (lookup a) (lookup b)` right to left), which decides
+ * which missing field is reported. */
+function closure(n: Node): Pred {
+  switch (n.k) {
+    case 'const': return n.v ? () => true : () => false;
+    case 'eq': {
+      const { a, b } = n;
+      return (r, ref) => { const vb = b(r, ref); return a(r, ref) === vb; };
+    }
+    case 'not': {
+      const e = closure(n.e);
+      return (r, ref) => !e(r, ref);
+    }
+    default: {
+      const l = closure(n.l), rt = closure(n.r);
+      return n.k === 'and' ? (x, ref) => l(x, ref) && rt(x, ref) : (x, ref) => l(x, ref) || rt(x, ref);
+    }
+  }
+}
+
+/** The same without recursion, for deeper expressions. */
+function evaluator(root: Node): Pred {
+  if (root.d <= CLOSURE_DEPTH) return closure(root);
+  // pending and/or nodes (with the side being evaluated) and nots, reused between rows
+  const nodes: Node[] = [];
+  const rightSide: boolean[] = [];
+  return (r, ref) => {
+    nodes.length = 0;
+    rightSide.length = 0;
+    let n: Node = root;
+    for (;;) {
+      while (n.k === 'not' || n.k === 'and' || n.k === 'or') {
+        nodes.push(n);
+        rightSide.push(false);
+        n = n.k === 'not' ? n.e : n.l;
+      }
+      const leaf = n as Extract<Node, { k: 'const' | 'eq' }>;
+      let v: boolean;
+      if (leaf.k === 'const') v = leaf.v;
+      else { const vb = leaf.b(r, ref); v = leaf.a(r, ref) === vb; }
+      for (;;) {
+        const p = nodes.pop();
+        if (p === undefined) return v;
+        const right = rightSide.pop()!;
+        if (p.k === 'not') { v = !v; continue; }
+        if (right || (p.k === 'and' ? !v : v)) continue;
+        // the left side did not decide: evaluate the right one
+        nodes.push(p);
+        rightSide.push(true);
+        n = (p as { r: Node }).r;
+        break;
       }
     }
   };
-  const parseExpr = (): Pred => {
-    let left = parsePrimary();
-    for (let t = peek(); t.t === 'LAND' || t.t === 'LOR'; t = peek()) {
-      next();
-      const l = left, r = parsePrimary();
-      left = t.t === 'LAND' ? (x, ref) => l(x, ref) && r(x, ref) : (x, ref) => l(x, ref) || r(x, ref);
-    }
-    return left;
-  };
-  const e = parseExpr();
-  if (peek().t !== 'EOF') error();
-  return e;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +232,7 @@ export function compileWhere(expr: string, cls: ClassMeta): (record: Rec, ref?: 
     return (r) => str(r[name]);
   };
   try {
-    return parse(tokenize(expr), value);
+    return evaluator(parse(tokenize(expr), value));
   } catch (e) {
     // db_filter.ml expr_of_string: Expression_error (x, e) -> INVALID_VALUE [x; Printexc.to_string e]
     if (typeof e === 'string') throw new XapiError('INVALID_VALUE', [expr, e]);

@@ -3,6 +3,7 @@
 // flood of concurrent calls. After each, the server still answers and its state is intact.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../server/app.js';
+import { main } from '../../server/cli.js';
 
 const PASSWORD = 'hostile-test';
 let server: RunningServer;
@@ -138,6 +139,41 @@ describe('deep nesting', () => {
     const r = await post('/', xmlCall('system.isAlive:x', deep));
     expect(r.status).toBe(500);
     await assertHealthy();
+  });
+});
+
+describe('deep where expressions', () => {
+  it('evaluates get_all_records_where / get_all_where nested 5000 and 60000 deep, over both protocols', async () => {
+    for (const depth of [5000, 60_000]) {
+      const nots = 'not '.repeat(depth) + 'field "name__label" = "sentinel"'; // an even count: no change
+      const parens = '('.repeat(depth) + 'field "name__label" = "sentinel"' + ')'.repeat(depth);
+      for (const expr of [nots, parens]) {
+        expect(Object.keys(await ok('network.get_all_records_where', s, expr))).toEqual([sentinel]);
+        const x = await post('/', xmlCall('network.get_all_where', v(s), v(expr)));
+        expect(x.status).toBe(200);
+        expect(x.text).toContain(`<value><array><data><value>${sentinel}</value></data></array></value>`);
+      }
+      // unbalanced: xapi's parse error, not a stack overflow
+      const bad = '('.repeat(depth) + 'true';
+      expect((await json('network.get_all_where', [s, bad])).error).toEqual(['INVALID_VALUE', bad, 'Xapi_database__Db_filter_parse.MenhirBasics.Error']);
+    }
+    await assertHealthy();
+  });
+});
+
+describe('a non-loopback listen address', () => {
+  const start = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+    main(['--host', '0.0.0.0', '--port', '0', '--memory', ...argv], env).then(async (r) => {
+      if (typeof r === 'number') return r;
+      await r.close();
+      return 'started';
+    });
+
+  it('is refused with the default or an empty password, from the flag or the environment', async () => {
+    expect(await start([])).toBe(2);
+    expect(await start(['--password', ''])).toBe(2);
+    expect(await start(['--password', '  '])).toBe(2);
+    expect(await start([], { XAPI_EMU_PASSWORD: '' })).toBe(2);
   });
 });
 

@@ -96,6 +96,26 @@ describe('get_all_records_where expressions', () => {
     expect(err(() => w('field "a" = field "b"'))).toEqual(['INTERNAL_ERROR', 'missing field', 'b', '']);
   });
 
+  it('nesting deeper than the call stack: parsed and evaluated without recursion', () => {
+    const n = 20_000;
+    expect(w('not '.repeat(5000) + 'true')).toBe(true);
+    expect(w('not '.repeat(n + 1) + 'true')).toBe(false);
+    expect(w('('.repeat(n) + 'field "name__label" = "web"' + ')'.repeat(n))).toBe(true);
+    expect(w('not ('.repeat(n + 1) + 'false' + ')'.repeat(n + 1))).toBe(true);
+    // right-deep and left-deep chains
+    expect(w('true and ('.repeat(n) + 'false' + ')'.repeat(n))).toBe(false);
+    expect(w('true and ('.repeat(n) + 'true' + ')'.repeat(n))).toBe(true);
+    expect(w('false or '.repeat(n) + 'field "power_state" = "Running"')).toBe(true);
+    expect(w('true and '.repeat(n) + 'field "power_state" = "Halted"')).toBe(false);
+    // still short-circuits: the missing field deep on the right is never looked up
+    expect(w('false and ('.repeat(n) + 'field "nope" = "x"' + ')'.repeat(n))).toBe(false);
+    expect(err(() => w('true and ('.repeat(n) + 'field "nope" = "x"' + ')'.repeat(n)))).toEqual(['INTERNAL_ERROR', 'missing field', 'nope', '']);
+    // unbalanced: a parse error, not a stack overflow
+    for (const e of ['('.repeat(n), 'not '.repeat(n), '('.repeat(n) + 'true' + ')'.repeat(n - 1), 'true' + ')'.repeat(n)]) {
+      expect(err(() => compileWhere(e, VM))).toEqual(['INVALID_VALUE', e, PARSE]);
+    }
+  });
+
   it('_ref is the row reference', () => {
     expect(w('field "_ref" = "OpaqueRef:1"', vm(), 'OpaqueRef:1')).toBe(true);
   });
