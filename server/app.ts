@@ -53,10 +53,12 @@ export interface AppOptions {
 
 export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance {
   const conf = emu.conf;
+  // (Node's timers take at most 2^31-1 ms, about 24 days, and treat more as 1 ms)
+  const ms = (seconds: number) => Math.min(Math.ceil(seconds * 1000), 2 ** 31 - 1);
   const timeouts: ConnectionTimeouts = {
-    headerRead: conf.header_read_timeout_tcp * 1000,
-    headerTotal: conf.header_total_timeout_tcp * 1000,
-    idle: conf.idle_timeout_tcp * 1000,
+    headerRead: ms(conf.header_read_timeout_tcp),
+    headerTotal: ms(conf.header_total_timeout_tcp),
+    idle: ms(conf.idle_timeout_tcp),
   };
   const app = Fastify({
     logger: opts.log ?? false,
