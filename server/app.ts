@@ -70,6 +70,9 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
     requestTimeout: 0,
     keepAliveTimeout: timeouts.idle,
   }) as unknown as FastifyInstance;
+  // a client that half-closes its connection after its request still gets the whole answer, as
+  // from xapi (Node would cut it and abort the request)
+  (app.server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
   const unguard = guardConnections(app.server, timeouts, opts.https !== undefined);
   app.addHook('onClose', (_app, done) => {
     unguard();

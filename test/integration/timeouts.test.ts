@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
-import { connect, type Client } from './helpers/jsonrpc.js';
+import { XapiFault } from './helpers/jsonrpc.js';
 
 const PASSWORD = 'timeouts-test';
 const MiB = 1024 * 1024;
@@ -21,7 +21,31 @@ const IDLE = 0.2;
 
 let srv: RunningServer;
 let url: URL;
-let c: Client;
+/** JSON-RPC calls, each on a connection of its own: a kept-alive one could be closed by the
+ * server's (tiny) idle timeout just as it is reused. */
+const c = {
+  session: '',
+  raw(method: string, ...params: unknown[]): Promise<any> {
+    const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: 1 });
+    return new Promise((resolve, reject) => {
+      const req = request(new URL('/jsonrpc', url), { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (d: Buffer) => parts.push(d));
+        res.on('end', () => {
+          const j = JSON.parse(Buffer.concat(parts).toString());
+          if (j.error) reject(new XapiFault([j.error.message, ...(j.error.data ?? [])]));
+          else resolve(j.result);
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  },
+  call(method: string, ...params: unknown[]): Promise<any> {
+    return c.raw(method, c.session, ...params);
+  },
+};
 let sr: string;
 let dir: string;
 
@@ -31,7 +55,7 @@ beforeAll(async () => {
   writeFileSync(conf, `header_read_timeout_tcp = ${HEADER_READ}\nheader_total_timeout_tcp = ${HEADER_TOTAL}\nidle_timeout_tcp = ${IDLE}\n`);
   srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0, closeGrace: 0, configFile: conf });
   url = new URL(srv.urls[0]);
-  c = await connect(srv.urls[0], 'root', PASSWORD);
+  c.session = await c.raw('session.login_with_password', 'root', PASSWORD, '1.0', 'timeouts-test');
   sr = await c.call('pool.get_default_SR', srv.emu.pool);
 });
 afterAll(async () => {
