@@ -76,9 +76,15 @@ function intParam(call: HttpCall, name: string, required: boolean): number {
   return Number(v);
 }
 
+/** The whole body; a client gone before its end fails the call (nothing is written). */
 async function readBody(call: HttpCall): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of call.req.raw) chunks.push(c as Buffer);
+  try {
+    for await (const c of call.req.raw) chunks.push(c as Buffer);
+  } catch {
+    throw new XapiError('INTERNAL_ERROR', ['the request body was cut short']);
+  }
+  if (!call.req.raw.complete) throw new XapiError('INTERNAL_ERROR', ['the request body was cut short']);
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 

@@ -189,3 +189,42 @@ describe('/export_raw_vdi whose client goes away', () => {
     });
   }
 });
+
+describe("the guest's disk I/O whose client goes away", () => {
+  const GiB = 1024 * MiB;
+  async function runningVm(): Promise<string> {
+    const vm: string = await c.call('VM.create', {
+      name_label: 'abort-guest', name_description: '', user_version: 1, is_a_template: false, affinity: 'OpaqueRef:NULL',
+      memory_static_max: GiB, memory_dynamic_max: GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
+      VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
+      actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
+      PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
+      HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
+      other_config: {}, recommendations: '', domain_type: 'hvm',
+    });
+    const vdi = await newVdi(16 * MiB);
+    await c.call('VBD.create', {
+      VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
+      other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
+    });
+    await c.call('VM.start', vm, false, false);
+    return vm;
+  }
+
+  for (const k of [
+    { name: 'before the body', body: undefined },
+    { name: 'mid-body', body: Buffer.alloc(MiB, 3) },
+  ] as const) {
+    it(`a write cut ${k.name}: the task fails and the VM shuts down`, async () => {
+      const vm = await runningVm();
+      const task = await c.call('task.create', 'abort', '');
+      const head = `POST /xapi-emu/guest/disk?${query({ session_id: c.session, vm, device: '0', offset: '0', task_id: task })} HTTP/1.1\r\nHost: x\r\nContent-Length: ${4 * MiB}\r\n\r\n`;
+      await rawRequest(k.body ? head + k.body.toString('latin1') : head, { how: 'destroy', when: 'at-once' });
+      const rec = await finished(task);
+      expect(rec.status).toBe('failure');
+      expect(rec.error_info).toEqual(['INTERNAL_ERROR', 'the request body was cut short']);
+      await c.call('VM.hard_shutdown', vm);
+      expect(await c.call('VM.get_power_state', vm)).toBe('Halted');
+    });
+  }
+});
