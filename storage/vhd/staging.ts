@@ -2,15 +2,16 @@
  * Safe replacement of a VHD file's contents (used by the imports).
  *
  * Imports never write into the target. They build a new file next to it,
- * `.<name>.import-<random>.tmp`, with the target's identity (footer: uuid,
+ * `.<name>.import-<12 hex digits>.tmp`, with the target's identity (footer: uuid,
  * sizes, hidden flag, timestamps; header: parent uuid/timestamp/name and
  * locators), put the incoming blocks into it as they stream in, and only once
  * the whole input has been read and validated copy over the target's own
  * blocks that the input does not replace, write BAT/batmap/footer, fsync, and
  * rename() it over the target (then fsync the directory). Any failure before
  * the rename (bad or short input, I/O error, crash) leaves the target as it
- * was; abort() removes the temporary file (after a crash it is left as a
- * dot-file that SM's `*.vhd` scans ignore).
+ * was; abort() removes the temporary file, on every failure path. After a
+ * crash it is left as a dot-file that SM's `*.vhd` scans ignore and that
+ * isStagingName() recognises, for removal at start-up.
  *
  * Consequences: the target's inode changes, so a process holding the old
  * file open (an attached tapdisk) keeps seeing the old contents, and other

@@ -140,6 +140,22 @@ describe('deep nesting', () => {
     expect(r.status).toBe(500);
     await assertHealthy();
   });
+
+  it('refuses deep XML structs and unclosed nesting, as a real method\'s parameter too, without a stack overflow', async () => {
+    const structs = '<value><struct><member><name>a</name>'.repeat(4000) + '<value>x</value>' + '</member></struct></value>'.repeat(4000);
+    const unclosed = '<value><array><data>'.repeat(12000);
+    for (const deep of [structs, unclosed]) {
+      for (const method of ['system.isAlive:x', 'network.add_to_other_config']) {
+        const r = await post('/', xmlCall(method, v(s), v(sentinel), v('k'), deep));
+        expect(r.status).toBe(500);
+        expect(r.text).not.toContain('Maximum call stack');
+      }
+    }
+    const json = '{"a":'.repeat(3000) + '"x"' + '}'.repeat(3000);
+    const j = await post('/jsonrpc', `{"jsonrpc":"2.0","method":"network.add_to_other_config","params":["${s}","${sentinel}","k",${json}],"id":1}`, 'application/json');
+    expect(j.text).not.toContain('Maximum call stack');
+    await assertHealthy();
+  });
 });
 
 describe('deep where expressions', () => {

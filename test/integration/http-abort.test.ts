@@ -8,7 +8,7 @@ import { readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
-import { STAGING_SUFFIX } from '../../storage/vhd/staging.js';
+import { isStagingName } from '../../storage/vhd/staging.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
 
 const PASSWORD = 'http-abort-test';
@@ -84,7 +84,7 @@ async function newVdi(size: number): Promise<string> {
   });
 }
 
-const stagingFiles = (vdi: string) => readdirSync(dirname(vdiPath(srv.emu, vdi)!)).filter((f) => f.endsWith(STAGING_SUFFIX));
+const stagingFiles = (vdi: string) => readdirSync(dirname(vdiPath(srv.emu, vdi)!)).filter(isStagingName);
 
 /** The VDI is free again: VDI.destroy answers (at once: it would wait for a held lock). */
 async function destroyAnswers(vdi: string): Promise<void> {

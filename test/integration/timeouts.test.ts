@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
+import { isStagingName } from '../../storage/vhd/staging.js';
 import { XapiFault } from './helpers/jsonrpc.js';
 
 const PASSWORD = 'timeouts-test';
@@ -168,7 +169,7 @@ describe('a client that stops (idle_timeout_tcp)', () => {
     const rec = await finished(task);
     expect(rec.status).toBe('failure');
     expect(rec.error_info).toEqual(['VDI_IO_ERROR', 'Device I/O errors']);
-    expect(readdirSync(dirname(vdiPath(srv.emu, vdi)!)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect(readdirSync(dirname(vdiPath(srv.emu, vdi)!)).filter(isStagingName)).toEqual([]);
     await c.call('VDI.destroy', vdi);
   });
 
