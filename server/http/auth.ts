@@ -317,7 +317,7 @@ async function runInTask(
  * handler was busy elsewhere (authentication, creating a VDI) is not missed. */
 function watchClient(raw: IncomingMessage, res: ServerResponse): AbortSignal {
   const ac = new AbortController();
-  const gone = () => ac.abort(new XapiError('VDI_IO_ERROR', ['Device I/O errors']));
+  const gone = () => ac.abort();
   const requestClosed = () => {
     if (!raw.complete) gone();
   };

@@ -186,6 +186,9 @@ class Body implements AsyncIterable<Buffer> {
       if (this.queued >= HIGH_WATER) raw.pause();
       this.notify();
     });
+    // held back until the import reads (the client waits for the 200 anyway): the server's
+    // connection timeouts then know the wait is ours, not the client's
+    raw.pause();
     const end = () => this.end();
     raw.on('end', end);
     raw.on('close', end);
@@ -219,6 +222,7 @@ class Body implements AsyncIterable<Buffer> {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    if (this.queued < HIGH_WATER && this.raw.isPaused()) this.raw.resume();
     try {
       for (;;) {
         if (this.cancelled) {
