@@ -4,6 +4,7 @@
 // kept-alive connection left idle). Transfers that make progress and long polls are not cut.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect as tcp, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { request } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,8 +66,8 @@ afterAll(async () => {
 });
 
 /** A raw connection: what it received by the time the server closed it. */
-function open(): { sock: Socket; closed: Promise<string> } {
-  const sock = tcp({ host: url.hostname, port: Number(url.port) });
+function open(port = Number(url.port)): { sock: Socket; closed: Promise<string> } {
+  const sock = tcp({ host: url.hostname, port });
   let got = '';
   sock.on('data', (d) => (got += d.toString('latin1')));
   sock.on('error', () => undefined);
@@ -139,6 +140,32 @@ describe('request headers (header_read_timeout_tcp, header_total_timeout_tcp)', 
     const answer = await closed;
     expect(answer).toMatch(/^HTTP\/1\.1 200 /);
     expect(answer).toContain('HTTP/1.1 408 Request Timeout');
+  });
+});
+
+describe('over TLS', () => {
+  let tls: RunningServer;
+  let port: number;
+  beforeAll(async () => {
+    tls = await startServer({ port: 0, https: true, memory: true, password: PASSWORD, closeGrace: 0, conf: { ...srv.emu.conf } });
+    port = Number(new URL(tls.urls[0]).port);
+  });
+  afterAll(async () => {
+    await tls?.close();
+  });
+
+  it('answers 408 to half the headers, and closes a connection that never completes its handshake', async () => {
+    const answer = await new Promise<string>((resolve) => {
+      const sock = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => sock.write('GET / HTTP/1.1\r\nHo'));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString('latin1')));
+      sock.on('error', () => undefined);
+      sock.on('close', () => resolve(got));
+    });
+    isRequestTimeout(answer);
+    // a plain TCP connection to the TLS port that says nothing
+    const { closed } = open(port);
+    expect(await closed).toBe('');
   });
 });
 
