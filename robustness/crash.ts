@@ -149,7 +149,7 @@ export async function runCrash(o: CrashOptions): Promise<CrashResult> {
               const ref = await admin.call('VDI.get_by_uuid', uuid);
               const body = Buffer.alloc(64 * 1024, wr.int(256));
               const r = await fetch(new URL(`/import_raw_vdi?session_id=${admin.session}&vdi=${ref}&format=raw`, up.base), {
-                method: 'PUT', body, signal: AbortSignal.timeout(30_000),
+                method: 'PUT', body: body as unknown as BodyInit, signal: AbortSignal.timeout(30_000),
               });
               await r.text();
               if (r.status === 200) acked++;

@@ -91,7 +91,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       `<?xml version="1.0"?><methodCall><methodName>${xmlEsc(method)}</methodName><params>${params.map((p) => `<param>${xmlValue(p)}</param>`).join('')}</params></methodCall>`;
 
     // ── request generators: each gives an HTTP request, or a raw socket script ──
-    type Req = { kind: string; method: string; path: string; body?: string | Buffer; type?: string } | { kind: string; raw: string | Buffer; cut: boolean };
+    type Req = { kind: string; method: string; path: string; body?: string | Buffer; type?: string; call?: string } | { kind: string; raw: string | Buffer; cut: boolean };
     const schemaCall = (): { method: string; params: unknown[] } => {
       const m = rng.pick(callable);
       const params = m.params.map((p) => typed(p.ty));
@@ -101,11 +101,11 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       return { method, params: m.session ? [session(), ...params] : params };
     };
     const gen = (): Req => rng.weighted<() => Req>([
-      [30, () => { const c = schemaCall(); return { kind: 'json-schema', method: 'POST', path: '/jsonrpc', type: 'application/json', body: JSON.stringify({ jsonrpc: '2.0', method: c.method, params: c.params, id: rng.int(1e6) }) }; }],
-      [30, () => { const c = schemaCall(); return { kind: 'xml-schema', method: 'POST', path: '/', type: 'text/xml', body: xmlCall(c.method, c.params) }; }],
+      [30, () => { const c = schemaCall(); return { kind: 'json-schema', call: c.method, method: 'POST', path: '/jsonrpc', type: 'application/json', body: JSON.stringify({ jsonrpc: '2.0', method: c.method, params: c.params, id: rng.int(1e6) }) }; }],
+      [30, () => { const c = schemaCall(); return { kind: 'xml-schema', call: c.method, method: 'POST', path: '/', type: 'text/xml', body: xmlCall(c.method, c.params) }; }],
       [6, () => { const good = xmlCall('VM.get_all', [admin.session]); const cut = rng.between(0, good.length); return { kind: 'xml-malformed', method: 'POST', path: '/', type: 'text/xml', body: rng.pick([good.slice(0, cut), good.slice(cut), good.replace('<int>', '<int>abc'), '<methodCall>', '\u0000\u00ff\u00fe', `<!DOCTYPE x [<!ENTITY a "${'b'.repeat(1000)}">]><methodCall><methodName>&a;&a;&a;</methodName></methodCall>`, '<?xml version="1.0"?><methodCall><methodName>VM.get_all</methodName><params><param><value><array><data>'.repeat(200), good.replace('VM.get_all', 'x'.repeat(100000))]) }; }],
       [6, () => ({ kind: 'json-malformed', method: 'POST', path: '/jsonrpc', type: rng.pick(['application/json', 'text/plain', 'text/xml']), body: rng.pick(['{', '[]', 'null', '{"method":1}', '{"method":"VM.get_all","params":{}}', '{"method":"VM.get_all","params":"s"}', `{"method":"VM.get_all","params":[${'['.repeat(20000)}]}`, '{"__proto__":{"x":1},"method":"session.login_with_password","params":["root"]}', JSON.stringify({ jsonrpc: '3.0', method: 'VM.get_all', params: [admin.session], id: {} })]) })],
-      [4, () => ({ kind: 'where', method: 'POST', path: '/jsonrpc', type: 'application/json', body: JSON.stringify({ method: rng.pick(['VM.get_all_records_where', 'VDI.get_all_where']), params: [admin.session, rng.pick([str(), '('.repeat(rng.between(100, 6000)) + 'true' + ')'.repeat(rng.between(0, 6000)), 'not '.repeat(rng.between(10, 6000)) + 'true', 'field "x" = ', '"'])], id: 1 }) })],
+      [4, () => { const call = rng.pick(['VM.get_all_records_where', 'VDI.get_all_where']); return { kind: 'where', call, method: 'POST', path: '/jsonrpc', type: 'application/json', body: JSON.stringify({ method: call, params: [admin.session, rng.pick([str(), '('.repeat(rng.between(100, 6000)) + 'true' + ')'.repeat(rng.between(0, 6000)), 'not '.repeat(rng.between(10, 6000)) + 'true', 'field "x" = ', '"'])], id: 1 }) }; }],
       [8, () => {
         const q = new URLSearchParams();
         for (const [k, v] of [['session_id', session()], ['vdi', rng.pick([vdi, str(), ''])], ['sr_id', rng.pick([sr, str()])], ['format', rng.pick(['raw', 'vhd', 'qcow', str()])], ['task_id', rng.pick(['', 'OpaqueRef:nope', str()])], ['chunked', rng.pick(['true', 'x'])]] as const) if (rng.chance(0.6)) q.set(k, String(v).slice(0, 2000));
@@ -121,6 +121,16 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       }],
     ])();
 
+    const jsErrorsSeen = new Set<string>();
+    /** tallies a XenAPI error; an INTERNAL_ERROR carrying a JavaScript exception is a defect, kept with its call */
+    const fault = (r: Req, code: string, detail = ''): void => {
+      tally.add(code, detail);
+      const text = detail.replace(/&quot;/g, '"');
+      if (code !== 'INTERNAL_ERROR' || !JS_ERROR.test(text) || /^Failure\(/.test(text)) return;
+      const key = `${'call' in r ? r.call : r.kind}: ${text.slice(0, 160)}`;
+      if (!jsErrorsSeen.has(key)) badAnswers.push(`INTERNAL_ERROR from a JavaScript exception, ${r.kind} ${key}`);
+      jsErrorsSeen.add(key);
+    };
     const send = async (r: Req): Promise<void> => {
       sent++;
       if ('raw' in r) {
@@ -140,7 +150,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       let res: Response;
       try {
         res = await fetch(new URL(r.path, base), {
-          method: r.method, body: r.method === 'GET' || r.method === 'HEAD' ? undefined : r.body,
+          method: r.method, body: r.method === 'GET' || r.method === 'HEAD' ? undefined : (r.body as unknown as BodyInit),
           headers: r.type ? { 'content-type': r.type } : {}, signal: AbortSignal.timeout(o.timeoutMs),
         });
       } catch (e) {
@@ -173,14 +183,14 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
           const j = JSON.parse(text) as { result?: unknown; error?: { message?: string; data?: unknown[] } | unknown[] };
           if (j.error) {
             const desc = Array.isArray(j.error) ? (j.error as string[]) : [String((j.error as { message?: string }).message), ...(((j.error as { data?: string[] }).data) ?? [])];
-            tally.add(String(desc[0]), desc.slice(1).join(' '));
+            fault(r, String(desc[0]), desc.slice(1).join(' '));
           } else tally.ok++;
         } catch {
           badAnswers.push(`not JSON: ${r.kind}: ${text.slice(0, 200)}`);
         }
       } else if (r.path === '/') {
-        const fault = /<name>ErrorDescription<\/name><value><array><data><value>([^<]*)<\/value>(?:<value>([^<]*)<\/value>)?/.exec(text);
-        if (fault) tally.add(fault[1], fault[2]);
+        const described = /<name>ErrorDescription<\/name><value><array><data><value>([^<]*)<\/value>(?:<value>([^<]*)<\/value>)?/.exec(text);
+        if (described) fault(r, described[1], described[2]);
         else if (/<name>Status<\/name><value>Success<\/value>|<fault>/.test(text)) tally.ok++;
         else badAnswers.push(`not XML-RPC: ${r.kind}: ${text.slice(0, 200)}`);
       } else tally.ok++;
@@ -211,8 +221,6 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       rssMax = Math.max(rssMax, rssMiB(child.pid));
     }
     const rssAfter = rssMiB(child.pid);
-    const jsErrors = [...tally.internal].filter(([m]) => JS_ERROR.test(m));
-    for (const [m, n] of jsErrors) badAnswers.push(`INTERNAL_ERROR from a JavaScript exception x${n}: ${m.slice(0, 200)}`);
     if (rssMax > o.maxRssMiB) badAnswers.push(`RSS reached ${rssMax.toFixed(0)} MiB (bound ${o.maxRssMiB})`);
     const figures = {
       requests: sent, concurrency: o.concurrency, seed: o.seed, crashes, hangs, 'bad answers': badAnswers.length,
