@@ -48,9 +48,10 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
           return undefined;
         }
       };
-      while (Date.now() < end) {
+      let all: string[] = vms;
+      for (let round = 0; Date.now() < end; round++) {
         // the VMs of the game: the originals and whatever copies and clones are alive; kept few
-        const all: string[] = (await call('VM.get_all_where', 'field "is_a_template" = "false" and field "is_control_domain" = "false" and field "is_a_snapshot" = "false"')) ?? vms;
+        if (round % 4 === 0) all = (await call('VM.get_all_where', 'field "is_a_template" = "false" and field "is_control_domain" = "false" and field "is_a_snapshot" = "false"')) ?? vms;
         const vm = rng.pick(all.length ? all : vms);
         const crowded = all.length > o.vms * 3;
         const op = rng.weighted<string>([

@@ -44,10 +44,11 @@ export interface CheckOptions {
  */
 export const DANGLING_ALLOWED: ReadonlySet<string> = new Set(['VM.snapshot_of', 'VDI.snapshot_of', 'task.subtask_of', 'session.parent']);
 
-const refsIn = (ty: Ty, v: unknown, out: string[]): void => {
+/** The refs a value holds, each with the class it must name. */
+const refsIn = (ty: Ty, v: unknown, out: [string, string][]): void => {
   switch (ty.k) {
     case 'ref':
-      if (typeof v === 'string' && v !== NULL_REF && v !== '') out.push(v);
+      if (typeof v === 'string' && v !== NULL_REF && v !== '') out.push([ty.class, v]);
       return;
     case 'set':
     case 'option':
@@ -90,20 +91,19 @@ export async function checkInvariants(emu: CheckTarget, opts: CheckOptions = {})
   const { db } = emu;
   const out: Violation[] = [];
   const bad = (kind: string, cls: string, ref: string, message: string) => out.push({ kind, cls, ref, message });
-  const exists = (ref: string) => db.classOf(ref) !== undefined;
   const label = (cls: string, ref: string) => `${cls} ${String(db.get(cls, ref)?.uuid ?? ref)}`;
 
-  // every ref resolves, or is NULL, or is one xapi leaves dangling
-  const known = new Set<string>();
-  for (const c of model.classes) for (const ref of db.table(c.name).keys()) known.add(ref);
+  // every ref resolves to an object of its class, or is NULL, or is one xapi leaves dangling
   for (const { cls, fields } of refFields) {
     if (!live && !classes.get(cls)!.persist) continue;
     for (const [ref, row] of db.table(cls)) {
       for (const f of fields) {
         if (!live && !f.persist) continue;
-        const refs: string[] = [];
+        const refs: [string, string][] = [];
         refsIn(f.ty, row.rec[f.name], refs);
-        for (const r of refs) if (!known.has(r)) bad('ref', cls, ref, `${label(cls, ref)}: ${f.name} = ${r} does not exist`);
+        for (const [target, r] of refs) {
+          if (!db.has(target, r)) bad('ref', cls, ref, `${label(cls, ref)}: ${f.name} = ${r} is no ${target}${db.classOf(r) ? ` (it is a ${db.classOf(r)})` : ''}`);
+        }
       }
     }
   }
@@ -198,12 +198,14 @@ function checkDomains(emu: CheckTarget, bad: Bad, label: (cls: string, ref: stri
   for (const [uuid, host] of domains) bad('power', 'host', host, `${label('host', host)}: domain of VM ${uuid} which has no record`);
 }
 
+/** classes with current_operations (VM, VDI, SR, VBD, host ...) */
+const OPERATED = model.classes.filter((c) => c.field.has('current_operations') && c.name !== 'task').map((c) => c.name);
+
 /** Pending tasks belong to a call in flight; current_operations name pending tasks. */
 function checkTasks(emu: CheckTarget, quiescent: boolean, bad: Bad, label: (cls: string, ref: string) => string): void {
   const { db } = emu;
   const inOperations = new Set<string>();
-  for (const cls of ['VM', 'VDI', 'SR', 'VBD', 'VIF', 'host', 'pool', 'PBD', 'network', 'VM_appliance']) {
-    if (!classes.get(cls)?.field.has('current_operations')) continue;
+  for (const cls of OPERATED) {
     for (const [ref, row] of db.table(cls)) {
       for (const task of Object.keys((row.rec.current_operations ?? {}) as Rec)) {
         inOperations.add(task);
