@@ -115,7 +115,10 @@ export class Tally {
   ok = 0;
   add(code: string, detail?: string): void {
     this.codes.set(code, (this.codes.get(code) ?? 0) + 1);
-    if (code === 'INTERNAL_ERROR') this.internal.set(detail ?? '', (this.internal.get(detail ?? '') ?? 0) + 1);
+    if (code === 'INTERNAL_ERROR') {
+      const d = (detail ?? '').replace(/&quot;/g, '"').slice(0, 60); // XML-RPC and JSON-RPC spell it alike
+      this.internal.set(d, (this.internal.get(d) ?? 0) + 1);
+    }
   }
   fault(e: unknown): void {
     if (e instanceof Fault) this.add(e.code, e.description.slice(1).join(' '));
@@ -129,7 +132,9 @@ export class Tally {
   }
   lines(): string[] {
     const rows = [...this.codes].sort((a, b) => b[1] - a[1]).map(([c, n]) => `    ${c.padEnd(40)} ${n}`);
-    const internal = [...this.internal].sort((a, b) => b[1] - a[1]).map(([m, n]) => `    INTERNAL_ERROR ${JSON.stringify(m.slice(0, 160))} x${n}`);
+    const all = [...this.internal].sort((a, b) => b[1] - a[1]);
+    const internal = all.slice(0, 12).map(([m, n]) => `    INTERNAL_ERROR ${JSON.stringify(m)} x${n}`);
+    if (all.length > 12) internal.push(`    ... and ${all.length - 12} other INTERNAL_ERROR messages`);
     return [`  ok answers: ${this.ok}`, '  errors by code:', ...(rows.length ? rows : ['    (none)']), ...internal];
   }
 }
