@@ -127,8 +127,9 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       tally.add(code, detail);
       const text = detail.replace(/&quot;/g, '"');
       if (code !== 'INTERNAL_ERROR' || !JS_ERROR.test(text) || /^Failure\(/.test(text)) return;
-      const key = `${'call' in r ? r.call : r.kind}: ${text.slice(0, 160)}`;
-      if (!jsErrorsSeen.has(key)) badAnswers.push(`INTERNAL_ERROR from a JavaScript exception, ${r.kind} ${key}`);
+      // one line per exception, with the first call that raised it
+      const key = text.slice(0, 160);
+      if (!jsErrorsSeen.has(key)) badAnswers.push(`INTERNAL_ERROR from a JavaScript exception, first by ${r.kind} ${'call' in r ? r.call : ''}: ${key}`);
       jsErrorsSeen.add(key);
     };
     const send = async (r: Req): Promise<void> => {
