@@ -2,8 +2,9 @@
 // huge and deep values, bad refs, random messages of the schema with random arguments, bad query
 // strings on /import_raw_vdi and /export_raw_vdi, connections cut mid-request). After each batch the
 // server must still be up and answer a login; every answer must come within a bound and be a
-// XenAPI answer (a fault or a result, or a 4xx from an HTTP handler), never a 5xx or a JavaScript
-// exception passed off as INTERNAL_ERROR.
+// XenAPI answer (a fault or a result, a 4xx from an HTTP handler, xapi's HTML error page), never
+// another 5xx or a JavaScript exception passed off as INTERNAL_ERROR; at the end no task of an
+// HTTP request may be left pending.
 //   npm run robust:fuzz -- [--requests 100000] [--concurrency 8] [--batch 500] [--seed 1] [--timeout 10000] [--max-rss 1024]
 import { connect } from 'node:net';
 import { messages, type Ty } from '../schema/index.js';
@@ -19,6 +20,9 @@ const AVOID = /^(session\.(logout|local_logout|change_password|logout_subject_id
 
 /** A JavaScript exception that reached the client as INTERNAL_ERROR. */
 const JS_ERROR = /Cannot read propert|is not a function|is not iterable|Maximum call stack|undefined|Cannot convert|Invalid (array|string) length|out of memory/i;
+
+/** name_label of the tasks the HTTP handlers run in */
+const HTTP_TASKS = new Set(['Exporting raw VDI', 'Importing raw VDI']);
 
 const callable = [...messages.values()].filter((m) => !AVOID.test(m.wire));
 
@@ -222,10 +226,36 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
       rssMax = Math.max(rssMax, rssMiB(child.pid));
     }
     const rssAfter = rssMiB(child.pid);
+    // what the pool holds at the end: growth of RSS should follow growth of these
+    const counts: string[] = [];
+    if (crashes === 0) {
+      const end = await loginAs(base, 'root', PASSWORD, o.timeoutMs);
+      // the tasks of HTTP handlers end with their request, whatever the client did: give the last
+      // ones the time bound of an answer, then any still pending was left behind
+      const handlerTasks = async () => {
+        const pending = (await end.call('task.get_all_records_where', 'field "status" = "pending"')) as Record<string, { name_label: string }>;
+        return Object.values(pending).filter((t) => HTTP_TASKS.has(t.name_label));
+      };
+      const quietBy = Date.now() + o.timeoutMs;
+      let left = await handlerTasks();
+      while (left.length > 0 && Date.now() < quietBy) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = await handlerTasks();
+      }
+      const byLabel = new Map<string, number>();
+      for (const t of left) byLabel.set(t.name_label, (byLabel.get(t.name_label) ?? 0) + 1);
+      for (const [label, n] of byLabel) badAnswers.push(`${n} "${label}" task${n > 1 ? 's' : ''} of HTTP requests left pending`);
+      counts.push(`pending handler tasks ${left.length}`);
+      for (const cls of ['task', 'VM', 'VDI', 'network', 'message']) {
+        const all = await end.call(`${cls}.get_all${cls === 'message' ? '_records' : ''}`).catch(() => null);
+        counts.push(`${cls} ${all === null ? '?' : Array.isArray(all) ? all.length : Object.keys(all).length}`);
+      }
+    }
     if (rssMax > o.maxRssMiB) badAnswers.push(`RSS reached ${rssMax.toFixed(0)} MiB (bound ${o.maxRssMiB})`);
     const figures = {
       requests: sent, concurrency: o.concurrency, seed: o.seed, crashes, hangs, 'bad answers': badAnswers.length,
       INTERNAL_ERROR: tally.internalCount, 'RSS before (MiB)': rssBefore, 'RSS max (MiB)': rssMax, 'RSS after (MiB)': rssAfter,
+      'objects at the end': counts.join(', '),
     };
     const text = report('fuzz', figures, [...tally.lines(), ...badAnswers.slice(0, 30).map((b) => `  bad: ${b}`)]);
     return { requests: sent, crashes, hangs, badAnswers, rssBefore, rssAfter, text };
