@@ -46,6 +46,7 @@ function usage(): string {
     'Usage: xapi-emu [options]                 run an emulated XCP-ng/XenServer pool',
     '       xapi-emu toolstack-restart [--data DIR | --pid PID]',
     '                                          restart the API of a running emulator (SIGHUP)',
+    '       xapi-emu check [--data DIR]        check the invariants of a stopped emulator\'s data directory',
     '',
     'Options (each also read from the environment variable in brackets):',
     ...lines,
@@ -184,6 +185,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       return 0;
     }
     if (positionals[0] === 'toolstack-restart' && positionals.length === 1) return signalRestart(values);
+    if (positionals[0] === 'check' && positionals.length === 1) return (await import('./check/command.js')).checkCommand(values.data as string | undefined);
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
 
     const host = String(values.host ?? '127.0.0.1');
