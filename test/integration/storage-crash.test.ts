@@ -10,8 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { defaultConf } from '../../server/config.js';
-import { fileSrProblems, openVdi, smReady } from '../../server/sm/index.js';
-import { Vhd } from '../../storage/vhd/index.js';
+import { fileSrProblems, openVdi, runSrGc, smReady } from '../../server/sm/index.js';
+import { Vhd, coalesce } from '../../storage/vhd/index.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
 
 const PASSWORD = 'storage-crash-test';
@@ -164,6 +164,72 @@ describe('operations cut by a kill, resolved at start-up', () => {
     // and the VDI snapshots again
     const s = await x.call('VDI.snapshot', v, {});
     expect(await x.call('VDI.get_snapshot_of', s)).toBe(v);
+    expect(await problemsOfAll(srv)).toEqual([]);
+  });
+});
+
+describe('a GC leaf-coalesce cut by a kill', () => {
+  /** A VDI with data and a hidden base copy holding part of it (a snapshot, then destroyed). */
+  async function leafOnBase(x: Client, srv: RunningServer, local: string) {
+    const v = await x.call('VDI.create', vdiArgs(local, 4 * MiB, 'leaf'));
+    const A = Buffer.alloc(4096, 1);
+    const B = Buffer.alloc(4096, 2);
+    let io = await openVdi(srv.emu, v, { readOnly: false });
+    await io.write(0, A);
+    await io.close();
+    await x.call('VDI.destroy', await x.call('VDI.snapshot', v, {}));
+    io = await openVdi(srv.emu, v, { readOnly: false });
+    await io.write(MiB, B);
+    await io.close();
+    const rec = await x.call('VDI.get_record', v);
+    return { v, uuid: rec.uuid as string, base: rec.sm_config['vhd-parent'] as string, A, B };
+  }
+  async function readBack(srv: RunningServer, v: string, A: Buffer, B: Buffer) {
+    const io = await openVdi(srv.emu, v, { readOnly: true });
+    expect((await io.read(0, A.length)).equals(A)).toBe(true);
+    expect((await io.read(MiB, B.length)).equals(B)).toBe(true);
+    await io.close();
+  }
+
+  it('is undone while the parent has its own name, and finished once it has the leaf\'s', async () => {
+    const data = tmp();
+    let { srv, x, local, dir } = await start(data);
+    const one = await leafOnBase(x, srv, local);
+    const two = await leafOnBase(x, srv, local);
+    expect(one.base).toMatch(/^[0-9a-f-]{36}$/);
+    await stop(srv);
+
+    // one: cut between its two renames (the leaf is OLD_, the parent still has its own name)
+    await coalesce(join(dir, `${one.uuid}.vhd`));
+    writeFileSync(join(dir, `leaf_${one.uuid}`), `${JSON.stringify({ parent: one.base })}\n`);
+    const p1 = await Vhd.open(join(dir, `${one.base}.vhd`), { readOnly: false, parents: false });
+    await p1.setHidden(false);
+    await p1.close();
+    renameSync(join(dir, `${one.uuid}.vhd`), join(dir, `OLD_${one.uuid}.vhd`));
+    // two: cut after both renames, before the records were updated
+    await coalesce(join(dir, `${two.uuid}.vhd`));
+    writeFileSync(join(dir, `leaf_${two.uuid}`), `${JSON.stringify({ parent: two.base })}\n`);
+    const p2 = await Vhd.open(join(dir, `${two.base}.vhd`), { readOnly: false, parents: false });
+    await p2.setHidden(false);
+    await p2.close();
+    renameSync(join(dir, `${two.uuid}.vhd`), join(dir, `OLD_${two.uuid}.vhd`));
+    renameSync(join(dir, `${two.base}.vhd`), join(dir, `${two.uuid}.vhd`));
+
+    ({ srv, x } = await start(data));
+    expect(await problemsOfAll(srv)).toEqual([]);
+    // one: back on its hidden parent; two: a single file, its base copy record gone
+    expect((await x.call('VDI.get_record', one.v)).sm_config['vhd-parent']).toBe(one.base);
+    expect(await x.call('VDI.get_by_uuid', one.base)).toMatch(/^OpaqueRef:/);
+    expect((await x.call('VDI.get_record', two.v)).sm_config['vhd-parent']).toBeUndefined();
+    expect(await x.call('VDI.get_by_uuid', two.base).catch(() => null)).toBeNull();
+    await readBack(srv, one.v, one.A, one.B);
+    await readBack(srv, two.v, two.A, two.B);
+    const log = smLogOf(data);
+    expect(log).toContain(`interrupted leaf of ${one.uuid} rolled back`);
+    expect(log).toContain(`interrupted leaf of ${two.uuid} rolled forward`);
+    // the GC, run now, does the leaf-coalesce that was undone
+    expect((await runSrGc(srv.emu, local)).leafCoalesced).toEqual([one.uuid]);
+    await readBack(srv, one.v, one.A, one.B);
     expect(await problemsOfAll(srv)).toEqual([]);
   });
 });
