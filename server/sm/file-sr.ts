@@ -237,6 +237,28 @@ async function assertMounted(ctx: SrCtx): Promise<void> {
   if (!(await isMounted(ctx))) throw smError('SRUnavailable', `no such directory ${ctx.path}`);
 }
 
+/**
+ * Whether some VHD of the SR has `uuid` as its parent. The records say it for the disks they
+ * describe (sm_config vhd-parent, kept by every operation); only files without a record (hidden
+ * garbage, disks put there by hand) need their header read, so the cost does not grow with the SR.
+ */
+async function hasChildren(ctx: SrCtx, uuid: string): Promise<boolean> {
+  const recorded = new Set<string>();
+  for (const v of (ctx.emu.db.get('SR', ctx.sr)?.VDIs ?? []) as string[]) {
+    const r = ctx.emu.db.get('VDI', v);
+    if (!r) continue;
+    if ((r.sm_config as Record<string, string>)['vhd-parent'] === uuid) return true;
+    recorded.add(String(r.location));
+  }
+  for (const name of await readdir(ctx.path)) {
+    const m = DISK_NAME.exec(name);
+    if (!m || m[2] !== 'vhd' || !isUuid(m[1]) || m[1] === uuid || recorded.has(m[1])) continue;
+    const d = await readDisk(srFile(ctx.emu, ctx.uuid, name), m[1], 'vhd').catch(() => null);
+    if (d?.parent === uuid) return true;
+  }
+  return false;
+}
+
 /** The disk of a VDI record (by its location), or null when no file exists. */
 export async function diskOf(ctx: SrCtx, vdi: Rec): Promise<DiskFile | null> {
   const uuid = String(vdi.location);
@@ -451,8 +473,7 @@ const fileSr: SrDriver = {
     // a disk other disks descend from (scanned in with its children) is hidden rather than
     // unlinked, as LVHD does, so that the GC can coalesce it and no child loses its data
     if (d.kind === 'vhd') {
-      const disks = await listDisks(ctx);
-      if ([...disks.values()].some((x) => x.parent === d.uuid)) {
+      if (await hasChildren(ctx, d.uuid)) {
         await setHidden(d.file, true);
         await fsyncPath(d.file);
         return;
