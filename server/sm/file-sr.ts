@@ -7,6 +7,9 @@
 // Snapshots and clones follow FileSR._snapshot: the leaf becomes a hidden read-only base copy under a
 // new uuid (hard link), new empty children take the leaf's uuid and, for a DOUBLE snapshot, the new
 // VDI's uuid. See gc.ts for what happens to base copies afterwards.
+// New files are made whole under a temporary name and renamed into place; sm.ts journals each
+// multi-step operation (journal.ts) and recovery.ts resolves what a crash cut. A VHD that cannot
+// be read is logged and skipped by listings, so that it never blocks the other VDIs.
 import { link, lstat, mkdir, readFile, readdir, readlink, rename, rm, rmdir, stat, statfs, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Rec } from '../../storage/database.js';

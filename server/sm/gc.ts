@@ -7,7 +7,10 @@
 //  - leaf-coalesce: a visible leaf that is the only child of a hidden parent is merged into the
 //    parent, which then takes the leaf's name (uuid), so the VDI keeps its identity and its bytes
 //    and the base copy record goes.
-// The data a VDI reads never changes. SM's switches are honoured: SR other_config gc=false,
+// The data a VDI reads never changes. The steps after a merge (relinking children, the renames of
+// a leaf-coalesce) are journaled, so that a run cut at any point is finished or undone at start-up
+// (recovery.ts). An SR holding a VHD that cannot be read is left alone, as cleanup.py stops on a
+// scan error. SM's switches are honoured: SR other_config gc=false,
 // coalesce=false, leaf-coalesce=false, and VDI other_config leaf-coalesce=false.
 // A VDI operation (vdi_delete, sr_scan) kicks the GC, which stays quiet for sr_gc_interval simulated
 // seconds (GCPAUSE_DEFAULT_SLEEP) and then works until nothing is left to do; runSrGc runs it now.

@@ -36,10 +36,10 @@ async function readVhd(ctx: SrCtx, uuid: string): Promise<DiskFile | null> {
 }
 
 /**
- * Resolves one journaled operation and removes its journal. Returns what was done, in words.
- * `failed`: the operation has just failed in this process (rather than being found at start-up).
+ * Resolves one journaled operation and removes its journal; the same whether the operation has
+ * just failed in this process or was found at start-up. Returns what was done, in words.
  */
-export async function resolveJournal(ctx: SrCtx, j: Journal, _opts: { failed?: boolean } = {}): Promise<string> {
+export async function resolveJournal(ctx: SrCtx, j: Journal): Promise<string> {
   const { emu, sr } = ctx;
   let done: string;
   switch (j.type) {

@@ -204,7 +204,7 @@ async function journaled<T>(ctx: SrCtx, j: Journal, fn: () => Promise<T>): Promi
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     // an earlier operation on the disk whose resolution failed: resolve it first
     const [old] = (await journalsOf(ctx.path, [journalName(j.type, j.id)]));
-    if (old) smLog(ctx.emu, `SR ${ctx.uuid}: earlier ${old.type} of ${old.id} ${await resolveJournal(ctx, old, { failed: true })}`);
+    if (old) smLog(ctx.emu, `SR ${ctx.uuid}: earlier ${old.type} of ${old.id} ${await resolveJournal(ctx, old)}`);
     await journalCreate(ctx.path, j);
   }
   let out: T;
@@ -212,7 +212,7 @@ async function journaled<T>(ctx: SrCtx, j: Journal, fn: () => Promise<T>): Promi
     out = await fn();
   } catch (e) {
     ctx.emu.db.flush();
-    await resolveJournal(ctx, j, { failed: true }).catch((r) => smLog(ctx.emu, `SR ${ctx.uuid}: ${j.type} ${j.id} left journaled: ${r instanceof Error ? r.message : String(r)}`));
+    await resolveJournal(ctx, j).catch((r) => smLog(ctx.emu, `SR ${ctx.uuid}: ${j.type} ${j.id} left journaled: ${r instanceof Error ? r.message : String(r)}`));
     throw e;
   }
   ctx.emu.db.flush();
