@@ -53,6 +53,8 @@ export interface ScanResult {
   stat: SrStat;
   /** keep VDI records whose disk is gone (the tools SR marks them missing instead) */
   keepGone?: boolean;
+  /** locations of disks whose file is there but cannot be read: their records are kept */
+  unreadable?: string[];
 }
 
 export interface SnapshotResult {
@@ -96,7 +98,8 @@ export interface SrDriver {
   vdiCreate(ctx: SrCtx, req: { uuid: string; size: number; smConfig: Record<string, string> }): Promise<DiskInfo>;
   /** removes the disk's data; `vdi` is the VDI record */
   vdiDelete(ctx: SrCtx, vdi: Rec): Promise<void>;
-  /** VDI.snapshot / VDI.clone (sm vdi_snapshot / vdi_clone); `kind` from driver_params:type */
+  /** VDI.snapshot / VDI.clone (sm vdi_snapshot / vdi_clone); `kind` from driver_params:type.
+   * `newUuid` is asked for the base copy's uuid first, then for a DOUBLE snapshot's new leaf. */
   vdiSnapshot(ctx: SrCtx, vdi: Rec, opts: { clone: boolean; kind: SnapshotKind }, newUuid: () => string): Promise<SnapshotResult>;
   /** grows a disk; returns its new state */
   vdiResize(ctx: SrCtx, vdi: Rec, size: number): Promise<DiskInfo>;

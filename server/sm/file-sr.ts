@@ -7,6 +7,9 @@
 // Snapshots and clones follow FileSR._snapshot: the leaf becomes a hidden read-only base copy under a
 // new uuid (hard link), new empty children take the leaf's uuid and, for a DOUBLE snapshot, the new
 // VDI's uuid. See gc.ts for what happens to base copies afterwards.
+// New files are made whole under a temporary name and renamed into place; sm.ts journals each
+// multi-step operation (journal.ts) and recovery.ts resolves what a crash cut. A VHD that cannot
+// be read is logged and skipped by listings, so that it never blocks the other VDIs.
 import { link, lstat, mkdir, readFile, readdir, readlink, rename, rm, rmdir, stat, statfs, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Rec } from '../../storage/database.js';
@@ -16,6 +19,8 @@ import {
   type DiskInfo, type ScanResult, type SnapshotResult, type SrCtx, type SrDriver, type SrStat, type VdiIo,
 } from './driver.js';
 import { inside, isUsableLocation, isUuid, srBase, srFile } from './paths.js';
+import { fsyncPath, renameDurably } from './durable.js';
+import { smLog } from './smlog.js';
 
 const GiB = 1024 ** 3;
 /** size of an ext SR's device when nothing says otherwise (the default pool's local disk partition) */
@@ -41,12 +46,27 @@ export interface DiskFile {
   parent: string | null;
 }
 
-const vhdName = (uuid: string) => `${uuid}.vhd`;
-const rawName = (uuid: string) => `${uuid}.raw`;
+export const vhdName = (uuid: string) => `${uuid}.vhd`;
+export const rawName = (uuid: string) => `${uuid}.raw`;
+/** the temporary name a new disk file is made under (`<uuid>.vhd.tmp`) */
+export const createTmpName = (name: string) => `${name}.tmp`;
+/** the temporary name of a snapshot's new leaf before it replaces the source (`<uuid>.vhd.new`) */
+export const snapshotTmpName = (uuid: string) => `${vhdName(uuid)}.new`;
+/** the temporary name of a grown VHD before it replaces the old one (`<uuid>.vhd.resize`) */
+export const resizeTmpSuffix = '.resize';
 
-/** The disk files of an SR, by uuid. Names that are not `<uuid>.vhd` / `<uuid>.raw` are ignored. */
-export async function listDisks(ctx: SrCtx): Promise<Map<string, DiskFile>> {
-  const out = new Map<string, DiskFile>();
+/** A `<uuid>.vhd` that vhd-util scan cannot read (scan-error): reported, never introduced. */
+export interface BadDisk {
+  uuid: string;
+  file: string;
+  reason: string;
+}
+
+/** The disk files of an SR by uuid, and the VHDs that cannot be read. Names that are not
+ * `<uuid>.vhd` / `<uuid>.raw` are ignored. */
+export async function scanDisks(ctx: SrCtx): Promise<{ disks: Map<string, DiskFile>; bad: BadDisk[] }> {
+  const disks = new Map<string, DiskFile>();
+  const bad: BadDisk[] = [];
   let names: string[];
   try {
     names = await readdir(ctx.path);
@@ -54,18 +74,32 @@ export async function listDisks(ctx: SrCtx): Promise<Map<string, DiskFile>> {
     throw smError('SRUnavailable', `no such directory ${ctx.path}`);
   }
   for (const name of names.sort()) {
-    const m = /^(.+)\.(vhd|raw)$/.exec(name);
+    const m = DISK_NAME.exec(name);
     if (!m || !isUuid(m[1])) continue;
     const file = srFile(ctx.emu, ctx.uuid, name);
-    const d = await readDisk(file, m[1], m[2] as 'vhd' | 'raw').catch((e) => {
-      throw smError('SRScan', `uuid=${m[1]}${e instanceof Error ? `: ${e.message}` : ''}`);
-    });
-    if (d && !(d.kind === 'raw' && out.has(d.uuid))) out.set(d.uuid, d);
+    try {
+      const d = await readDisk(file, m[1], m[2] as 'vhd' | 'raw');
+      if (d && !(d.kind === 'raw' && disks.has(d.uuid))) disks.set(d.uuid, d);
+    } catch (e) {
+      bad.push({ uuid: m[1], file, reason: e instanceof Error ? e.message : String(e) });
+    }
   }
-  return out;
+  return { disks, bad };
 }
 
-async function readDisk(file: string, uuid: string, kind: 'vhd' | 'raw'): Promise<DiskFile | null> {
+/**
+ * The readable disk files of an SR, by uuid. A VHD that cannot be read is logged (as vhdutil logs
+ * a scan-error line) and left out, so that one bad file never blocks the other VDIs.
+ */
+export async function listDisks(ctx: SrCtx): Promise<Map<string, DiskFile>> {
+  const { disks, bad } = await scanDisks(ctx);
+  for (const b of bad) smLog(ctx.emu, `SR ${ctx.uuid}: VHD scan error, ${b.file} ignored: ${b.reason}`);
+  return disks;
+}
+
+export const DISK_NAME = /^(.+)\.(vhd|raw)$/;
+
+export async function readDisk(file: string, uuid: string, kind: 'vhd' | 'raw'): Promise<DiskFile | null> {
   let st;
   try {
     st = await stat(file);
@@ -87,7 +121,7 @@ async function readDisk(file: string, uuid: string, kind: 'vhd' | 'raw'): Promis
   }
 }
 
-function diskInfo(d: DiskFile, extra: Partial<DiskInfo> = {}): DiskInfo {
+export function diskInfo(d: DiskFile, extra: Partial<DiskInfo> = {}): DiskInfo {
   return {
     uuid: d.uuid,
     location: d.uuid,
@@ -185,10 +219,14 @@ async function mount(ctx: SrCtx): Promise<void> {
   await symlink(loc, ctx.path, 'dir');
 }
 
+/** The SR's sizes. Without `disks` (sr_update) no VHD is read: the virtual allocation is the one
+ * recorded, which FileSR maintains itself (FileSR._update). */
 async function stats(ctx: SrCtx, disks?: Map<string, DiskFile>): Promise<SrStat> {
-  const all = disks ?? (await listDisks(ctx));
-  let valloc = 0;
-  for (const d of all.values()) if (!d.hidden) valloc += d.virtualSize;
+  let valloc = Number(ctx.emu.db.get('SR', ctx.sr)?.virtual_allocation ?? 0);
+  if (disks) {
+    valloc = 0;
+    for (const d of disks.values()) if (!d.hidden) valloc += d.virtualSize;
+  }
   const used = await sumFileSizes(ctx.path);
   if (ctx.type === 'file') {
     const fs = await statfs(ctx.path);
@@ -202,11 +240,40 @@ async function assertMounted(ctx: SrCtx): Promise<void> {
   if (!(await isMounted(ctx))) throw smError('SRUnavailable', `no such directory ${ctx.path}`);
 }
 
+/**
+ * Whether some VHD of the SR has `uuid` as its parent. The records say it for the disks they
+ * describe (sm_config vhd-parent, kept by every operation); only files without a record (hidden
+ * garbage, disks put there by hand) need their header read, so the cost does not grow with the SR.
+ */
+async function hasChildren(ctx: SrCtx, uuid: string): Promise<boolean> {
+  const recorded = new Set<string>();
+  for (const v of (ctx.emu.db.get('SR', ctx.sr)?.VDIs ?? []) as string[]) {
+    const r = ctx.emu.db.get('VDI', v);
+    if (!r) continue;
+    if ((r.sm_config as Record<string, string>)['vhd-parent'] === uuid) return true;
+    recorded.add(String(r.location));
+  }
+  for (const name of await readdir(ctx.path)) {
+    const m = DISK_NAME.exec(name);
+    if (!m || m[2] !== 'vhd' || !isUuid(m[1]) || m[1] === uuid || recorded.has(m[1])) continue;
+    const d = await readDisk(srFile(ctx.emu, ctx.uuid, name), m[1], 'vhd').catch(() => null);
+    if (d?.parent === uuid) return true;
+  }
+  return false;
+}
+
 /** The disk of a VDI record (by its location), or null when no file exists. */
 export async function diskOf(ctx: SrCtx, vdi: Rec): Promise<DiskFile | null> {
   const uuid = String(vdi.location);
   if (!isUuid(uuid)) return null;
-  return (await readDisk(srFile(ctx.emu, ctx.uuid, vhdName(uuid)), uuid, 'vhd')) ?? (await readDisk(srFile(ctx.emu, ctx.uuid, rawName(uuid)), uuid, 'raw'));
+  const file = srFile(ctx.emu, ctx.uuid, vhdName(uuid));
+  try {
+    return (await readDisk(file, uuid, 'vhd')) ?? (await readDisk(srFile(ctx.emu, ctx.uuid, rawName(uuid)), uuid, 'raw'));
+  } catch (e) {
+    // FileVDI.load: vhd-util cannot read the VDI's own file
+    smLog(ctx.emu, `SR ${ctx.uuid}: failed to load VDI ${uuid}: ${e instanceof Error ? e.message : String(e)}`);
+    throw smError('VDILoad', `Failed load VDI information ${file}`);
+  }
 }
 
 async function chainDepth(file: string): Promise<number> {
@@ -222,7 +289,7 @@ async function chainDepth(file: string): Promise<number> {
  * parent, holding this file's own blocks, renamed over the old one. */
 export async function growVhd(file: string, size: number): Promise<void> {
   const old = await Vhd.open(file, { readOnly: true, parents: false });
-  const tmp = `${file}.resize`;
+  const tmp = `${file}${resizeTmpSuffix}`;
   let nv: Vhd | null = null;
   try {
     if (old.virtualSize >= size) return;
@@ -237,7 +304,7 @@ export async function growVhd(file: string, size: number): Promise<void> {
     await nv.flush();
     await nv.close();
     nv = null;
-    await rename(tmp, file);
+    await renameDurably(tmp, file);
   } catch (e) {
     await nv?.close().catch(() => undefined);
     await rm(tmp, { force: true });
@@ -245,6 +312,29 @@ export async function growVhd(file: string, size: number): Promise<void> {
   } finally {
     await old.close();
   }
+}
+
+/**
+ * Puts the SR back as it was before a snapshot of `srcUuid` (FileVDI._clonecleanup): the new leaf
+ * and the temporary file go, and when the source already is the new child of the base copy, the
+ * base copy (the original file) takes the source's name back, visible again.
+ */
+export async function undoSnapshot(ctx: SrCtx, srcUuid: string, baseUuid: string, dstUuid: string | null): Promise<void> {
+  const src = srFile(ctx.emu, ctx.uuid, vhdName(srcUuid));
+  const base = srFile(ctx.emu, ctx.uuid, vhdName(baseUuid));
+  if (dstUuid) await rm(srFile(ctx.emu, ctx.uuid, vhdName(dstUuid)), { force: true });
+  await rm(srFile(ctx.emu, ctx.uuid, snapshotTmpName(srcUuid)), { force: true });
+  const hasBase = Boolean(await stat(base).catch(() => null));
+  const leafNow = await readDisk(src, srcUuid, 'vhd').catch(() => null);
+  if (hasBase && (!leafNow || leafNow.parent === baseUuid)) {
+    await renameDurably(base, src);
+    await setHidden(src, false);
+    await fsyncPath(src);
+  } else if (hasBase) {
+    // the source was never replaced: base is only a second link to it
+    await rm(base, { force: true });
+  }
+  await fsyncPath(ctx.path);
 }
 
 export async function setHidden(file: string, hidden: boolean): Promise<void> {
@@ -280,7 +370,9 @@ const fileSr: SrDriver = {
   async delete(ctx) {
     requireConfig(ctx);
     await mount(ctx);
-    const disks = await listDisks(ctx);
+    // FileSR.delete loads every VDI first: an unreadable VHD fails it as it fails SM's scan
+    const { disks, bad } = await scanDisks(ctx);
+    if (bad.length) throw smError('SRScan', `uuid=${bad[0].uuid}`);
     if (disks.size > 0) throw smError('SRNotEmpty', 'VDIs still exist in SR');
     for (const name of await readdir(ctx.path)) {
       const st = await lstat(join(ctx.path, name));
@@ -325,7 +417,8 @@ const fileSr: SrDriver = {
 
   async scan(ctx): Promise<ScanResult> {
     await assertMounted(ctx);
-    const disks = await listDisks(ctx);
+    const { disks, bad } = await scanDisks(ctx);
+    for (const b of bad) smLog(ctx.emu, `SR ${ctx.uuid}: VHD scan error, ${b.file} not introduced: ${b.reason}`);
     const children = new Map<string, string[]>();
     for (const d of disks.values()) if (d.parent) children.set(d.parent, [...(children.get(d.parent) ?? []), d.uuid]);
     const out: DiskInfo[] = [];
@@ -334,7 +427,7 @@ const fileSr: SrDriver = {
       if (d.hidden && !children.has(d.uuid)) continue;
       out.push(diskInfo(d, { read_only: children.has(d.uuid) }));
     }
-    return { disks: out, stat: await stats(ctx, disks) };
+    return { disks: out, stat: await stats(ctx, disks), unreadable: bad.map((b) => b.uuid) };
   },
 
   async update(ctx) {
@@ -346,20 +439,31 @@ const fileSr: SrDriver = {
     await assertMounted(ctx);
     const type = smConfig.type ?? 'vhd';
     if (type !== 'vhd' && type !== 'raw') throw smError('VDIType', `Invalid VDI type ${type}`);
-    const file = srFile(ctx.emu, ctx.uuid, type === 'raw' ? rawName(uuid) : vhdName(uuid));
+    const name = type === 'raw' ? rawName(uuid) : vhdName(uuid);
+    const file = srFile(ctx.emu, ctx.uuid, name);
     if (await stat(file).catch(() => null)) throw smError('VDIExists');
-    if (type === 'raw') {
-      if (!Number.isSafeInteger(size) || size < 0) throw smError('VDISize');
-      await writeFile(file, '');
-      await truncate(file, size);
-    } else {
-      const rounded = validateVhdSize(size);
-      try {
-        const v = await Vhd.create(file, { uuid, size: rounded });
-        await v.close();
-      } catch (e) {
-        throw smError('VDICreate', `error ${e instanceof VhdError ? (e.errno ?? e.code) : String(e)}`);
+    // made whole under a temporary name, then renamed into place: a crash never leaves a
+    // partial <uuid>.vhd for scans to trip over
+    const tmp = srFile(ctx.emu, ctx.uuid, createTmpName(name));
+    try {
+      if (type === 'raw') {
+        if (!Number.isSafeInteger(size) || size < 0) throw smError('VDISize');
+        await writeFile(tmp, '');
+        await truncate(tmp, size);
+        await fsyncPath(tmp);
+      } else {
+        const rounded = validateVhdSize(size);
+        try {
+          const v = await Vhd.create(tmp, { uuid, size: rounded, overwrite: true });
+          await v.close();
+        } catch (e) {
+          throw smError('VDICreate', `error ${e instanceof VhdError ? (e.errno ?? e.code) : String(e)}`);
+        }
       }
+      await renameDurably(tmp, file);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
     }
     const d = (await readDisk(file, uuid, type))!;
     return diskInfo(d, { sm_config: type === 'raw' ? { type: 'raw' } : {} });
@@ -372,14 +476,15 @@ const fileSr: SrDriver = {
     // a disk other disks descend from (scanned in with its children) is hidden rather than
     // unlinked, as LVHD does, so that the GC can coalesce it and no child loses its data
     if (d.kind === 'vhd') {
-      const disks = await listDisks(ctx);
-      if ([...disks.values()].some((x) => x.parent === d.uuid)) {
+      if (await hasChildren(ctx, d.uuid)) {
         await setHidden(d.file, true);
+        await fsyncPath(d.file);
         return;
       }
     }
     try {
       await unlink(d.file);
+      await fsyncPath(ctx.path);
     } catch (e) {
       throw smError('VDIDelete', `Failed to unlink file during deleting VDI: ${(e as Error).message}`);
     }
@@ -403,22 +508,19 @@ const fileSr: SrDriver = {
     const src = d.file;
     const base = srFile(ctx.emu, ctx.uuid, vhdName(baseUuid));
     const dst = destUuid ? srFile(ctx.emu, ctx.uuid, vhdName(destUuid)) : null;
-    const tmp = srFile(ctx.emu, ctx.uuid, `${vhdName(d.uuid)}.new`);
+    const tmp = srFile(ctx.emu, ctx.uuid, snapshotTmpName(d.uuid));
     try {
       await link(src, base);
       // as td-util snapshot: the new file has a footer uuid of its own (the base keeps the old one)
       const child = await Vhd.create(tmp, { uuid: newUuid(), parent: base, overwrite: true });
       await child.close();
-      await rename(tmp, src);
+      await renameDurably(tmp, src);
       if (dst) await (await Vhd.create(dst, { uuid: destUuid!, parent: base })).close();
       await setHidden(base, true);
+      await fsyncPath(base);
+      await fsyncPath(ctx.path);
     } catch (e) {
-      if (dst) await rm(dst, { force: true });
-      await rm(tmp, { force: true });
-      // the leaf still is the original file while base is a second link to it
-      const leafNow = await readDisk(src, d.uuid, 'vhd').catch(() => null);
-      if (leafNow?.parent === baseUuid) await rename(base, src).catch(() => undefined);
-      else await rm(base, { force: true });
+      await undoSnapshot(ctx, d.uuid, baseUuid, destUuid).catch(() => undefined);
       throw smError('VDIClone', `VDI clone failed error ${e instanceof VhdError ? (e.errno ?? e.code) : String(e)}`);
     }
     const baseDisk = (await readDisk(base, baseUuid, 'vhd'))!;

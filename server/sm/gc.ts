@@ -7,17 +7,23 @@
 //  - leaf-coalesce: a visible leaf that is the only child of a hidden parent is merged into the
 //    parent, which then takes the leaf's name (uuid), so the VDI keeps its identity and its bytes
 //    and the base copy record goes.
-// The data a VDI reads never changes. SM's switches are honoured: SR other_config gc=false,
+// The data a VDI reads never changes. The steps after a merge (relinking children, the renames of
+// a leaf-coalesce) are journaled, so that a run cut at any point is finished or undone at start-up
+// (recovery.ts). An SR holding a VHD that cannot be read is left alone, as cleanup.py stops on a
+// scan error. SM's switches are honoured: SR other_config gc=false,
 // coalesce=false, leaf-coalesce=false, and VDI other_config leaf-coalesce=false.
 // A VDI operation (vdi_delete, sr_scan) kicks the GC, which stays quiet for sr_gc_interval simulated
 // seconds (GCPAUSE_DEFAULT_SLEEP) and then works until nothing is left to do; runSrGc runs it now.
-import { readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
 import type { Emulator } from '../emulator.js';
 import { coalesce, setParent } from '../../storage/vhd/index.js';
 import { withSrLock, type SrCtx } from './driver.js';
-import { listDisks, growVhd, setHidden, type DiskFile } from './file-sr.js';
+import { growVhd, readDisk, scanDisks, setHidden, type DiskFile } from './file-sr.js';
+import { fsyncPath, renameDurably, unlinkDurably } from './durable.js';
+import { OLD_PREFIX } from './recovery.js';
+import { smLog } from './smlog.js';
 import { srFile } from './paths.js';
-import { choosePbd, dbForget, dbUpdate, driverOf, setSrStat, srCtx, vdiByLocation } from './sm.js';
+import { choosePbd, dbForget, dbUpdate, driverOf, setSrStat, srCtx, vdiByLocation, withJournal } from './sm.js';
 import { hasWriter, tryPauseVdis } from './attachments.js';
 import { completeTask, createTask } from '../api/task-runner.js';
 
@@ -91,7 +97,7 @@ async function act(ctx: SrCtx, a: Action, res: GcResult): Promise<void> {
   const { emu, sr } = ctx;
   if (a.kind === 'garbage') {
     for (const d of a.disks) {
-      await unlink(d.file).catch(() => undefined);
+      await unlinkDurably(d.file).catch(() => undefined);
       const ref = vdiByLocation(emu, sr, d.uuid);
       if (ref) dbForget(emu, ref);
       res.deleted.push(d.uuid);
@@ -103,15 +109,21 @@ async function act(ctx: SrCtx, a: Action, res: GcResult): Promise<void> {
     if (!resume) return;
     try {
       if (a.parent.virtualSize < a.disk.virtualSize) await growVhd(a.parent.file, a.disk.virtualSize);
+      // the merge changes nothing any child reads (the disk still covers what it wrote)
       await coalesce(a.disk.file);
-      for (const c of a.children) {
-        await setParent(c.file, a.parent.file);
-        const ref = vdiByLocation(emu, sr, c.uuid);
-        if (ref) emu.db.update('VDI', ref, { sm_config: { ...(emu.db.get('VDI', ref)!.sm_config as object), 'vhd-parent': a.parent.uuid } });
-      }
-      await unlink(a.disk.file);
-      const ref = vdiByLocation(emu, sr, a.disk.uuid);
-      if (ref) dbForget(emu, ref);
+      await fsyncPath(a.parent.file);
+      // the relink is journaled (JRN_RELINK): once begun it is finished, at start-up if need be
+      await withJournal(ctx, { type: 'relink', id: a.disk.uuid, value: { parent: a.parent.uuid } }, async () => {
+        for (const c of a.children) {
+          await setParent(c.file, a.parent.file);
+          await fsyncPath(c.file);
+          const ref = vdiByLocation(emu, sr, c.uuid);
+          if (ref) emu.db.update('VDI', ref, { sm_config: { ...(emu.db.get('VDI', ref)!.sm_config as object), 'vhd-parent': a.parent.uuid } });
+        }
+        await unlinkDurably(a.disk.file);
+        const ref = vdiByLocation(emu, sr, a.disk.uuid);
+        if (ref) dbForget(emu, ref);
+      });
       res.coalesced.push(a.disk.uuid);
     } finally {
       resume();
@@ -126,50 +138,33 @@ async function act(ctx: SrCtx, a: Action, res: GcResult): Promise<void> {
     const parent = a.parent;
     if (parent.virtualSize < leaf.virtualSize) await growVhd(parent.file, leaf.virtualSize);
     await coalesce(leaf.file);
-    await setHidden(parent.file, false);
-    const tmp = srFile(emu, ctx.uuid, `OLD_${leaf.uuid}.vhd`);
-    await rename(leaf.file, tmp);
-    await rename(parent.file, leaf.file);
-    await rm(tmp, { force: true });
-    const baseRef = vdiByLocation(emu, sr, parent.uuid);
-    if (baseRef) dbForget(emu, baseRef);
-    const leafRef = vdiByLocation(emu, sr, leaf.uuid);
-    if (leafRef) {
-      const disks = await listDisks(ctx);
-      const now = disks.get(leaf.uuid);
-      if (now) {
-        const r = emu.db.get('VDI', leafRef)!;
-        dbUpdate(emu, leafRef, {
-          uuid: leaf.uuid, location: leaf.uuid, name_label: '', name_description: '', virtual_size: now.virtualSize,
-          physical_utilisation: now.size, read_only: Boolean(r.read_only), managed: true, hidden: false, parent: now.parent,
-          sm_config: { 'vhd-parent': now.parent },
-        });
+    await fsyncPath(parent.file);
+    // the renames are journaled (JRN_LEAF): undone while the parent has its own name, finished after
+    await withJournal(ctx, { type: 'leaf', id: leaf.uuid, value: { parent: parent.uuid } }, async () => {
+      await setHidden(parent.file, false);
+      const tmp = srFile(emu, ctx.uuid, `${OLD_PREFIX}${leaf.uuid}.vhd`);
+      await rename(leaf.file, tmp);
+      await renameDurably(parent.file, leaf.file);
+      const baseRef = vdiByLocation(emu, sr, parent.uuid);
+      if (baseRef) dbForget(emu, baseRef);
+      const leafRef = vdiByLocation(emu, sr, leaf.uuid);
+      if (leafRef) {
+        const now = await readDisk(leaf.file, leaf.uuid, 'vhd');
+        if (now) {
+          const r = emu.db.get('VDI', leafRef)!;
+          dbUpdate(emu, leafRef, {
+            uuid: leaf.uuid, location: leaf.uuid, name_label: '', name_description: '', virtual_size: now.virtualSize,
+            physical_utilisation: now.size, read_only: Boolean(r.read_only), managed: true, hidden: false, parent: now.parent,
+            sm_config: { 'vhd-parent': now.parent },
+          });
+        }
       }
-    }
+      emu.db.flush();
+      await unlinkDurably(tmp);
+    });
     res.leafCoalesced.push(leaf.uuid);
   } finally {
     resume();
-  }
-}
-
-/** A leaf-coalesce cut between its two renames (SM replays its JRN_LEAF journal): with the leaf's
- * name free, the old leaf goes back (its parent still holds what it held, plus the merged data);
- * with both present, the rename was done and the old leaf is garbage. */
-async function recoverInterrupted(ctx: SrCtx): Promise<void> {
-  for (const name of await readdir(ctx.path).catch(() => [] as string[])) {
-    const m = /^OLD_(.+\.vhd)$/.exec(name);
-    if (!m) continue;
-    const old = srFile(ctx.emu, ctx.uuid, name);
-    const leaf = srFile(ctx.emu, ctx.uuid, m[1]);
-    if (await stat(leaf).catch(() => null)) {
-      await rm(old, { force: true });
-      continue;
-    }
-    await rename(old, leaf);
-    const uuid = m[1].slice(0, -4);
-    const parent = (await listDisks(ctx)).get(uuid)?.parent;
-    const p = parent ? (await listDisks(ctx)).get(parent) : undefined;
-    if (p && !p.hidden) await setHidden(p.file, true);
   }
 }
 
@@ -189,14 +184,19 @@ export async function runSrGc(emu: Emulator, sr: string, opts: { ctx?: SrCtx } =
   }
   let task: string | null = null;
   let failed: unknown = null;
-  await withSrLock(emu, ctx.uuid, () => recoverInterrupted(ctx)).catch(() => undefined);
   for (let i = 0; i < 10_000; i++) {
     if (stateOf(emu).stopped || !emu.db.has('SR', sr)) break;
     if ((emu.db.get('SR', sr)!.other_config as Record<string, string>).gc === 'false') break;
     let done = false;
     try {
       done = await withSrLock(emu, ctx.uuid, async () => {
-        const a = plan(ctx, await listDisks(ctx));
+        const { disks, bad } = await scanDisks(ctx);
+        if (bad.length) {
+          // cleanup.py: a scan error stops the GC, which never works on a tree it cannot read
+          smLog(emu, `SR ${ctx.uuid}: GC skipped, VHD scan error on ${bad.map((b) => b.file).join(', ')}`);
+          return true;
+        }
+        const a = plan(ctx, disks);
         if (!a) return true;
         task ??= createTask(emu, { label: 'Garbage Collection', description: `Garbage collection for SR ${ctx.uuid}`, session: '', host: emu.master });
         const before = res.deleted.length + res.coalesced.length + res.leafCoalesced.length;

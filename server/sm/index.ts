@@ -10,37 +10,50 @@ import './file-sr.js';
 import './iso-sr.js';
 import './udev-sr.js';
 import './dummy-sr.js';
-import { driverFor } from './driver.js';
+import { driverFor, withSrLock } from './driver.js';
+import { reconcileSr } from './recovery.js';
+import { smLog } from './smlog.js';
 import { srBase } from './paths.js';
 import { setReady, smSrAttach, srCtx } from './sm.js';
 import { startSrGc } from './gc.js';
 
 export { driverFor, registerDriver, smError, toXapiError, type SrDriver, type SrCtx, type DiskInfo, type VdiIo } from './driver.js';
-export { vdiPath, openVdi, withVdiFile, refreshVdi, srCtx, choosePbd } from './sm.js';
+export { vdiPath, openVdi, withVdiFile, refreshVdi, srCtx, choosePbd, smReady } from './sm.js';
 export { runSrGc, kickGc, gcPending, type GcResult } from './gc.js';
 export { hasCapability, featuresOf } from './capabilities.js';
+export { fileSrProblems } from './consistency.js';
 export { srPath, srFile } from './paths.js';
 
 /**
  * Brings storage up with the emulator: the SR mount points of attached PBDs (the default pool's
- * "Local storage" directories among them) are made as xapi re-plugs PBDs at start, operations of
- * tasks that did not survive a restart are dropped and allowed_operations computed, and the GC's
- * background pass starts. SM calls wait for the attaches to finish.
+ * "Local storage" directories among them) are made as xapi re-plugs PBDs at start, each file SR
+ * is reconciled with the database (recovery.ts), operations of tasks that did not survive a
+ * restart are dropped and allowed_operations computed, and the GC's background pass starts. SM
+ * calls wait for the attaches and reconciliations to finish.
  */
 export function startSm(emu: Emulator): () => void {
   mkdirSync(srBase(emu), { recursive: true });
   resetOperations(emu, ['SR', 'VDI']);
   setReady(emu, (async () => {
+    const reconciled = new Set<string>();
     for (const [pbd, row] of [...emu.db.table('PBD')]) {
       if (row.rec.currently_attached !== true) continue;
       const sr = String(row.rec.SR);
       const rec = emu.db.get('SR', sr);
-      if (!rec || !driverFor(String(rec.type))) continue;
+      const driver = driverFor(String(rec?.type ?? ''));
+      if (!rec || !driver) continue;
+      const ctx = srCtx(emu, sr, pbd);
       try {
-        await smSrAttach(srCtx(emu, sr, pbd), { startup: true });
+        await smSrAttach(ctx, { startup: true });
       } catch {
         // as a PBD.plug failing at start: the PBD stays unplugged
         if (emu.db.has('PBD', pbd)) emu.db.update('PBD', pbd, { currently_attached: false });
+        continue;
+      }
+      // once per SR, before any other SM call: operations cut by the last stop are resolved
+      if (driver.vhdBased && !reconciled.has(sr)) {
+        reconciled.add(sr);
+        await withSrLock(emu, ctx.uuid, () => reconcileSr(ctx)).catch((e) => smLog(emu, `SR ${ctx.uuid}: reconciliation failed: ${e instanceof Error ? e.message : String(e)}`));
       }
     }
     resetOperations(emu, ['SR']);

@@ -3,6 +3,8 @@
 // the GC), and what xapi's storage_smapiv1.ml and sm_exec.ml add (picking the PBD, turning SM
 // faults into API errors). The API providers (server/api/SR.ts, VDI.ts, PBD.ts) call these after
 // their own checks.
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
@@ -14,6 +16,9 @@ import { smOf } from './capabilities.js';
 import { isUuid, srPath } from './paths.js';
 import { attachVdi, pauseVdis } from './attachments.js';
 import { kickGc } from './gc.js';
+import { journalCreate, journalName, journalRemove, journalsOf, type Journal } from './journal.js';
+import { resolveJournal } from './recovery.js';
+import { smLog } from './smlog.js';
 import { BLOCK_SIZE, Vhd } from '../../storage/vhd/index.js';
 
 // ---- PBDs and contexts ----
@@ -171,15 +176,54 @@ export function setSrStat(emu: Emulator, sr: string, s: SrStat): void {
   emu.db.update('SR', sr, { physical_size: s.physical_size, physical_utilisation: s.physical_utilisation, virtual_allocation: s.virtual_allocation });
 }
 
-/** FileSR._update: the sizes now, the virtual allocation moved by `delta`. */
+/** FileSR._update: the sizes now, the virtual allocation moved by `delta`. It comes after the
+ * disk operation is done and recorded, so a failure to read the sizes only leaves them stale. */
 async function srUpdateDelta(ctx: SrCtx, delta: number): Promise<void> {
   if (!ctx.emu.db.has('SR', ctx.sr)) return;
-  const s = await driverOf(ctx.emu, ctx.sr).update(ctx);
   const valloc = Number(ctx.emu.db.get('SR', ctx.sr)!.virtual_allocation) + delta;
-  setSrStat(ctx.emu, ctx.sr, { ...s, virtual_allocation: valloc });
+  try {
+    const s = await driverOf(ctx.emu, ctx.sr).update(ctx);
+    setSrStat(ctx.emu, ctx.sr, { ...s, virtual_allocation: valloc });
+  } catch (e) {
+    ctx.emu.db.update('SR', ctx.sr, { virtual_allocation: valloc });
+    smLog(ctx.emu, `SR ${ctx.uuid}: sr_update failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/**
+ * Runs a multi-step operation on a VHD-based SR under a journal (SM's journaler): the intent is
+ * on disk before `fn` touches a file, and goes once `fn`'s files are whole and its records
+ * committed. If `fn` fails, the journal is resolved at once, as start-up would resolve it after a
+ * crash, so a failed operation leaves the SR as consistent as a finished one.
+ */
+async function journaled<T>(ctx: SrCtx, j: Journal, fn: () => Promise<T>): Promise<T> {
+  if (!driverOf(ctx.emu, ctx.sr).vhdBased) return fn();
+  try {
+    await journalCreate(ctx.path, j);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    // an earlier operation on the disk whose resolution failed: resolve it first
+    const [old] = (await journalsOf(ctx.path, [journalName(j.type, j.id)]));
+    if (old) smLog(ctx.emu, `SR ${ctx.uuid}: earlier ${old.type} of ${old.id} ${await resolveJournal(ctx, old)}`);
+    await journalCreate(ctx.path, j);
+  }
+  let out: T;
+  try {
+    out = await fn();
+  } catch (e) {
+    ctx.emu.db.flush();
+    await resolveJournal(ctx, j).catch((r) => smLog(ctx.emu, `SR ${ctx.uuid}: ${j.type} ${j.id} left journaled: ${r instanceof Error ? r.message : String(r)}`));
+    throw e;
+  }
+  ctx.emu.db.flush();
+  await journalRemove(ctx.path, j.type, j.id);
+  return out;
 }
 
 // ---- SR operations ----
+
+/** journaled, for the GC's own multi-step operations */
+export { journaled as withJournal };
 
 export async function smSrCreate(ctx: SrCtx, physicalSize: number): Promise<void> {
   const d = driverOf(ctx.emu, ctx.sr);
@@ -241,8 +285,9 @@ export async function smSrScan(ctx: SrCtx): Promise<void> {
       if (differs) dbUpdate(emu, ref, disk);
       if (r.missing) emu.db.update('VDI', ref, { missing: false });
     }
+    const unreadable = new Set(res.unreadable ?? []);
     for (const [location, ref] of byLocation) {
-      if (seen.has(location)) continue;
+      if (seen.has(location) || unreadable.has(location)) continue;
       if (res.keepGone) {
         const r = emu.db.get('VDI', ref)!;
         const label = String(r.name_label);
@@ -291,32 +336,47 @@ export interface NewVdi {
   sm_config: Record<string, string>;
 }
 
-/** vdi_create: the disk and its record (the fields SRCommand passes: name, type, read_only). */
+/** vdi_create: the disk and its record (the fields SRCommand passes: name, type, read_only). The
+ * record is committed once the file is whole, and never for a create that fails. */
 export async function smVdiCreate(ctx: SrCtx, v: NewVdi): Promise<string> {
   const { emu, sr } = ctx;
   const d = driverOf(emu, sr);
   const uuid = v.uuid ?? emu.ids.uuid();
-  const disk = await smCall(ctx, async () => {
-    const info = await d.vdiCreate(ctx, { uuid, size: v.virtual_size, smConfig: v.sm_config });
-    return info;
-  });
   const passThrough: Record<string, string> = {};
   for (const k of ['base_mirror', 'key_hash']) if (v.sm_config[k]) passThrough[k] = v.sm_config[k];
-  const ref = dbIntroduce(emu, sr, { ...disk, sm_config: { ...disk.sm_config, ...passThrough } }, {
-    name_label: v.name_label, name_description: v.name_description, type: v.type, read_only: v.read_only,
+  return smCall(ctx, async () => {
+    // a file already there is the driver's VDIExists, and not this create's to clean up
+    const journal = d.vhdBased && isUuid(uuid) && !(await diskFileExists(ctx, uuid));
+    const work = async () => {
+      const disk = await d.vdiCreate(ctx, { uuid, size: v.virtual_size, smConfig: v.sm_config });
+      const ref = dbIntroduce(emu, sr, { ...disk, sm_config: { ...disk.sm_config, ...passThrough } }, {
+        name_label: v.name_label, name_description: v.name_description, type: v.type, read_only: v.read_only,
+      });
+      if (d.vhdBased) await srUpdateDelta(ctx, disk.virtual_size);
+      return ref;
+    };
+    return journal ? journaled(ctx, { type: 'create', id: uuid, value: {} }, work) : work();
   });
-  if (d.vhdBased) await smCall(ctx, () => srUpdateDelta(ctx, disk.virtual_size));
-  return ref;
+}
+
+async function diskFileExists(ctx: SrCtx, uuid: string): Promise<boolean> {
+  for (const ext of ['vhd', 'raw']) if (await stat(join(ctx.path, `${uuid}.${ext}`)).catch(() => null)) return true;
+  return false;
 }
 
 export async function smVdiDelete(ctx: SrCtx, vdi: string): Promise<void> {
   const { emu, sr } = ctx;
   const d = driverOf(emu, sr);
   const rec = emu.db.get('VDI', vdi)!;
+  const location = String(rec.location);
+  const journal: Journal | null = isUuid(location) ? { type: 'delete', id: location, value: {} } : null;
   await withPaused(emu, [String(rec.uuid)], () => smCall(ctx, async () => {
-    await d.vdiDelete(ctx, rec);
-    dbForget(emu, vdi);
-    if (d.vhdBased) await srUpdateDelta(ctx, -Number(rec.virtual_size));
+    const work = async () => {
+      await d.vdiDelete(ctx, rec);
+      dbForget(emu, vdi);
+      if (d.vhdBased) await srUpdateDelta(ctx, -Number(rec.virtual_size));
+    };
+    await (journal ? journaled(ctx, journal, work) : work());
   }, { vdi }));
   if (d.vhdBased) kickGc(emu, sr);
 }
@@ -327,7 +387,20 @@ export async function smVdiSnapshot(ctx: SrCtx, vdi: string, opts: { clone: bool
   const d = driverOf(emu, sr);
   return withPaused(emu, [String(emu.db.get('VDI', vdi)!.uuid)], () => smCall(ctx, async () => {
     const rec = emu.db.get('VDI', vdi)!;
-    const res = await d.vdiSnapshot(ctx, rec, opts, () => emu.ids.uuid());
+    // the uuids the driver will take, known to the journal before any file is made
+    const uuids = [emu.ids.uuid(), emu.ids.uuid()];
+    const value: Record<string, string> = { base: uuids[0] };
+    if (opts.kind === 'double') value.dst = uuids[1];
+    const location = String(rec.location);
+    if (!d.vhdBased || !isUuid(location)) return snapshotRecords(ctx, d, vdi, rec, opts, () => uuids.shift() ?? emu.ids.uuid());
+    return journaled(ctx, { type: 'clone', id: location, value }, () => snapshotRecords(ctx, d, vdi, rec, opts, () => uuids.shift() ?? emu.ids.uuid()));
+  }, { vdi, onUnimplemented: opts.onUnimplemented }));
+}
+
+async function snapshotRecords(ctx: SrCtx, d: SrDriver, vdi: string, rec: Rec, opts: { kind: SnapshotKind; clone: boolean }, newUuid: () => string): Promise<string> {
+  const { emu, sr } = ctx;
+  {
+    const res = await d.vdiSnapshot(ctx, rec, opts, newUuid);
     let created = '';
     if (res.result !== res.base) created = dbIntroduce(emu, sr, res.result);
     if (res.base) {
@@ -337,7 +410,7 @@ export async function smVdiSnapshot(ctx: SrCtx, vdi: string, opts: { clone: bool
     dbUpdate(emu, vdi, { ...res.source, read_only: Boolean(rec.read_only), virtual_size: Number(rec.virtual_size), physical_utilisation: Number(rec.physical_utilisation) });
     if (d.vhdBased && opts.kind !== 'internal') await srUpdateDelta(ctx, Number(rec.virtual_size));
     return created;
-  }, { vdi, onUnimplemented: opts.onUnimplemented }));
+  }
 }
 
 export async function smVdiResize(ctx: SrCtx, vdi: string, size: number): Promise<number> {
@@ -346,10 +419,14 @@ export async function smVdiResize(ctx: SrCtx, vdi: string, size: number): Promis
   return withPaused(emu, [String(emu.db.get('VDI', vdi)!.uuid)], () => smCall(ctx, async () => {
     const rec = emu.db.get('VDI', vdi)!;
     const before = Number(rec.virtual_size);
-    const disk = await d.vdiResize(ctx, rec, size);
-    dbUpdate(emu, vdi, { ...disk, read_only: Boolean(rec.read_only) });
-    if (d.vhdBased) await srUpdateDelta(ctx, disk.virtual_size - before);
-    return disk.virtual_size;
+    const work = async () => {
+      const disk = await d.vdiResize(ctx, rec, size);
+      dbUpdate(emu, vdi, { ...disk, read_only: Boolean(rec.read_only) });
+      if (d.vhdBased) await srUpdateDelta(ctx, disk.virtual_size - before);
+      return disk.virtual_size;
+    };
+    const location = String(rec.location);
+    return isUuid(location) ? journaled(ctx, { type: 'resize', id: location, value: { size: String(size) } }, work) : work();
   }, { vdi, onUnimplemented: () => new XapiError('UNIMPLEMENTED_IN_SM_BACKEND', [sr]) }));
 }
 

@@ -3,7 +3,7 @@
 // emulator's own VDI I/O (server/sm openVdi).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -508,5 +508,32 @@ describe('restart', () => {
     expect((await chainOf(vdiPath(s2.emu, v)!)).length).toBe(1);
     const tasks = Object.values<any>(await c.call('task.get_all_records'));
     expect(tasks.some((t) => t.name_label === 'Garbage Collection' && t.status === 'success')).toBe(true);
+  });
+});
+
+describe('an invalid file in an SR directory', () => {
+  it('never blocks the other VDIs: an empty <uuid>.vhd is reported and left alone', async () => {
+    const srUuid = await uuidOf('SR', local);
+    const dir = join(emu.srRoot, srUuid);
+    const bad = randomUUID();
+    writeFileSync(join(dir, `${bad}.vhd`), '');
+    try {
+      const n = (await x.call('VDI.get_all')).length;
+      const vdi = await x.call('VDI.create', vdiArgs(local, 4 * MiB, 'beside a bad file'));
+      expect((await x.call('VDI.get_all')).length).toBe(n + 1);
+      expect(existsSync(vdiPath(emu, vdi)!)).toBe(true);
+      await x.call('SR.scan', local);
+      // the bad file is not introduced; the good VDI stays
+      expect(await x.call('VDI.get_by_uuid', bad).catch(() => null)).toBeNull();
+      expect((await rec('VDI', vdi)).name_label).toBe('beside a bad file');
+      await x.call('VDI.destroy', vdi);
+      expect((await x.call('VDI.get_all')).length).toBe(n);
+      // reported in the SM log, and left where it was
+      expect(statSync(join(dir, `${bad}.vhd`)).size).toBe(0);
+      const log = readFileSync(join(emu.storageDir, 'SMlog'), 'utf8');
+      expect(log).toContain(`${bad}.vhd`);
+    } finally {
+      rmSync(join(dir, `${bad}.vhd`), { force: true });
+    }
   });
 });
