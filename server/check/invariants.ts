@@ -5,7 +5,7 @@ import { model, classes, type Ty } from '../../schema/index.js';
 import { NULL_REF, type Rec } from '../../storage/database.js';
 import type { Emulator } from '../emulator.js';
 import { xenopsOf } from '../api/xenops-sync.js';
-import { fileSrProblems, isFileSr } from './sr-files.js';
+import { fileSrProblems } from '../sm/consistency.js';
 
 /** What the checker reads: a running Emulator, or the database of a stopped one (command.ts). */
 export type CheckTarget = Pick<Emulator, 'db' | 'storageDir' | 'cancelHooks' | 'taskSessions'>;
@@ -154,9 +154,8 @@ export async function checkInvariants(emu: CheckTarget, opts: CheckOptions = {})
   }
 
   if (opts.files ?? true) {
-    for (const [sr, row] of db.table('SR')) {
-      if (!isFileSr(row.rec)) continue;
-      for (const problem of await fileSrProblems(emu, sr, { quiescent: live && quiescent })) bad('file', 'SR', sr, `${label('SR', sr)}: ${problem}`);
+    for (const sr of db.table('SR').keys()) {
+      for (const problem of await fileSrProblems(emu, sr, { leftovers: !live || quiescent })) bad('file', 'SR', sr, problem);
     }
   }
   return out;

@@ -18,7 +18,12 @@ import { isUuid, srFile, srPath } from './paths.js';
  * SRs of other types, and SRs with no attached PBD (no mount point), have nothing to check: [].
  * Reads every VHD header of the SR: meant for tests and the invariant checker, not hot paths.
  */
-export async function fileSrProblems(emu: Emulator, srRef: string): Promise<string[]> {
+export interface SrProblemOptions {
+  /** report journals and temporary files (default true); false while operations may be in flight */
+  leftovers?: boolean;
+}
+
+export async function fileSrProblems(emu: Pick<Emulator, 'db' | 'storageDir'>, srRef: string, opts: SrProblemOptions = {}): Promise<string[]> {
   const sr = emu.db.get('SR', srRef);
   if (!sr || !driverFor(String(sr.type))?.vhdBased) return [];
   const attached = (sr.PBDs as string[]).some((p) => emu.db.get('PBD', p)?.currently_attached === true);
@@ -35,7 +40,7 @@ export async function fileSrProblems(emu: Emulator, srRef: string): Promise<stri
   const disks = new Map<string, DiskFile>();
   for (const name of names.sort()) {
     if (isOperationLeftover(name)) {
-      problems.push(`SR ${srUuid}: ${name} left by an unfinished operation`);
+      if (opts.leftovers !== false) problems.push(`SR ${srUuid}: ${name} left by an unfinished operation`);
       continue;
     }
     const m = DISK_NAME.exec(name);

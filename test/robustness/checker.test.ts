@@ -76,7 +76,7 @@ describe('checkInvariants', () => {
     writeFileSync(join(dir, 'sr', srUuid, `${junk}.vhd`), '');
     const messages = (await checkInvariants(server.emu)).map((v) => v.message);
     expect(messages.some((m) => m.includes(`VDI ${uuid}`) && m.includes('has no file'))).toBe(true);
-    expect(messages.some((m) => m.includes(`${junk}.vhd is not a valid VHD`))).toBe(true);
+    expect(messages.some((m) => m.includes(`${junk}.vhd is not a valid disk`))).toBe(true);
 
     // the command refuses while an emulator runs on the directory (its pid file names a live process)
     writeFileSync(join(dir, 'xapi-emu.pid'), `${process.pid}\n`);
@@ -89,7 +89,7 @@ describe('checkInvariants', () => {
     const r = await cli('check', '--data', dir);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`file: SR ${srUuid}: VDI ${uuid} .* has no file`));
-    expect(r.out).toContain(`${junk}.vhd is not a valid VHD`);
+    expect(r.out).toContain(`${junk}.vhd is not a valid disk`);
 
     unlinkSync(join(dir, 'sr', srUuid, `${junk}.vhd`));
     await s.call('VDI.forget', vdi).catch(() => server.emu.db.destroy('VDI', vdi));
