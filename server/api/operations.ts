@@ -13,7 +13,7 @@ import type { Emulator } from '../emulator.js';
 import type { Call } from '../dispatch/registry.js';
 import type { Rec } from '../../storage/database.js';
 import { XapiError } from '../dispatch/errors.js';
-import { assertNotCancelling } from './task-runner.js';
+import { assertNotCancelling, createTask, destroyTask } from './task-runner.js';
 
 /** The rules of one class. */
 export interface OperationRules {
@@ -216,6 +216,18 @@ export async function withOperations<T>(call: Call, marks: Mark[], fn: () => Pro
 
 export function withOperation<T>(call: Call, cls: string, ref: string, op: string, fn: () => Promise<T> | T, opts?: OperationOptions): Promise<T> {
   return withOperations(call, [{ cls, ref, op }], fn, opts);
+}
+
+/** Runs fn in a subtask of the call's task, as xapi's code calls the API from inside an operation
+ * (Helpers.call_api_functions): an operation it marks on an object the caller already marked gets
+ * its own current_operations entry instead of overwriting (and then removing) the caller's. */
+export async function inSubtask<T>(call: Call, label: string, fn: (sub: Call) => Promise<T>): Promise<T> {
+  const task = createTask(call.emu, { label, session: call.session, host: call.host, subtaskOf: call.task });
+  try {
+    return await fn({ ...call, task, label });
+  } finally {
+    destroyTask(call.emu, task);
+  }
 }
 
 /** Drops current_operations entries of tasks that no longer exist (after a restart, as xapi's
