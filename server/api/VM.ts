@@ -162,6 +162,17 @@ registerOperations('VM', {
   order: (ops) => [...ops].reverse(),
 });
 
+// ---- references xapi leaves dangling ----
+
+/** The fields xapi leaves pointing at a destroyed object, on purpose: a snapshot outlives what it
+ * was taken of. Xapi_vm.destroy rebases the VM's children (VM.parent never dangles) but leaves its
+ * snapshots' snapshot_of; Xapi_vdi.destroy leaves its snapshots' snapshot_of (clients list these as
+ * orphaned snapshots, and VM.revert of such a snapshot handles the missing VM). */
+export const REFS_LEFT_DANGLING: readonly { cls: string; field: string }[] = [
+  { cls: 'VM', field: 'snapshot_of' },
+  { cls: 'VDI', field: 'snapshot_of' },
+];
+
 // ---- helpers ----
 
 function vmRec(call: Call, vm: string): Rec {
@@ -328,7 +339,7 @@ function suspendSr(emu: Emulator, vm: string, host: string): string {
 }
 
 function diskOf(emu: Emulator, vdi: string): { sr: string; vdi: string } {
-  const r = emu.db.get('VDI', vdi)!;
+  const r = recordOf(emu, 'VDI', vdi);
   return { sr: String(emu.db.get('SR', String(r.SR))?.uuid), vdi: String(r.uuid) };
 }
 
@@ -544,7 +555,9 @@ registerProvider('VM', {
         const m = String(rec[cls === 'VM_metrics' ? 'metrics' : 'guest_metrics']);
         if (db.has(cls, m)) db.destroy(cls, m);
       }
-      for (const [child, row] of [...db.table('VM')]) if (row.rec.parent === self) db.update('VM', child, { parent: rec.parent });
+      // its children (VM.children mirrors their parent) are rebased onto its parent. Its snapshots
+      // keep snapshot_of pointing at it, as xapi leaves them (the "orphaned snapshots" clients list)
+      for (const child of [...((rec.children as string[]) ?? [])]) if (db.has('VM', child)) db.update('VM', child, { parent: rec.parent });
       db.destroy('VM', self);
     }),
 });

@@ -69,7 +69,7 @@ function cloneSingleVdi(call: Call, op: DiskOp, vdi: string): Promise<string> {
     case 'clone':
       return api(call, 'VDI.clone', vdi, driverParams);
     case 'copy':
-      return api(call, 'VDI.copy', vdi, op.sr ?? String(call.emu.db.get('VDI', vdi)!.SR), NULL_REF, NULL_REF);
+      return api(call, 'VDI.copy', vdi, op.sr ?? String(recordOf(call.emu, 'VDI', vdi).SR), NULL_REF, NULL_REF);
     default:
       return api(call, 'VDI.snapshot', vdi, driverParams);
   }
@@ -263,7 +263,7 @@ async function cloneOrCopy(call: Call, vm: string, op: DiskOp, newName: string):
   const wasSnapshot = vmRec(call.emu, vm).is_a_snapshot === true;
   const created = await cloneVm(call, vm, op, newName);
   if (wasSnapshot && call.emu.db.get('VM', created)?.power_state !== 'Halted') {
-    const vdi = String(call.emu.db.get('VM', created)!.suspend_VDI);
+    const vdi = String(call.emu.db.get('VM', created)?.suspend_VDI);
     if (call.emu.db.has('VDI', vdi)) await api(call, 'VDI.destroy', vdi).catch(() => undefined);
     call.emu.db.update('VM', created, { suspend_VDI: NULL_REF });
     forceStateReset(call.emu, created, 'Halted');
