@@ -106,6 +106,19 @@ function violations(): string[] {
       if (devices.has(u)) out.push(`${name}: userdevice ${u} taken by ${devices.get(u)} and ${b}`);
       devices.set(u, b);
     }
+    const vifDevices = new Set<string>();
+    for (const v of r.VIFs as string[]) {
+      const vif = db.get('VIF', v);
+      if (!vif) out.push(`${name}: VIFs lists destroyed ${v}`);
+      else if (vif.VM !== vm) out.push(`${name}: VIF ${v} belongs to ${String(vif.VM)}`);
+      else if (vifDevices.has(String(vif.device))) out.push(`${name}: VIF device ${String(vif.device)} taken twice`);
+      else vifDevices.add(String(vif.device));
+    }
+    if (r.power_state === 'Halted' || r.power_state === 'Suspended') {
+      for (const d of [...(r.VBDs as string[]).map((b) => ['VBD', b]), ...(r.VIFs as string[]).map((v) => ['VIF', v])]) {
+        if (db.get(d[0], d[1])?.currently_attached === true) out.push(`${name}: ${String(r.power_state)} with ${d[0]} ${d[1]} attached`);
+      }
+    }
     const uuid = String(r.uuid);
     const where = emu.hosts.filter((h) => xenopsOf(emu, h).list().includes(uuid));
     if (r.power_state === 'Running' || r.power_state === 'Paused') {
@@ -123,6 +136,12 @@ function violations(): string[] {
     const vdi = db.get('VDI', String(r.VDI));
     if (!vdi) out.push(`VBD ${vbd}: VDI ${String(r.VDI)} destroyed`);
     else if (!(vdi.VBDs as string[]).includes(vbd)) out.push(`VBD ${vbd}: not in VDI.VBDs`);
+  }
+  for (const [vif, row] of db.table('VIF')) {
+    const vm = db.get('VM', String(row.rec.VM));
+    if (!vm) out.push(`VIF ${vif}: VM ${String(row.rec.VM)} destroyed`);
+    else if (!(vm.VIFs as string[]).includes(vif)) out.push(`VIF ${vif}: not in VM.VIFs`);
+    if (Object.keys(row.rec.current_operations as object).length) out.push(`VIF ${vif}: current_operations ${JSON.stringify(row.rec.current_operations)}`);
   }
   for (const [vdi, row] of db.table('VDI')) {
     for (const b of row.rec.VBDs as string[]) if (!db.has('VBD', b)) out.push(`VDI ${vdi}: VBDs lists destroyed ${b}`);
@@ -277,11 +296,14 @@ describe('references left by destroyed objects', () => {
   });
 });
 
+const ROUNDS_TIMEOUT = Number(process.env.RACE_ROUNDS ?? 0) * 10_000;
+
 describe('32 clients racing conflicting operations on a few VMs', () => {
   it('ends consistent, with only XenAPI errors', async () => {
     const N_VMS = 4;
     const N_CLIENTS = 32;
-    const ROUNDS = 5;
+    // RACE_SEED / RACE_ROUNDS run other (or longer) sequences; the default is the same every run
+    const ROUNDS = Number(process.env.RACE_ROUNDS ?? 5);
     const vms: string[] = [];
     for (let i = 0; i < N_VMS; i++) vms.push((await newVm(`race-${i}`)).vm);
     const spares: string[] = [];
@@ -318,7 +340,7 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
       clients.push({ session, raw, call: (m, ...p) => raw(m, session, ...p) });
     }
     // mulberry32: the same sequence of choices on every run
-    let seed = 20261203;
+    let seed = Number(process.env.RACE_SEED ?? 20261203);
     const rnd = (n: number) => {
       seed = (seed + 0x6d2b79f5) | 0;
       let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
@@ -328,7 +350,7 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
     const pick = <T>(xs: T[]): T | undefined => (xs.length ? xs[rnd(xs.length)] : undefined);
     const OPS = [
       'start', 'hard_shutdown', 'clean_shutdown', 'suspend', 'resume', 'checkpoint', 'checkpoint', 'snapshot', 'snapshot', 'revert', 'revert',
-      'copy', 'clone', 'destroy_snapshot', 'VBD.create', 'VBD.create', 'VBD.destroy', 'VBD.plug', 'VBD.unplug', 'VIF.create', 'VIF.destroy',
+      'copy', 'clone', 'destroy_snapshot', 'hard_reboot', 'pool_migrate', 'VBD.create', 'VBD.create', 'VBD.destroy', 'VBD.plug', 'VBD.unplug', 'VIF.create', 'VIF.destroy',
     ];
     const counts = new Map<string, number>();
     const made: string[] = [];
@@ -343,6 +365,7 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
           switch (op) {
             case 'start': return c.call('VM.start', vm, false, false);
             case 'resume': return c.call('VM.resume', vm, false, false);
+            case 'pool_migrate': return c.call('VM.pool_migrate', vm, srv.emu.hosts[choice % 2], { live: 'true' });
             case 'copy': return c.call('VM.copy', vm, 'race-copy', local).then((v) => made.push(v as string));
             case 'clone': return c.call('VM.clone', vm, 'race-clone').then((v) => made.push(v as string));
             case 'snapshot': return c.call('VM.snapshot', vm, 'race-snap', []);
@@ -374,9 +397,10 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
     }));
     if (process.env.RACE_DEBUG) console.log(JSON.stringify([...counts].sort()));
     const ok = [...counts].filter(([k]) => k.endsWith(': ok')).map(([k]) => k.split(':')[0]);
-    expect(ok).toEqual(expect.arrayContaining(['checkpoint', 'snapshot', 'revert', 'VBD.create']));
+    // the race did things, not only refuse them
+    expect(new Set(ok).size, JSON.stringify([...counts])).toBeGreaterThanOrEqual(6);
     expect(violations()).toEqual([]);
     for (const c of clients) await c.call('session.logout').catch(() => undefined);
     for (const a of agents) a.destroy();
-  }, 60_000);
+  }, 60_000 + ROUNDS_TIMEOUT);
 });
