@@ -12,7 +12,7 @@ import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { classes, messages, model } from '../../schema/index.js';
 import { xapiDate } from '../clock.js';
-import { inSubtask, updateAllowedOperations, withOperation } from './operations.js';
+import { broadcastOperations, inSubtask, updateAllowedOperations, withOperation } from './operations.js';
 import { forceStateReset, refreshAllowed } from './xenops-sync.js';
 import { randomMac } from './VIF.js';
 import { hasCapability } from '../sm/capabilities.js';
@@ -184,6 +184,9 @@ function copyVmRecord(call: Call, vm: string, op: DiskOp, newName: string, newPo
     requires_reboot: false, pending_guidances: [], recommended_guidances: [], pending_guidances_recommended: [], pending_guidances_full: [],
     metrics: copyMetrics(emu, 'VM_metrics', String(all.metrics)), guest_metrics: copyMetrics(emu, 'VM_guest_metrics', String(all.guest_metrics)),
     groups: [], attached_PCIs: [],
+    // marked with the operation until it is whole, so that no call (VM.destroy, VBD.destroy of a
+    // copied VBD) can take it apart while it is being made
+    current_operations: { [call.task]: op.k },
   });
   // the snapshot becomes the VM's parent (its "children" follow)
   if (isSnapshot) emu.db.update('VM', vm, { parent: ref });
@@ -196,8 +199,10 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
   const { db } = emu;
   const rec = vmRec(emu, vm);
   const powerState = String(rec.power_state);
+  // Xapi_vm.clone / copy of a snapshot hard-shuts the new VM down (its image copy destroyed): it is
+  // made Halted without copying the image
   const newPowerState = (op.k === 'checkpoint' && (powerState === 'Running' || powerState === 'Suspended'))
-    || ((op.k === 'clone' || op.k === 'copy') && powerState === 'Suspended') ? 'Suspended' : 'Halted';
+    || ((op.k === 'clone' || op.k === 'copy') && powerState === 'Suspended' && rec.is_a_snapshot !== true) ? 'Suspended' : 'Halted';
   const isSnapshot = isSnapshotOp(op);
   let vbds = [...(rec.VBDs as string[])];
   if (isSnapshot) vbds = vbds.filter((b) => !ignoreVdis.includes(String(db.get('VBD', b)?.VDI)));
@@ -216,7 +221,7 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
     // the memory image may go while the disks are copied (a hard_shutdown, allowed concurrently,
     // wins): a Suspended copy without it could neither resume nor start, so the copy fails
     const imageGone = () => new XapiError('VM_BAD_POWER_STATE', [vm, 'suspended', String(vmRec(emu, vm).power_state).toLowerCase()]);
-    if (db.has('VDI', suspendVdi) && op.k !== 'snapshot') {
+    if (db.has('VDI', suspendVdi) && newPowerState === 'Suspended') {
       let copied: string;
       try {
         copied = await cloneSingleVdi(call, op, suspendVdi);
@@ -229,11 +234,14 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
     } else if (newPowerState === 'Suspended') {
       throw imageGone();
     }
+    db.update('VM', ref, { current_operations: {} });
     forceStateReset(emu, ref, newPowerState as 'Halted' | 'Suspended');
     refreshAllowed(emu, ref);
+    broadcastOperations(emu, 'VM', ref);
     return ref;
   } catch (e) {
     if (ref && db.has('VM', ref)) destroyRecord(emu, ref);
+    if (ref) broadcastOperations(emu, 'VM', ref);
     await deleteDisks(call, disks);
     throw e;
   }
@@ -256,19 +264,6 @@ function destroyRecord(emu: Emulator, vm: string): void {
     if (db.has(m[0], String(m[1]))) db.destroy(m[0], String(m[1]));
   }
   db.destroy('VM', vm);
-}
-
-/** Xapi_vm.clone / copy: the new VM of a snapshot is not left Suspended. */
-async function cloneOrCopy(call: Call, vm: string, op: DiskOp, newName: string): Promise<string> {
-  const wasSnapshot = vmRec(call.emu, vm).is_a_snapshot === true;
-  const created = await cloneVm(call, vm, op, newName);
-  if (wasSnapshot && call.emu.db.get('VM', created)?.power_state !== 'Halted') {
-    const vdi = String(call.emu.db.get('VM', created)?.suspend_VDI);
-    if (call.emu.db.has('VDI', vdi)) await api(call, 'VDI.destroy', vdi).catch(() => undefined);
-    call.emu.db.update('VM', created, { suspend_VDI: NULL_REF });
-    forceStateReset(call.emu, created, 'Halted');
-  }
-  return created;
 }
 
 /** message_forwarding's create_vm_message: an alert on the VM (failures ignored). */
@@ -453,7 +448,7 @@ async function checkpoint(call: Call, power: PowerOps, vm: string, newName: stri
 
 export function vmSnapshotMessages(power: PowerOps): Provider {
   return {
-    clone: (call, vm: string, newName: string) => withOperation(call, 'VM', vm, 'clone', () => cloneOrCopy(call, vm, { k: 'clone' }, newName)),
+    clone: (call, vm: string, newName: string) => withOperation(call, 'VM', vm, 'clone', () => cloneVm(call, vm, { k: 'clone' }, newName)),
 
     copy(call, vm: string, newName: string, sr: string) {
       const { db } = call.emu;
@@ -462,7 +457,7 @@ export function vmSnapshotMessages(power: PowerOps): Provider {
         if (target && db.get('SR', target)?.content_type === 'iso') {
           throw new XapiError('OPERATION_NOT_ALLOWED', ["Cannot copy a VM's disks to an ISO SR"]);
         }
-        return cloneOrCopy(call, vm, { k: 'copy', sr: target }, newName);
+        return cloneVm(call, vm, { k: 'copy', sr: target }, newName);
       });
     },
 
