@@ -158,6 +158,7 @@ export function vmCheck(emu: Emulator, ref: string, rec: Rec, op: string, strict
 registerOperations('VM', {
   allOps: ALLOWABLE_OPS,
   check: vmCheck,
+  refused: (rec, op) => !allowedPowerStates(rec, op).includes(String(rec.power_state) as PS),
   // update_allowed_operations folds with (op :: acc): the list comes out in reverse enum order
   order: (ops) => [...ops].reverse(),
 });

@@ -23,6 +23,8 @@ export interface OperationRules {
    * `strict` is false when checking the operation being started and true when computing
    * allowed_operations (xapi's VM checks differ between the two). */
   check(emu: Emulator, ref: string, rec: Rec, op: string, strict: boolean): XapiError | null;
+  /** true for an operation `check` would certainly refuse (a cheaper test, for allowed_operations) */
+  refused?: (rec: Rec, op: string) => boolean;
   /** orders allowed_operations (default: allOps order) */
   order?: (ops: string[]) => string[];
 }
@@ -62,7 +64,7 @@ export function updateAllowedOperations(emu: Emulator, cls: string, ref: string)
   Error.stackTraceLimit = 0;
   let ops: string[];
   try {
-    ops = r.allOps.filter((op) => r.check(emu, ref, rec, op, true) === null);
+    ops = r.allOps.filter((op) => !r.refused?.(rec, op) && r.check(emu, ref, rec, op, true) === null);
   } finally {
     Error.stackTraceLimit = limit;
   }

@@ -115,11 +115,9 @@ async function safeCloneDisks(call: Call, op: DiskOp, vbds: string[]): Promise<C
 /** Xapi_vbd_helpers.copy, from the VBD's record as it was when its disk was cloned (the VBD may be
  * gone since: an unplugged VBD of a VM being reverted). */
 function copyVbd(emu: Emulator, r: Rec, vm: string, vdi: string): string {
-  const metrics = emu.ids.ref();
-  emu.db.create('VBD_metrics', metrics, { uuid: emu.ids.uuid() });
   const ref = copyRecord(emu, 'VBD', r, {
     VM: vm, VDI: vdi, empty: r.empty === true || vdi === NULL_REF, reserved: false, currently_attached: false, storage_lock: false,
-    status_code: 0, status_detail: '', runtime_properties: {}, metrics,
+    status_code: 0, status_detail: '', runtime_properties: {}, metrics: NULL_REF,
   });
   updateAllowedOperations(emu, 'VBD', ref);
   return ref;
@@ -226,7 +224,7 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
       try {
         copied = await cloneSingleVdi(call, op, suspendVdi);
       } catch (e) {
-        if (newPowerState === 'Suspended' && !db.has('VDI', suspendVdi)) throw imageGone();
+        if (!db.has('VDI', suspendVdi)) throw imageGone();
         throw e;
       }
       disks.push({ vbd: NULL_REF, rec: {}, vdi: copied, created: true });
