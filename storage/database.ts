@@ -216,11 +216,15 @@ export class Database {
     const row = this.table(cls).get(ref);
     if (!row) throw new Error(`no ${cls} ${ref}`);
     const ms = mirrors.get(cls);
+    const fields = classes.get(cls)?.field;
     let changed = false;
+    // a change of fields that are not persisted (allowed_operations) has nothing to write
+    let persisted = false;
     for (const k in changes) {
       const before = row.rec[k];
       const after = changes[k];
       if (sameValue(before, after)) continue;
+      if (!persisted && fields?.get(k)?.persist !== false) persisted = true;
       if (!changed) {
         changed = true;
         encoded.changed(row.rec); // before the first write: no encoding of the old record survives it
@@ -234,7 +238,7 @@ export class Database {
     }
     if (changed) {
       row.modified = ++this.generation;
-      this.touched(row);
+      this.touched(row, persisted);
     }
     return row;
   }
@@ -290,9 +294,10 @@ export class Database {
     if (typeof u === 'string' && u) this.uuids.get(row.cls)?.set(u, row.ref);
   }
 
-  private touched(row: Row): void {
+  private touched(row: Row, persisted = true): void {
     this.log.push({ gen: row.modified, cls: row.cls, ref: row.ref });
-    this.markDirty(row);
+    if (persisted) this.markDirty(row);
+    else this.notify();
     this.pruneLog();
   }
 

@@ -9,6 +9,7 @@ import { genericHandler } from './generic.js';
 import { messages } from '../../schema/index.js';
 import { currentOperations, ocamlSetOrder, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import { domainTypeOf, linuxDevice, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf } from './xenops-sync.js';
+import { assertDeviceListSettled, diskNumber, usedVbdDevices } from './vm-settings.js';
 
 const ALL_OPS = ['attach', 'eject', 'insert', 'plug', 'unplug', 'unplug_force', 'pause', 'unpause'];
 const SAFE_TO_PARALLELISE = ['pause', 'unpause'];
@@ -85,7 +86,7 @@ async function hotplug(call: Call, vbd: string, plug: boolean, force: boolean): 
   const { emu } = call;
   const rec = vbdRec(call, vbd);
   const vm = String(rec.VM);
-  const vmRec = emu.db.get('VM', vm)!;
+  const vmRec = recordOf(emu, 'VM', vm);
   const host = String(vmRec.resident_on);
   const uuid = String(vmRec.uuid);
   const x = xenopsOf(emu, host);
@@ -101,33 +102,44 @@ async function hotplug(call: Call, vbd: string, plug: boolean, force: boolean): 
 const genericCreate = genericHandler(messages.get('VBD.create')!)!;
 
 registerProvider('VBD', {
-  /** Xapi_vbd.create: userdevice "autodetect" takes the first free number; a used one is refused. */
+  /** Xapi_vbd.create: userdevice "autodetect" takes the first free number; a taken one (under any
+   * of its names: 0, hda, xvda, sda) is DEVICE_ALREADY_EXISTS. The check, the choice and the
+   * record are made in one synchronous step, so racing creates cannot share a number. */
   create(call, args: Rec) {
     const { db } = call.emu;
     const vm = db.get('VM', String(args.VM));
     if (!vm) throw new XapiError('HANDLE_INVALID', ['VM', String(args.VM)]);
-    const used = new Set((vm.VBDs as string[]).map((b) => String(db.get('VBD', b)?.userdevice)));
+    assertDeviceListSettled(call, String(args.VM), vm);
+    const used = usedVbdDevices(call.emu, vm);
     let userdevice = String(args.userdevice ?? '');
     if (userdevice === 'autodetect') {
       let n = 0;
-      while (used.has(String(n))) n++;
+      while (used.has(n)) n++;
       userdevice = String(n);
-    } else if (!/^\d+$/.test(userdevice) && !/^(xvd|hd|sd)[a-z]+$/.test(userdevice)) {
+    } else if (diskNumber(userdevice) === null) {
       throw new XapiError('INVALID_DEVICE', [userdevice]);
     }
-    if (used.has(userdevice)) throw new XapiError('DEVICE_ALREADY_EXISTS', [userdevice]);
+    if (used.has(diskNumber(userdevice)!)) throw new XapiError('DEVICE_ALREADY_EXISTS', [userdevice]);
     const ref = genericCreate(call, { ...args, userdevice, currently_attached: false }) as string;
     updateAllowedOperations(call.emu, 'VBD', ref);
     return ref;
   },
 
+  /** Xapi_vbd_helpers.destroy: refused while attached; with its metrics. Also refused while one of
+   * its own operations (a plug) or a VM operation reading the device list is in progress. */
   destroy(call, self: string) {
+    const { db } = call.emu;
     const rec = vbdRec(call, self);
-    if (rec.currently_attached === true) {
-      const vmUuid = String(call.emu.db.get('VM', String(rec.VM))?.uuid ?? '');
+    if (rec.currently_attached === true || rec.reserved === true) {
+      const vmUuid = String(db.get('VM', String(rec.VM))?.uuid ?? '');
       throw new XapiError('OPERATION_NOT_ALLOWED', [`VBD '${rec.uuid}' still attached to '${vmUuid}'`]);
     }
-    call.emu.db.destroy('VBD', self);
+    const [busy] = currentOperations(rec);
+    if (busy) throw new XapiError('OTHER_OPERATION_IN_PROGRESS', ['VBD', self, busy[1], busy[0]]);
+    const vm = db.get('VM', String(rec.VM));
+    if (vm) assertDeviceListSettled(call, String(rec.VM), vm);
+    if (db.has('VBD_metrics', String(rec.metrics))) db.destroy('VBD_metrics', String(rec.metrics));
+    db.destroy('VBD', self);
   },
 
   plug: (call, self: string) => withOperation(call, 'VBD', self, 'plug', () => hotplug(call, self, true, false)),

@@ -9,6 +9,7 @@ import { genericHandler } from './generic.js';
 import { messages } from '../../schema/index.js';
 import { currentOperations, ocamlSetOrder, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import { domainTypeOf, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf } from './xenops-sync.js';
+import { assertDeviceListSettled } from './vm-settings.js';
 
 const ALL_OPS = ['attach', 'plug', 'unplug'];
 
@@ -60,7 +61,7 @@ async function hotplug(call: Call, vif: string, plug: boolean): Promise<void> {
   const { emu } = call;
   const rec = vifRec(call, vif);
   const vm = String(rec.VM);
-  const vmRec = emu.db.get('VM', vm)!;
+  const vmRec = recordOf(emu, 'VM', vm);
   const host = String(vmRec.resident_on);
   const uuid = String(vmRec.uuid);
   const x = xenopsOf(emu, host);
@@ -88,6 +89,7 @@ registerProvider('VIF', {
     const { db } = call.emu;
     const vm = db.get('VM', String(args.VM));
     if (!vm) throw new XapiError('HANDLE_INVALID', ['VM', String(args.VM)]);
+    assertDeviceListSettled(call, String(args.VM), vm);
     if (!db.has('network', String(args.network))) throw new XapiError('HANDLE_INVALID', ['network', String(args.network)]);
     const device = String(args.device ?? '');
     if (!/^\d+$/.test(device)) throw new XapiError('INVALID_DEVICE', [device]);
@@ -98,13 +100,20 @@ registerProvider('VIF', {
     return ref;
   },
 
+  /** Xapi_vif_helpers.destroy: refused while attached to a running VM; with its metrics. Also
+   * refused while one of its own operations or a VM operation reading the device list runs. */
   destroy(call, self: string) {
+    const { db } = call.emu;
     const rec = vifRec(call, self);
-    const vm = call.emu.db.get('VM', String(rec.VM));
+    const vm = db.get('VM', String(rec.VM));
     if (rec.currently_attached === true && vm?.power_state === 'Running') {
       throw new XapiError('OPERATION_NOT_ALLOWED', ['VIF currently attached to a running VM']);
     }
-    call.emu.db.destroy('VIF', self);
+    const [busy] = currentOperations(rec);
+    if (busy) throw new XapiError('OTHER_OPERATION_IN_PROGRESS', ['VIF', self, `{${busy[1]}}`, `{${busy[0]}}`]);
+    if (vm) assertDeviceListSettled(call, String(rec.VM), vm);
+    if (db.has('VIF_metrics', String(rec.metrics))) db.destroy('VIF_metrics', String(rec.metrics));
+    db.destroy('VIF', self);
   },
 
   plug: (call, self: string) => withOperation(call, 'VIF', self, 'plug', () => hotplug(call, self, true)),

@@ -9,12 +9,12 @@ import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { model } from '../../schema/index.js';
-import { smVdiCreate, smVdiDelete, srCtx } from '../sm/sm.js';
+import { smVdiCreate, srCtx } from '../sm/sm.js';
 import { currentOperations, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import {
   forceStateReset, hostFreeMemory, memoryRequired, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
 } from './xenops-sync.js';
-import { vmSnapshotMessages } from './vm-snapshot.js';
+import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
@@ -158,9 +158,21 @@ export function vmCheck(emu: Emulator, ref: string, rec: Rec, op: string, strict
 registerOperations('VM', {
   allOps: ALLOWABLE_OPS,
   check: vmCheck,
+  refused: (rec, op) => !allowedPowerStates(rec, op).includes(String(rec.power_state) as PS),
   // update_allowed_operations folds with (op :: acc): the list comes out in reverse enum order
   order: (ops) => [...ops].reverse(),
 });
+
+// ---- references xapi leaves dangling ----
+
+/** The fields xapi leaves pointing at a destroyed object, on purpose: a snapshot outlives what it
+ * was taken of. Xapi_vm.destroy rebases the VM's children (VM.parent never dangles) but leaves its
+ * snapshots' snapshot_of; Xapi_vdi.destroy leaves its snapshots' snapshot_of (clients list these as
+ * orphaned snapshots, and VM.revert of such a snapshot handles the missing VM). */
+export const REFS_LEFT_DANGLING: readonly { cls: string; field: string }[] = [
+  { cls: 'VM', field: 'snapshot_of' },
+  { cls: 'VDI', field: 'snapshot_of' },
+];
 
 // ---- helpers ----
 
@@ -257,12 +269,13 @@ async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void>
   const rec = vmRec(call, vm);
   if (rec.power_state === 'Suspended') {
     // Xapi_vm.hard_shutdown: the suspend image is destroyed (whether or not that works, it is forgotten)
-    await destroySuspendVdi(emu, vm);
+    await destroySuspendVdi(call, vm);
     // a resume running meanwhile (allowed concurrently) may have made a domain: it is powered off,
     // or the database would say Halted over a running domain
     const uuid = String(rec.uuid);
     const live = emu.hosts.find((h) => xenopsOf(emu, h).list().includes(uuid));
     if (live) await xenops(emu, vm, live, uuid, () => xenopsOf(emu, live).shutdown(uuid, { clean: false }));
+    forgetSuspended(emu, vm);
     forceStateReset(emu, vm, 'Halted');
     return;
   }
@@ -291,16 +304,30 @@ async function rebootVm(call: Call, vm: string, clean: boolean): Promise<void> {
 
 // ---- suspend / resume (Xapi_xenops.suspend / resume) ----
 
-async function destroySuspendVdi(emu: Emulator, vm: string): Promise<void> {
+/** Xapi_vm.hard_shutdown's removal of the suspend image: through VDI.destroy, so that it waits for a
+ * copy of the image in progress (a checkpoint's, marked on the VDI) instead of deleting it under it. */
+async function destroySuspendVdi(call: Call, vm: string): Promise<void> {
+  const { emu } = call;
   const vdi = String(emu.db.get('VM', vm)?.suspend_VDI);
   if (emu.db.has('VDI', vdi)) {
     try {
-      await smVdiDelete(srCtx(emu, String(emu.db.get('VDI', vdi)!.SR)), vdi);
+      await callMessage(call, 'VDI.destroy', vdi);
     } catch {
       // logged and ignored by xapi
     }
   }
-  if (emu.db.has('VM', vm)) emu.db.update('VM', vm, { suspend_VDI: NULL_REF });
+  // whether or not that worked, the VM forgets it (unless a new image was made meanwhile)
+  if (emu.db.get('VM', vm)?.suspend_VDI === vdi) emu.db.update('VM', vm, { suspend_VDI: NULL_REF });
+}
+
+/** The xenopsds that remember the VM as suspended forget it (VM.remove), once its image is gone:
+ * their next update would otherwise bring the VM back to Suspended without one. */
+function forgetSuspended(emu: Emulator, vm: string): void {
+  const uuid = String(emu.db.get('VM', vm)?.uuid);
+  for (const h of emu.hosts) {
+    const x = xenopsOf(emu, h);
+    if (!x.list().includes(uuid) && x.stat(uuid).power_state === 'Suspended') x.remove(uuid);
+  }
 }
 
 /** Helpers.choose_suspend_sr: the pool's suspend image SR, else the host's. */
@@ -313,7 +340,7 @@ function suspendSr(emu: Emulator, vm: string, host: string): string {
 }
 
 function diskOf(emu: Emulator, vdi: string): { sr: string; vdi: string } {
-  const r = emu.db.get('VDI', vdi)!;
+  const r = recordOf(emu, 'VDI', vdi);
   return { sr: String(emu.db.get('SR', String(r.SR))?.uuid), vdi: String(r.uuid) };
 }
 
@@ -342,7 +369,8 @@ async function suspendVm(call: Call, vm: string): Promise<void> {
     if (ps !== 'Suspended') throw new XapiError('VM_BAD_POWER_STATE', [vm, 'suspended', String(ps).toLowerCase()]);
   } catch (e) {
     if (emu.db.get('VM', vm)?.power_state === 'Suspended') forceStateReset(emu, vm, 'Halted');
-    await destroySuspendVdi(emu, vm);
+    await destroySuspendVdi(call, vm);
+    forgetSuspended(emu, vm);
     throw e;
   }
 }
@@ -368,8 +396,15 @@ async function resumeLocal(call: Call, vm: string, host: string | null, paused: 
   const uuid = String(rec.uuid);
   const x = xenopsOf(emu, h);
   x.add(vmSpec(emu, vm));
-  await xenops(emu, vm, h, uuid, () => x.resume(uuid, diskOf(emu, vdi), { paused, progress: (p) => setProgress(emu, call.task, p) }));
-  await destroySuspendVdi(emu, vm);
+  try {
+    await xenops(emu, vm, h, uuid, () => x.resume(uuid, diskOf(emu, vdi), { paused, progress: (p) => setProgress(emu, call.task, p) }));
+  } catch (e) {
+    // a hard_shutdown (allowed concurrently) took the image away: that is the answer
+    const ps = emu.db.get('VM', vm)?.power_state;
+    if (ps !== 'Suspended') throw new XapiError('VM_BAD_POWER_STATE', [vm, 'suspended', String(ps ?? 'halted').toLowerCase()]);
+    throw e;
+  }
+  await destroySuspendVdi(call, vm);
   const ps = emu.db.get('VM', vm)?.power_state;
   const want = paused ? 'Paused' : 'Running';
   if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
@@ -521,7 +556,9 @@ registerProvider('VM', {
         const m = String(rec[cls === 'VM_metrics' ? 'metrics' : 'guest_metrics']);
         if (db.has(cls, m)) db.destroy(cls, m);
       }
-      for (const [child, row] of [...db.table('VM')]) if (row.rec.parent === self) db.update('VM', child, { parent: rec.parent });
+      // its children (VM.children mirrors their parent) are rebased onto its parent. Its snapshots
+      // keep snapshot_of pointing at it, as xapi leaves them (the "orphaned snapshots" clients list)
+      for (const child of [...((rec.children as string[]) ?? [])]) if (db.has('VM', child)) db.update('VM', child, { parent: rec.parent });
       db.destroy('VM', self);
     }),
 });

@@ -301,7 +301,7 @@ async function mediaChange(call: Call, vbd: string, vdi: string | null): Promise
     if (domainTypeOf(vmR) === 'hvm') {
       // qemu's drive: the medium changes, the drive stays
       if (vdi) {
-        const v = emu.db.get('VDI', vdi)!;
+        const v = recordOf(emu, 'VDI', vdi);
         const disk = { sr: String(emu.db.get('SR', String(v.SR))?.uuid), vdi: String(v.uuid) };
         await withEventsSuppressed(emu, host, uuid, () => vbdInsert(x, uuid, dev, disk));
       } else {

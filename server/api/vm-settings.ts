@@ -179,16 +179,37 @@ const VCPU_RULE = 'VCPU values must satisfy: 0 < VCPUs_at_startup ≤ VCPUs_max'
 
 // ---- device numbers (Xapi_vm_helpers.allowed_VBD_devices / allowed_VIF_devices) ----
 
-/** The disk numbers the VM's VBDs take (Device_number.disk of their userdevice). */
-function usedVbdDevices(emu: Emulator, rec: Rec): Set<number> {
+/** Device_number.disk of a VBD userdevice ("2", "hdc", "xvdc", "sdc" are all disk 2), or null. */
+export function diskNumber(userdevice: string): number | null {
+  if (/^\d+$/.test(userdevice)) return Number(userdevice);
+  const named = /^(?:hd|sd|xvd)([a-z]+)$/.exec(userdevice);
+  return named ? [...named[1]].reduce((n, c) => n * 26 + (c.charCodeAt(0) - 96), 0) - 1 : null;
+}
+
+/** The disk numbers the VM's VBDs take. */
+export function usedVbdDevices(emu: Emulator, rec: Rec): Set<number> {
   const used = new Set<number>();
   for (const b of rec.VBDs as string[]) {
-    const u = String(emu.db.get('VBD', b)?.userdevice ?? '');
-    const named = /^(?:hd|sd|xvd)([a-z]+)$/.exec(u);
-    if (/^\d+$/.test(u)) used.add(Number(u));
-    else if (named) used.add([...named[1]].reduce((n, c) => n * 26 + (c.charCodeAt(0) - 96), 0) - 1);
+    const d = diskNumber(String(emu.db.get('VBD', b)?.userdevice ?? ''));
+    if (d !== null) used.add(d);
   }
   return used;
+}
+
+/** The VM operations that read or rewrite the VM's device list across their awaits. xapi refuses
+ * VBD.create while the VM migrates (CA-75697, Xapi_vbd.create); the emulator applies that rule to
+ * VBD and VIF create / destroy during each of these, so that a racing device change gets
+ * OTHER_OPERATION_IN_PROGRESS rather than leaving a half copy, a half revert or two VBDs on one
+ * device number. The operation's own task (VM.provision creating its disks) is not blocked. */
+const DEVICE_LIST_OPS = new Set([
+  'migrate_send', 'pool_migrate', 'clone', 'copy', 'snapshot', 'checkpoint', 'snapshot_with_quiesce', 'revert', 'reverting', 'export',
+  'metadata_export', 'destroy', 'provision', 'import', 'start', 'start_on', 'resume', 'resume_on', 'clean_reboot', 'hard_reboot',
+]);
+
+export function assertDeviceListSettled(call: Call, vm: string, rec: Rec): void {
+  for (const [task, op] of Object.entries((rec.current_operations ?? {}) as Record<string, string>)) {
+    if (task !== call.task && DEVICE_LIST_OPS.has(op)) throw new XapiError('OTHER_OPERATION_IN_PROGRESS', ['VM', vm, op, task]);
+  }
 }
 
 export const vmSettingsMessages: Provider = {

@@ -12,7 +12,7 @@ import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { classes, messages, model } from '../../schema/index.js';
 import { xapiDate } from '../clock.js';
-import { updateAllowedOperations, withOperation } from './operations.js';
+import { broadcastOperations, inSubtask, updateAllowedOperations, withOperation } from './operations.js';
 import { forceStateReset, refreshAllowed } from './xenops-sync.js';
 import { randomMac } from './VIF.js';
 import { hasCapability } from '../sm/capabilities.js';
@@ -69,13 +69,15 @@ function cloneSingleVdi(call: Call, op: DiskOp, vdi: string): Promise<string> {
     case 'clone':
       return api(call, 'VDI.clone', vdi, driverParams);
     case 'copy':
-      return api(call, 'VDI.copy', vdi, op.sr ?? String(call.emu.db.get('VDI', vdi)!.SR), NULL_REF, NULL_REF);
+      return api(call, 'VDI.copy', vdi, op.sr ?? String(recordOf(call.emu, 'VDI', vdi).SR), NULL_REF, NULL_REF);
     default:
       return api(call, 'VDI.snapshot', vdi, driverParams);
   }
 }
 
-interface Cloned { vbd: string; vdi: string; created: boolean }
+/** A disk of the new VM: the VBD it copies (its record as read when the disk was cloned), and its
+ * VDI, new when `created`. */
+interface Cloned { vbd: string; rec: Rec; vdi: string; created: boolean }
 
 async function deleteDisks(call: Call, disks: Cloned[]): Promise<void> {
   for (const d of disks) {
@@ -93,11 +95,12 @@ async function safeCloneDisks(call: Call, op: DiskOp, vbds: string[]): Promise<C
     for (const b of vbds) {
       const vbd = db.get('VBD', b);
       if (!vbd) continue;
-      if (vbd.empty === true) out.push({ vbd: b, vdi: NULL_REF, created: false });
-      else if (vbd.type === 'CD') out.push({ vbd: b, vdi: String(vbd.VDI), created: false });
+      const rec = structuredClone(vbd);
+      if (vbd.empty === true) out.push({ vbd: b, rec, vdi: NULL_REF, created: false });
+      else if (vbd.type === 'CD') out.push({ vbd: b, rec, vdi: String(vbd.VDI), created: false });
       else {
         const size = Number(db.get('VDI', String(vbd.VDI))?.virtual_size ?? 0);
-        out.push({ vbd: b, vdi: await cloneSingleVdi(call, op, String(vbd.VDI)), created: true });
+        out.push({ vbd: b, rec, vdi: await cloneSingleVdi(call, op, String(vbd.VDI)), created: true });
         done += size;
         setProgress(call.emu, call.task, (done / total) * 0.9);
       }
@@ -109,9 +112,9 @@ async function safeCloneDisks(call: Call, op: DiskOp, vbds: string[]): Promise<C
   return out;
 }
 
-/** Xapi_vbd_helpers.copy */
-function copyVbd(emu: Emulator, vbd: string, vm: string, vdi: string): string {
-  const r = emu.db.get('VBD', vbd)!;
+/** Xapi_vbd_helpers.copy, from the VBD's record as it was when its disk was cloned (the VBD may be
+ * gone since: an unplugged VBD of a VM being reverted). */
+function copyVbd(emu: Emulator, r: Rec, vm: string, vdi: string): string {
   const ref = copyRecord(emu, 'VBD', r, {
     VM: vm, VDI: vdi, empty: r.empty === true || vdi === NULL_REF, reserved: false, currently_attached: false, storage_lock: false,
     status_code: 0, status_detail: '', runtime_properties: {}, metrics: NULL_REF,
@@ -179,6 +182,9 @@ function copyVmRecord(call: Call, vm: string, op: DiskOp, newName: string, newPo
     requires_reboot: false, pending_guidances: [], recommended_guidances: [], pending_guidances_recommended: [], pending_guidances_full: [],
     metrics: copyMetrics(emu, 'VM_metrics', String(all.metrics)), guest_metrics: copyMetrics(emu, 'VM_guest_metrics', String(all.guest_metrics)),
     groups: [], attached_PCIs: [],
+    // marked with the operation until it is whole, so that no call (VM.destroy, VBD.destroy of a
+    // copied VBD) can take it apart while it is being made
+    current_operations: { [call.task]: op.k },
   });
   // the snapshot becomes the VM's parent (its "children" follow)
   if (isSnapshot) emu.db.update('VM', vm, { parent: ref });
@@ -191,8 +197,10 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
   const { db } = emu;
   const rec = vmRec(emu, vm);
   const powerState = String(rec.power_state);
+  // Xapi_vm.clone / copy of a snapshot hard-shuts the new VM down (its image copy destroyed): it is
+  // made Halted without copying the image
   const newPowerState = (op.k === 'checkpoint' && (powerState === 'Running' || powerState === 'Suspended'))
-    || ((op.k === 'clone' || op.k === 'copy') && powerState === 'Suspended') ? 'Suspended' : 'Halted';
+    || ((op.k === 'clone' || op.k === 'copy') && powerState === 'Suspended' && rec.is_a_snapshot !== true) ? 'Suspended' : 'Halted';
   const isSnapshot = isSnapshotOp(op);
   let vbds = [...(rec.VBDs as string[])];
   if (isSnapshot) vbds = vbds.filter((b) => !ignoreVdis.includes(String(db.get('VBD', b)?.VDI)));
@@ -201,51 +209,59 @@ async function cloneVm(call: Call, vm: string, op: DiskOp, newName: string, igno
   try {
     ref = copyVmRecord(call, vm, op, newName, newPowerState, info);
     for (const d of disks) {
-      const vbd = copyVbd(emu, d.vbd, ref, d.vdi);
+      const vbd = copyVbd(emu, d.rec, ref, d.vdi);
       // CA-58405: the new VM owns the new disks
       const v = db.get('VBD', vbd)!;
       if (v.type === 'Disk' && !('owner' in (v.other_config as object))) db.update('VBD', vbd, { other_config: { ...(v.other_config as object), owner: '' } });
     }
     for (const vif of rec.VIFs as string[]) if (db.has('VIF', vif)) copyVif(emu, vif, ref, isSnapshot);
     const suspendVdi = String(vmRec(emu, vm).suspend_VDI);
-    if (db.has('VDI', suspendVdi) && op.k !== 'snapshot') {
-      const copied = await cloneSingleVdi(call, op, suspendVdi);
-      disks.push({ vbd: NULL_REF, vdi: copied, created: true });
+    // the memory image may go while the disks are copied (a hard_shutdown, allowed concurrently,
+    // wins): a Suspended copy without it could neither resume nor start, so the copy fails
+    const imageGone = () => new XapiError('VM_BAD_POWER_STATE', [vm, 'suspended', String(vmRec(emu, vm).power_state).toLowerCase()]);
+    if (db.has('VDI', suspendVdi) && newPowerState === 'Suspended') {
+      let copied: string;
+      try {
+        copied = await cloneSingleVdi(call, op, suspendVdi);
+      } catch (e) {
+        if (!db.has('VDI', suspendVdi)) throw imageGone();
+        throw e;
+      }
+      disks.push({ vbd: NULL_REF, rec: {}, vdi: copied, created: true });
       db.update('VM', ref, { suspend_VDI: copied });
+    } else if (newPowerState === 'Suspended') {
+      throw imageGone();
     }
+    db.update('VM', ref, { current_operations: {} });
     forceStateReset(emu, ref, newPowerState as 'Halted' | 'Suspended');
     refreshAllowed(emu, ref);
+    broadcastOperations(emu, 'VM', ref);
     return ref;
   } catch (e) {
     if (ref && db.has('VM', ref)) destroyRecord(emu, ref);
+    if (ref) broadcastOperations(emu, 'VM', ref);
     await deleteDisks(call, disks);
     throw e;
   }
 }
 
-/** The VM record with its devices and metrics (not its disks). */
+/** The VM record with its devices and metrics (not its disks); its children (the VM a snapshot
+ * was taken of) go back to its parent, as Xapi_vm.destroy rebases them. */
 function destroyRecord(emu: Emulator, vm: string): void {
   const { db } = emu;
   const rec = db.get('VM', vm)!;
-  for (const b of rec.VBDs as string[]) db.destroy('VBD', b);
-  for (const v of rec.VIFs as string[]) db.destroy('VIF', v);
+  for (const child of [...((rec.children as string[]) ?? [])]) if (db.has('VM', child)) db.update('VM', child, { parent: rec.parent });
+  for (const [cls, devices] of [['VBD', rec.VBDs], ['VIF', rec.VIFs]] as const) {
+    for (const d of devices as string[]) {
+      const m = String(db.get(cls, d)?.metrics);
+      if (db.has(`${cls}_metrics`, m)) db.destroy(`${cls}_metrics`, m);
+      db.destroy(cls, d);
+    }
+  }
   for (const m of [['VM_metrics', rec.metrics], ['VM_guest_metrics', rec.guest_metrics]] as const) {
     if (db.has(m[0], String(m[1]))) db.destroy(m[0], String(m[1]));
   }
   db.destroy('VM', vm);
-}
-
-/** Xapi_vm.clone / copy: the new VM of a snapshot is not left Suspended. */
-async function cloneOrCopy(call: Call, vm: string, op: DiskOp, newName: string): Promise<string> {
-  const wasSnapshot = vmRec(call.emu, vm).is_a_snapshot === true;
-  const created = await cloneVm(call, vm, op, newName);
-  if (wasSnapshot && call.emu.db.get('VM', created)?.power_state !== 'Halted') {
-    const vdi = String(call.emu.db.get('VM', created)!.suspend_VDI);
-    if (call.emu.db.has('VDI', vdi)) await api(call, 'VDI.destroy', vdi).catch(() => undefined);
-    call.emu.db.update('VM', created, { suspend_VDI: NULL_REF });
-    forceStateReset(call.emu, created, 'Halted');
-  }
-  return created;
 }
 
 /** message_forwarding's create_vm_message: an alert on the VM (failures ignored). */
@@ -324,11 +340,11 @@ async function revertDevices(call: Call, snapshot: string, vm: string): Promise<
     const suspend = String(snap.suspend_VDI);
     if (db.has('VDI', suspend)) {
       const s = await cloneSingleVdi(call, { k: 'clone' }, suspend);
-      created.push({ vbd: NULL_REF, vdi: s, created: true });
+      created.push({ vbd: NULL_REF, rec: {}, vdi: s, created: true });
       db.update('VM', vm, { suspend_VDI: s });
     }
     setProgress(emu, call.task, 0.6);
-    for (const c of [...cloned, ...cds]) copyVbd(emu, c.vbd, vm, c.vdi);
+    for (const c of [...cloned, ...cds]) copyVbd(emu, c.rec, vm, c.vdi);
     setProgress(emu, call.task, 0.7);
     for (const v of vmr.VIFs as string[]) if (db.has('VIF', v)) db.destroy('VIF', v);
     for (const v of snap.VIFs as string[]) if (db.has('VIF', v)) copyVif(emu, v, vm, true);
@@ -371,7 +387,10 @@ async function revert(call: Call, power: PowerOps, snapshot: string): Promise<vo
     withOperation(call, 'VM', vm, 'reverting', async () => {
       // no point advertising cancel: a half-reverted VM is broken
       if (emu.db.has('task', call.task)) emu.db.update('task', call.task, { allowed_operations: [] });
-      if (vmRec(emu, vm).power_state !== 'Halted') await withOperation(call, 'VM', vm, 'hard_shutdown', () => power.hardShutdown(call, vm));
+      // Xapi_vm_snapshot.revert calls VM.hard_shutdown through the API: its own task and mark
+      if (vmRec(emu, vm).power_state !== 'Halted') {
+        await inSubtask(call, 'VM.hard_shutdown', (sub) => withOperation(sub, 'VM', vm, 'hard_shutdown', () => power.hardShutdown(sub, vm)));
+      }
       revertVmFields(emu, snapshot, vm);
       setProgress(emu, call.task, 0.1);
       const powerState = String(vmRec(emu, snapshot).power_state);
@@ -379,7 +398,7 @@ async function revert(call: Call, power: PowerOps, snapshot: string): Promise<vo
         await revertDevices(call, snapshot, vm);
         revertMetrics(emu, snapshot, vm);
         setProgress(emu, call.task, 1);
-        forceStateReset(emu, vm, powerState === 'Suspended' ? 'Suspended' : 'Halted');
+        forceStateReset(emu, vm, powerState === 'Suspended' && emu.db.has('VDI', String(vmRec(emu, vm).suspend_VDI)) ? 'Suspended' : 'Halted');
       } catch (e) {
         forceStateReset(emu, vm, 'Halted');
         if (e instanceof XapiError && (e.code === 'SR_BACKEND_FAILURE_44' || e.code === 'SR_BACKEND_FAILURE_109' || e.code === 'VDI_INCOMPATIBLE_TYPE')) throw e;
@@ -419,14 +438,15 @@ async function checkpoint(call: Call, power: PowerOps, vm: string, newName: stri
   } catch (e) {
     err = e;
   }
-  if (powerState === 'Running') await power.resume(call, vm);
+  // a hard_shutdown (allowed concurrently) may have won meanwhile: the VM stays halted
+  if (powerState === 'Running' && emu.db.get('VM', vm)?.power_state === 'Suspended') await power.resume(call, vm);
   if (snap === undefined) throw err;
   return snap;
 }
 
 export function vmSnapshotMessages(power: PowerOps): Provider {
   return {
-    clone: (call, vm: string, newName: string) => withOperation(call, 'VM', vm, 'clone', () => cloneOrCopy(call, vm, { k: 'clone' }, newName)),
+    clone: (call, vm: string, newName: string) => withOperation(call, 'VM', vm, 'clone', () => cloneVm(call, vm, { k: 'clone' }, newName)),
 
     copy(call, vm: string, newName: string, sr: string) {
       const { db } = call.emu;
@@ -435,7 +455,7 @@ export function vmSnapshotMessages(power: PowerOps): Provider {
         if (target && db.get('SR', target)?.content_type === 'iso') {
           throw new XapiError('OPERATION_NOT_ALLOWED', ["Cannot copy a VM's disks to an ISO SR"]);
         }
-        return cloneOrCopy(call, vm, { k: 'copy', sr: target }, newName);
+        return cloneVm(call, vm, { k: 'copy', sr: target }, newName);
       });
     },
 

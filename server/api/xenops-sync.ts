@@ -382,7 +382,6 @@ export function startXenops(emu: Emulator): () => void {
   const map = new Map<string, Xenopsd>();
   bound.set(emu, map);
   for (const host of emu.hosts) map.set(host, xenopsdFor(emu.storageDir, hostSpec(emu, host), { clock: emu.clock, storage }));
-  resetOperations(emu, ['VM', 'VBD', 'VIF']);
   for (const [host, x] of map) {
     for (const uuid of x.list()) {
       const vm = emu.db.refByUuid('VM', uuid);
@@ -402,8 +401,8 @@ export function startXenops(emu: Emulator): () => void {
     }
   }
   for (const host of map.keys()) syncHost(emu, host);
-  for (const [vm] of emu.db.table('VM')) refreshAllowed(emu, vm);
-  resetOperations(emu, ['host']);
+  // stale marks dropped and allowed_operations computed once, after the states are settled
+  resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
   emu.db.flush();
 
   const unsubs: (() => void)[] = [];
