@@ -163,17 +163,6 @@ registerOperations('VM', {
   order: (ops) => [...ops].reverse(),
 });
 
-// ---- references xapi leaves dangling ----
-
-/** The fields xapi leaves pointing at a destroyed object, on purpose: a snapshot outlives what it
- * was taken of. Xapi_vm.destroy rebases the VM's children (VM.parent never dangles) but leaves its
- * snapshots' snapshot_of; Xapi_vdi.destroy leaves its snapshots' snapshot_of (clients list these as
- * orphaned snapshots, and VM.revert of such a snapshot handles the missing VM). */
-export const REFS_LEFT_DANGLING: readonly { cls: string; field: string }[] = [
-  { cls: 'VM', field: 'snapshot_of' },
-  { cls: 'VDI', field: 'snapshot_of' },
-];
-
 // ---- helpers ----
 
 function vmRec(call: Call, vm: string): Rec {

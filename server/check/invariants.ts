@@ -41,6 +41,8 @@ export interface CheckOptions {
  *    (db_gc_util.ml) finds its parent gone.
  * Not in the list: VM.parent (VM.destroy in xapi_vm.ml rebases the children onto the destroyed
  * VM's parent) and VM.suspend_VDI (VDI.destroy sets it to NULL in every VM that names it).
+ * The one state below that xapi itself can reach: a client's own VDI.destroy of a Suspended VM's
+ * image leaves the VM Suspended with a NULL suspend_VDI; the emulator's operations never do.
  */
 export const DANGLING_ALLOWED: ReadonlySet<string> = new Set(['VM.snapshot_of', 'VDI.snapshot_of', 'task.subtask_of', 'session.parent']);
 
