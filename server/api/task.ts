@@ -1,6 +1,6 @@
 // task: create, cancel, destroy and the setters a task's owner may call (xapi_task.ml).
 import { registerProvider, type Call } from '../dispatch/registry.js';
-import { generic } from './generic.js';
+import { generic, recordOf } from './generic.js';
 import { createTask, destroyTask } from './task-runner.js';
 import { checkRbac, EXTRA_PERMISSIONS } from '../auth/access.js';
 import { messages } from '../../schema/index.js';
@@ -9,6 +9,8 @@ const destroyAny = messages.get('task.destroy')!;
 
 /** A session may act on its own tasks; other tasks need the task.destroy/any permission. */
 function assertOwnTask(call: Call, task: string): void {
+  // (NULL passes dispatch's handle check, and is the task of calls that run without one)
+  recordOf(call.emu, 'task', task);
   if (task === call.task) return;
   const owner = call.emu.taskSessions.get(task);
   const me = call.emu.db.get('session', call.session);

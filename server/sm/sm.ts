@@ -23,6 +23,13 @@ import { BLOCK_SIZE, Vhd } from '../../storage/vhd/index.js';
 
 // ---- PBDs and contexts ----
 
+/** The SR's record, or HANDLE_INVALID as xapi's lookups give for a ref that names nothing. */
+function srRecord(emu: Emulator, sr: string): Rec {
+  const rec = emu.db.get('SR', sr);
+  if (!rec) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
+  return rec;
+}
+
 /** Helpers.is_sr_shared: more than one PBD (not the `shared` field). */
 const hasManyPbds = (emu: Emulator, sr: string) => (emu.db.get('SR', sr)!.PBDs as string[]).length > 1;
 
@@ -32,7 +39,7 @@ const hasManyPbds = (emu: Emulator, sr: string) => (emu.db.get('SR', sr)!.PBDs a
  * is SR_HAS_NO_PBDS.
  */
 export function choosePbd(emu: Emulator, sr: string, considerUnplugged = false): string {
-  const rec = emu.db.get('SR', sr)!;
+  const rec = srRecord(emu, sr);
   const pbds = (rec.PBDs as string[]).filter((p) => considerUnplugged || emu.db.get('PBD', p)?.currently_attached === true);
   let ordered = pbds;
   if (hasManyPbds(emu, sr)) {
@@ -49,7 +56,7 @@ export function assertPbdPlugged(emu: Emulator, sr: string): void {
 }
 
 export function driverOf(emu: Emulator, sr: string): SrDriver {
-  const type = String(emu.db.get('SR', sr)!.type);
+  const type = String(srRecord(emu, sr).type);
   const d = driverFor(type);
   if (d) return d;
   // a type xapi knows no plugin for cannot even be attached; one with an SM record but no
