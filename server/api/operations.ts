@@ -19,6 +19,9 @@ import { assertNotCancelling } from './task-runner.js';
 export interface OperationRules {
   /** every operation allowed_operations may list, in the order it lists them */
   allOps: readonly string[];
+  /** allOps less those that the record's state alone rules out (optional): allowed_operations
+   * checks only these, without building an error for each of the others */
+  candidates?(rec: Rec): readonly string[];
   /** The error `op` would fail with on this object now (xapi's check_operation_error), or null.
    * `strict` is false when checking the operation being started and true when computing
    * allowed_operations (xapi's VM checks differ between the two). */
@@ -56,7 +59,7 @@ export function updateAllowedOperations(emu: Emulator, cls: string, ref: string)
   const rec = emu.db.get(cls, ref);
   if (!rec) return;
   const r = rulesOf(cls);
-  let ops = r.allOps.filter((op) => r.check(emu, ref, rec, op, true) === null);
+  let ops = (r.candidates?.(rec) ?? r.allOps).filter((op) => r.check(emu, ref, rec, op, true) === null);
   if (r.order) ops = r.order(ops);
   emu.db.update(cls, ref, { allowed_operations: ops });
 }
