@@ -405,26 +405,30 @@ export function startXenops(emu: Emulator): () => void {
       else if (!domainHost.has(uuid)) domainHost.set(uuid, host);
     }
   }
-  resyncing.add(emu);
-  try {
-    for (const [vm, row] of [...emu.db.table('VM')]) {
-      if (row.rec.is_control_domain === true) continue;
-      const uuid = String(row.rec.uuid);
-      const host = domainHost.get(uuid);
-      if (host) syncVm(emu, host, uuid);
-      else if (row.rec.power_state === 'Running' || row.rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
-      else if (row.rec.power_state === 'Halted') {
-        for (const b of row.rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
-        for (const v of row.rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
-        if (row.rec.resident_on !== NULL_REF || row.rec.domid !== -1) emu.db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+  // all of it derived from the domains and the database, which the next start finds again: the
+  // writes go to disk in the background (Database.derived) and a start does not wait for them
+  emu.db.derived(() => {
+    resyncing.add(emu);
+    try {
+      for (const [vm, row] of [...emu.db.table('VM')]) {
+        if (row.rec.is_control_domain === true) continue;
+        const uuid = String(row.rec.uuid);
+        const host = domainHost.get(uuid);
+        if (host) syncVm(emu, host, uuid);
+        else if (row.rec.power_state === 'Running' || row.rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
+        else if (row.rec.power_state === 'Halted') {
+          for (const b of row.rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
+          for (const v of row.rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
+          if (row.rec.resident_on !== NULL_REF || row.rec.domid !== -1) emu.db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+        }
       }
+    } finally {
+      resyncing.delete(emu);
     }
-  } finally {
-    resyncing.delete(emu);
-  }
-  for (const host of map.keys()) syncHost(emu, host);
-  // operations of tasks that did not survive, then allowed_operations of every object, once
-  resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
+    for (const host of map.keys()) syncHost(emu, host);
+    // operations of tasks that did not survive, then allowed_operations of every object, once
+    resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
+  });
   emu.db.flush();
 
   const unsubs: (() => void)[] = [];
