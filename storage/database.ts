@@ -65,7 +65,7 @@ export interface Changes { gen: number; rows: Row[]; deleted: { cls: string; ref
 export const NULL_REF = 'OpaqueRef:NULL';
 
 /** rows per transaction when derived changes are written in the background */
-const DERIVED_BATCH = 500;
+const DERIVED_BATCH = 100;
 /** meta key: '1' when the last commit left derived changes unwritten */
 const DERIVED_PENDING = 'derived.pending';
 
