@@ -58,21 +58,32 @@ export interface Row {
 /** A change-log entry: an object written at `gen`; `deleted` when the write destroyed it. */
 interface LogEntry { gen: number; cls: string; ref: string; deleted?: { created: number } }
 
+type Dirty = Row | { cls: string; ref: string; gone: true };
+
 export interface Changes { gen: number; rows: Row[]; deleted: { cls: string; ref: string; gen: number }[] }
 
 export const NULL_REF = 'OpaqueRef:NULL';
 
+/** rows per transaction when derived changes are written in the background */
+const DERIVED_BATCH = 100;
+/** meta key: '1' when the last commit left derived changes unwritten */
+const DERIVED_PENDING = 'derived.pending';
+
 /** For each class, the relations in which one of its fields is mirrored by a field of another object. */
-interface Mirror { field: string; otherClass: string; otherField: string }
+interface Mirror { field: string; otherClass: string; otherField: string; bothSets: boolean }
 const mirrors = new Map<string, Mirror[]>();
+/** The sets that follow a ref field (host.resident_VMs follows VM.resident_on ...). */
+const followers: { cls: string; field: string; setClass: string; setField: string }[] = [];
 for (const [a, fa, b, fb] of model.relations) {
   const A = classes.get(a)?.field.get(fa);
   const B = classes.get(b)?.field.get(fb);
   if (!A || !B || (a === b && fa === fb)) continue; // internal fields, or a set that mirrors itself
   const add = (cls: string, m: Mirror) => mirrors.set(cls, [...(mirrors.get(cls) ?? []), m]);
-  add(a, { field: fa, otherClass: b, otherField: fb });
+  const bothSets = B.ty.k === 'set' && A.ty.k === 'set';
+  add(a, { field: fa, otherClass: b, otherField: fb, bothSets });
   // set <-> set relations are kept from both sides; a ref's reverse set is DynamicRO and only follows
-  if (B.ty.k === 'set' && A.ty.k === 'set') add(b, { field: fb, otherClass: a, otherField: fa });
+  if (bothSets) add(b, { field: fb, otherClass: a, otherField: fa, bothSets });
+  else if (A.ty.k === 'ref' && B.ty.k === 'set' && A.persist && B.persist) followers.push({ cls: a, field: fa, setClass: b, setField: fb });
 }
 
 const refsOf = (v: unknown): string[] =>
@@ -95,8 +106,15 @@ export class Database {
   forgottenUpTo = 0;
   private readonly deletedKept: number;
   private readonly sql: BetterSqlite3.Database | null;
-  private dirty = new Map<string, Row | { cls: string; ref: string; gone: true }>();
+  private dirty = new Map<string, Dirty>();
   private flushScheduled = false;
+  /** changes made under derived(): written in the background, or by a flush that has the same row */
+  private derivedDirty = new Map<string, Dirty>();
+  private deriving = 0;
+  /** inside a create, a destroy or a change of a relation: both sides are written at once, so
+   * that no kill can leave one side of a relation on disk without the other */
+  private relating = 0;
+  private derivedScheduled = false;
   private readonly listeners = new Set<() => void>();
   private notifyScheduled = false;
   /** extra meta entries written with every flush (the id counter) */
@@ -142,6 +160,35 @@ export class Database {
       this.tables.get(r.class)!.set(r.ref, row);
       this.indexUuid(row);
       this.log.push({ gen: row.modified, cls: row.cls, ref: row.ref });
+    }
+    const pending = sql.prepare('SELECT value FROM meta WHERE key = ?').get(DERIVED_PENDING) as { value: string } | undefined;
+    if (pending?.value === '1') this.rebuildFollowingSets();
+  }
+
+  /**
+   * After a stop that left derived changes half written: makes each set that follows a ref field
+   * agree with the refs again (xapi's database derives them the same way), keeping the order of
+   * the members that stay, and writes the sets it changed.
+   */
+  private rebuildFollowingSets(): void {
+    for (const f of followers) {
+      const owners = this.tables.get(f.setClass)!;
+      const want = new Map<string, string[]>();
+      for (const [ref, row] of this.tables.get(f.cls)!) {
+        const target = row.rec[f.field];
+        if (typeof target !== 'string' || !owners.has(target)) continue;
+        const members = want.get(target);
+        if (members) members.push(ref);
+        else want.set(target, [ref]);
+      }
+      for (const [ref, row] of owners) {
+        const have = Array.isArray(row.rec[f.setField]) ? (row.rec[f.setField] as string[]) : [];
+        if (have.length === 0 && !want.has(ref)) continue;
+        const members = new Set(want.get(ref));
+        if (have.length === members.size && have.every((r) => members.has(r))) continue;
+        const kept = have.filter((r) => members.delete(r));
+        this.update(f.setClass, ref, { [f.setField]: [...kept, ...members] });
+      }
     }
   }
 
@@ -206,8 +253,10 @@ export class Database {
     encoded.track(full);
     table.set(ref, row);
     this.indexUuid(row);
+    this.relating++;
     this.touched(row);
     for (const m of mirrors.get(cls) ?? []) this.mirror(cls, ref, m, [], refsOf(full[m.field]));
+    this.relating--;
     return row;
   }
 
@@ -220,6 +269,7 @@ export class Database {
     let changed = false;
     // a change of fields that are not persisted (allowed_operations) has nothing to write
     let persisted = false;
+    let related = false;
     for (const k in changes) {
       const before = row.rec[k];
       const after = changes[k];
@@ -234,11 +284,17 @@ export class Database {
         this.uuids.get(cls)?.delete(before as string);
         this.indexUuid(row);
       }
-      if (ms) for (const m of ms) if (m.field === k) this.mirror(cls, ref, m, refsOf(before), refsOf(after));
+      if (ms) for (const m of ms) if (m.field === k) {
+        // a set that follows a ref is made whole again at load (rebuildFollowingSets)
+        if (m.bothSets) related = true;
+        this.mirror(cls, ref, m, refsOf(before), refsOf(after));
+      }
     }
     if (changed) {
       row.modified = ++this.generation;
+      if (related) this.relating++;
       this.touched(row, persisted);
+      if (related) this.relating--;
     }
     return row;
   }
@@ -258,15 +314,18 @@ export class Database {
     table.delete(ref);
     encoded.untrack(row.rec);
     this.uuids.get(cls)?.delete(row.rec.uuid as string);
+    this.relating++;
     for (const m of mirrors.get(cls) ?? []) this.mirror(cls, ref, m, refsOf(row.rec[m.field]), []);
     const gen = ++this.generation;
     this.log.push({ gen, cls, ref, deleted: { created: row.created } });
     this.deletedCount++;
     this.markDirty({ cls, ref, gone: true });
+    this.relating--;
     this.pruneLog();
   }
 
   private mirror(cls: string, ref: string, m: Mirror, before: string[], after: string[]): void {
+    this.relating++;
     const other = this.tables.get(m.otherClass)!;
     for (const r of before) {
       if (after.includes(r)) continue;
@@ -280,6 +339,7 @@ export class Database {
       const set = o?.rec[m.otherField];
       if (o && Array.isArray(set) && !set.includes(ref)) this.bumpSet(o, m.otherField, [...set, ref]);
     }
+    this.relating--;
   }
 
   private bumpSet(o: Row, field: string, value: string[]): void {
@@ -301,9 +361,15 @@ export class Database {
     this.pruneLog();
   }
 
-  private markDirty(entry: Row | { cls: string; ref: string; gone: true }): void {
+  private markDirty(entry: Dirty): void {
     if (!this.persists(entry.cls)) return this.notify();
-    this.dirty.set(`${entry.cls}\u0000${entry.ref}`, entry);
+    const key = `${entry.cls}\u0000${entry.ref}`;
+    if (this.deriving > 0 && this.relating === 0 && !this.dirty.has(key)) {
+      this.derivedDirty.set(key, entry);
+      return this.notify();
+    }
+    this.derivedDirty.delete(key); // written whole with this change
+    this.dirty.set(key, entry);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       queueMicrotask(() => this.flush());
@@ -323,13 +389,52 @@ export class Database {
     if (!this.sql || (this.dirty.size === 0 && !always)) return;
     const pending = [...this.dirty.values()];
     this.dirty.clear();
+    this.write(pending);
+  }
+
+  /**
+   * Runs fn, whose changes are derived from what the next start finds anyway (the start-up resync
+   * of power states with the domains, allowed_operations, operations of tasks that did not
+   * survive): they are in memory at once, and written to SQLite in the background, a batch at a
+   * time, so that a start does not wait for them. A kill before they are written loses nothing
+   * that the next start does not derive again; a later change of the same row writes it whole
+   * with that change, and close() writes what is left.
+   */
+  derived<T>(fn: () => T): T {
+    this.deriving++;
+    try {
+      return fn();
+    } finally {
+      this.deriving--;
+      this.scheduleDerived();
+    }
+  }
+
+  private scheduleDerived(): void {
+    if (this.derivedScheduled || this.deriving > 0 || this.derivedDirty.size === 0 || !this.sql) return;
+    this.derivedScheduled = true;
+    setImmediate(() => {
+      this.derivedScheduled = false;
+      const batch: Dirty[] = [];
+      for (const [key, e] of this.derivedDirty) {
+        if (batch.length >= DERIVED_BATCH) break;
+        batch.push(e);
+        this.derivedDirty.delete(key);
+      }
+      if (batch.length > 0) this.write(batch);
+      this.scheduleDerived();
+    });
+  }
+
+  private write(pending: Dirty[]): void {
     const { put, del, meta } = this.stmts!;
-    this.sql.transaction(() => {
+    this.sql!.transaction(() => {
       for (const e of pending) {
         if ('gone' in e) del.run(e.cls, e.ref);
         else put.run(e.cls, e.ref, JSON.stringify(persistedRecord(e)), e.created, e.modified);
       }
       meta.run('generation', String(this.generation));
+      meta.run(DERIVED_PENDING, this.derivedDirty.size > 0 ? '1' : '0');
       for (const [k, v] of Object.entries(this.metaHook())) meta.run(k, v);
     })();
   }
@@ -395,6 +500,8 @@ export class Database {
   }
 
   close(): void {
+    for (const [key, e] of this.derivedDirty) if (!this.dirty.has(key)) this.dirty.set(key, e);
+    this.derivedDirty.clear();
     this.flush(true);
     this.sql?.close();
   }

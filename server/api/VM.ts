@@ -90,25 +90,28 @@ function guestMetrics(emu: Emulator, rec: Rec): Rec | undefined {
   return emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
 }
 
+/** VM_LACKS_FEATURE, built only when it is the answer (allowed_operations runs thousands of checks) */
+const lacksFeature = (ref: string) => new XapiError('VM_LACKS_FEATURE', [ref]);
+
 /** Xapi_vm_lifecycle.check_op_for_feature */
 function featureError(emu: Emulator, ref: string, rec: Rec, op: string, strict: boolean): XapiError | null {
   const live = rec.power_state === 'Running' || rec.power_state === 'Paused';
+  if (!live) return null; // without a domain every feature is implicit
   const gm = guestMetrics(emu, rec);
   const metrics = emu.db.get('VM_metrics', String(rec.metrics));
   const bootedPv = ['pv', 'pvh', 'pv_in_pvh'].includes(String(metrics?.current_domain_type));
   const implicit = !live || bootedPv || gm?.PV_drivers_detected === true;
   const other = (gm?.other ?? {}) as Record<string, string>;
   const lacks = (f: string) => other[f] !== '1';
-  const err = new XapiError('VM_LACKS_FEATURE', [ref]);
   if (['suspend', 'checkpoint', 'pool_migrate', 'migrate_send'].includes(op) && live) {
     const reason = other['data-cant-suspend-reason'];
     if (reason !== undefined) return new XapiError('VM_NON_SUSPENDABLE', [ref, reason]);
-    return !implicit && strict && lacks('feature-suspend') ? err : null;
+    return !implicit && strict && lacks('feature-suspend') ? lacksFeature(ref) : null;
   }
   if (implicit) return null;
-  if (op === 'clean_shutdown' && strict && lacks('feature-shutdown') && lacks('feature-poweroff')) return err;
-  if (op === 'clean_reboot' && strict && lacks('feature-shutdown') && lacks('feature-reboot')) return err;
-  if (op === 'changing_VCPUs_live' && lacks('feature-vcpu-hotplug')) return err;
+  if (op === 'clean_shutdown' && strict && lacks('feature-shutdown') && lacks('feature-poweroff')) return lacksFeature(ref);
+  if (op === 'clean_reboot' && strict && lacks('feature-shutdown') && lacks('feature-reboot')) return lacksFeature(ref);
+  if (op === 'changing_VCPUs_live' && lacks('feature-vcpu-hotplug')) return lacksFeature(ref);
   return null;
 }
 
@@ -157,8 +160,9 @@ export function vmCheck(emu: Emulator, ref: string, rec: Rec, op: string, strict
 
 registerOperations('VM', {
   allOps: ALLOWABLE_OPS,
+  // the power state rules out most operations (check_operation_error's first failing test)
+  candidates: (rec) => ALLOWABLE_OPS.filter((op) => allowedPowerStates(rec, op).includes(rec.power_state as PS)),
   check: vmCheck,
-  refused: (rec, op) => !allowedPowerStates(rec, op).includes(String(rec.power_state) as PS),
   // update_allowed_operations folds with (op :: acc): the list comes out in reverse enum order
   order: (ops) => [...ops].reverse(),
 });

@@ -19,12 +19,13 @@ import { assertNotCancelling, createTask, destroyTask } from './task-runner.js';
 export interface OperationRules {
   /** every operation allowed_operations may list, in the order it lists them */
   allOps: readonly string[];
+  /** allOps less those that the record's state alone rules out (optional): allowed_operations
+   * checks only these, without building an error for each of the others */
+  candidates?(rec: Rec): readonly string[];
   /** The error `op` would fail with on this object now (xapi's check_operation_error), or null.
    * `strict` is false when checking the operation being started and true when computing
    * allowed_operations (xapi's VM checks differ between the two). */
   check(emu: Emulator, ref: string, rec: Rec, op: string, strict: boolean): XapiError | null;
-  /** true for an operation `check` would certainly refuse (a cheaper test, for allowed_operations) */
-  refused?: (rec: Rec, op: string) => boolean;
   /** orders allowed_operations (default: allOps order) */
   order?: (ops: string[]) => string[];
 }
@@ -58,16 +59,7 @@ export function updateAllowedOperations(emu: Emulator, cls: string, ref: string)
   const rec = emu.db.get(cls, ref);
   if (!rec) return;
   const r = rulesOf(cls);
-  // only whether each check fails matters here: errors made without a stack trace cost a fraction
-  // (a VM's ~80 checks, for every VM at start-up, were most of the start-up time)
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  let ops: string[];
-  try {
-    ops = r.allOps.filter((op) => !r.refused?.(rec, op) && r.check(emu, ref, rec, op, true) === null);
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
+  let ops = (r.candidates?.(rec) ?? r.allOps).filter((op) => r.check(emu, ref, rec, op, true) === null);
   if (r.order) ops = r.order(ops);
   emu.db.update(cls, ref, { allowed_operations: ops });
 }

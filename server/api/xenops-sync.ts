@@ -258,8 +258,13 @@ export function syncConsoles(emu: Emulator, vm: string, running: { host: string;
   }
 }
 
+/** Emulators whose start-up resync is running: it computes every object's allowed_operations
+ * once when it ends (as xapi's Cancel_tasks.update_all_allowed_operations), not after each VM. */
+const resyncing = new WeakSet<Emulator>();
+
 /** allowed_operations of a VM and its devices */
 export function refreshAllowed(emu: Emulator, vm: string): void {
+  if (resyncing.has(emu)) return;
   const rec = emu.db.get('VM', vm);
   if (!rec) return;
   updateAllowedOperations(emu, 'VM', vm);
@@ -357,15 +362,23 @@ export function hostFreeMemory(emu: Emulator, host: string): number {
 
 // ---- start / stop with the emulator ----
 
-function hostSpec(emu: Emulator, host: string) {
+/** memory_static_max of the control domains, by the host they are resident on */
+function controlDomainMemory(emu: Emulator): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [, row] of emu.db.table('VM')) {
+    if (row.rec.is_control_domain !== true) continue;
+    const host = String(row.rec.resident_on);
+    out.set(host, (out.get(host) ?? 0) + (Number(row.rec.memory_static_max) || 0));
+  }
+  return out;
+}
+
+function hostSpec(emu: Emulator, host: string, dom0s: Map<string, number>) {
   const { db } = emu;
   const h = db.get('host', host)!;
   const m = db.get('host_metrics', String(h.metrics));
   const total = Number(m?.memory_total) || 0;
-  let dom0 = 0;
-  for (const [, row] of db.table('VM')) {
-    if (row.rec.is_control_domain === true && row.rec.resident_on === host) dom0 += Number(row.rec.memory_static_max) || 0;
-  }
+  let dom0 = dom0s.get(host) ?? 0;
   if (!dom0) dom0 = total - (Number(m?.memory_free) || 0);
   return { uuid: String(h.uuid), totalMemory: total, dom0Memory: dom0 };
 }
@@ -381,28 +394,41 @@ export function startXenops(emu: Emulator): () => void {
   const storage = storageFor(emu);
   const map = new Map<string, Xenopsd>();
   bound.set(emu, map);
-  for (const host of emu.hosts) map.set(host, xenopsdFor(emu.storageDir, hostSpec(emu, host), { clock: emu.clock, storage }));
+  const dom0s = controlDomainMemory(emu);
+  for (const host of emu.hosts) map.set(host, xenopsdFor(emu.storageDir, hostSpec(emu, host, dom0s), { clock: emu.clock, storage }));
+  /** the host whose xenopsd has each domain */
+  const domainHost = new Map<string, string>();
   for (const [host, x] of map) {
     for (const uuid of x.list()) {
       const vm = emu.db.refByUuid('VM', uuid);
       if (!vm) void x.shutdown(uuid, { clean: false }).catch(() => undefined);
+      else if (!domainHost.has(uuid)) domainHost.set(uuid, host);
     }
   }
-  for (const [vm, row] of [...emu.db.table('VM')]) {
-    if (row.rec.is_control_domain === true) continue;
-    const uuid = String(row.rec.uuid);
-    const host = [...map].find(([, x]) => x.list().includes(uuid))?.[0];
-    if (host) syncVm(emu, host, uuid);
-    else if (row.rec.power_state === 'Running' || row.rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
-    else if (row.rec.power_state === 'Halted') {
-      for (const b of row.rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
-      for (const v of row.rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
-      if (row.rec.resident_on !== NULL_REF || row.rec.domid !== -1) emu.db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+  // all of it derived from the domains and the database, which the next start finds again: the
+  // writes go to disk in the background (Database.derived) and a start does not wait for them
+  emu.db.derived(() => {
+    resyncing.add(emu);
+    try {
+      for (const [vm, row] of [...emu.db.table('VM')]) {
+        if (row.rec.is_control_domain === true) continue;
+        const uuid = String(row.rec.uuid);
+        const host = domainHost.get(uuid);
+        if (host) syncVm(emu, host, uuid);
+        else if (row.rec.power_state === 'Running' || row.rec.power_state === 'Paused') forceStateReset(emu, vm, 'Halted');
+        else if (row.rec.power_state === 'Halted') {
+          for (const b of row.rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
+          for (const v of row.rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
+          if (row.rec.resident_on !== NULL_REF || row.rec.domid !== -1) emu.db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });
+        }
+      }
+    } finally {
+      resyncing.delete(emu);
     }
-  }
-  for (const host of map.keys()) syncHost(emu, host);
-  // stale marks dropped and allowed_operations computed once, after the states are settled
-  resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
+    for (const host of map.keys()) syncHost(emu, host);
+    // operations of tasks that did not survive, then allowed_operations of every object, once
+    resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
+  });
   emu.db.flush();
 
   const unsubs: (() => void)[] = [];
