@@ -1,11 +1,13 @@
-// HTTP(S) front of an emulated pool: one Fastify instance per listening socket (Fastify serves one
-// server per instance), each with the RPC endpoints plus any HTTP handler plugins. startServer
-// opens the listeners for the whole pool and implements the toolstack restart.
+// HTTP(S) front of an emulated pool: one Fastify instance per protocol (HTTP, HTTPS) with the RPC
+// endpoints plus any HTTP handler plugins, served by one Node server per listening address (each
+// host of the pool has its own on loopback). startServer opens the listeners for the whole pool and
+// implements the toolstack restart.
 import { join } from 'node:path';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { createServer as createHttpServer, type Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
-import { generate as generateCert } from 'selfsigned';
 import { model } from '../schema/index.js';
 import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
@@ -51,6 +53,11 @@ export interface AppOptions {
   plugins?: HttpPlugin[];
 }
 
+type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** The servers of each app: the first is app.server, the others listen on further addresses. */
+const serversOf = new WeakMap<FastifyInstance, { make: () => HttpServer; all: HttpServer[] }>();
+
 export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance {
   const conf = emu.conf;
   // (Node's timers take at most 2^31-1 ms, about 24 days, and treat more as 1 ms)
@@ -60,29 +67,64 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
     headerTotal: ms(conf.header_total_timeout_tcp),
     idle: ms(conf.idle_timeout_tcp),
   };
+  const unguards: (() => void)[] = [];
+  const servers: HttpServer[] = [];
+  let handler: RequestHandler | undefined;
+  const make = (): HttpServer => {
+    const tls = opts.https;
+    // a TLS handshake is part of getting the request's headers
+    const server: HttpServer = tls
+      ? (createHttpsServer({ ...tls, ...(timeouts.headerTotal > 0 ? { handshakeTimeout: timeouts.headerTotal } : {}) }, handler) as unknown as HttpServer)
+      : createHttpServer(handler);
+    // a client that half-closes its connection after its request still gets the whole answer, as
+    // from xapi (Node would cut it and abort the request)
+    (server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
+    // event.from long-polls for up to its timeout: no request timeout; guardConnections times what
+    // waits on the client, and closes idle keep-alive connections
+    unguards.push(guardConnections(server, timeouts, tls !== undefined));
+    servers.push(server);
+    return server;
+  };
   const app = Fastify({
     logger: opts.log ?? false,
-    // a TLS handshake is part of getting the request's headers
-    ...(opts.https ? { https: { ...opts.https, ...(timeouts.headerTotal > 0 ? { handshakeTimeout: timeouts.headerTotal } : {}) } } : {}),
-    // event.from long-polls for up to its timeout: no request timeout (guardConnections times what
-    // waits on the client). Idle keep-alive connections are kept long, so clients' pools close
-    // them first (a server-side close races with reuse).
-    requestTimeout: 0,
-    keepAliveTimeout: timeouts.idle,
+    // every listening address is served by the same instance: building one per host costs
+    // milliseconds each, a second for a 64-host pool
+    serverFactory: (h: RequestHandler) => {
+      handler = h;
+      return make();
+    },
   }) as unknown as FastifyInstance;
-  // a client that half-closes its connection after its request still gets the whole answer, as
-  // from xapi (Node would cut it and abort the request)
-  (app.server as { httpAllowHalfOpen?: boolean }).httpAllowHalfOpen = true;
-  const unguard = guardConnections(app.server, timeouts, opts.https !== undefined);
+  serversOf.set(app, { make, all: servers });
   app.addHook('onClose', (_app, done) => {
-    unguard();
-    done();
+    for (const u of unguards) u();
+    // app.close() closes app.server; the servers of further addresses close with it
+    const closing = servers.slice(1).map((srv) => new Promise<void>((resolve) => srv.close(() => resolve())));
+    for (const srv of servers.slice(1)) srv.closeIdleConnections?.();
+    Promise.all(closing).then(() => done(), done);
   });
   const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
   app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
   const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor) };
   for (const p of [...registeredPlugins(), ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
   return app;
+}
+
+/** Every Node server of an app: app.server, then those of addresses added by listenAlso. */
+export function serversOfApp(app: FastifyInstance): HttpServer[] {
+  return serversOf.get(app)?.all ?? [app.server as unknown as HttpServer];
+}
+
+/** Serves a listening app on one more address too (after app.listen). */
+async function listenAlso(app: FastifyInstance, host: string, port: number): Promise<HttpServer> {
+  const server = serversOf.get(app)!.make();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
 }
 
 // ───────────────────────────── the server ─────────────────────────────
@@ -120,9 +162,12 @@ export interface ServerOptions {
 export interface RunningServer {
   /** the current Emulator (a new one after each toolstack restart with a data directory) */
   readonly emu: Emulator;
-  /** the master's first listener */
+  /** the app of the master's first listener */
   readonly app: FastifyInstance;
+  /** one app per protocol (HTTP, HTTPS), each serving every listening address */
   readonly apps: FastifyInstance[];
+  /** the Node server of each listener, in the order of urls */
+  readonly servers: HttpServer[];
   /** one per listener, master first, e.g. http://127.0.0.1:8080/ */
   readonly urls: string[];
   readonly dataDir: string | null;
@@ -160,6 +205,8 @@ async function certificate(dataDir: string | null, names: string[]): Promise<{ k
     const notAfterDate = new Date();
     notAfterDate.setFullYear(notAfterDate.getFullYear() + 10);
     const cn = names.find((n) => !isWildcard(n)) ?? 'localhost';
+    // (loaded only here: the certificate library costs a tenth of a second at every start)
+    const { generate: generateCert } = await import('selfsigned');
     const g = await generateCert([{ name: 'commonName', value: cn }], {
       keySize: 2048,
       algorithm: 'sha256',
@@ -225,12 +272,13 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     try {
       const kinds: { secure: boolean }[] = tls ? [{ secure: true }, ...(httpPort !== undefined ? [{ secure: false }] : [])] : [{ secure: false }];
       for (const { secure } of kinds) {
-        for (const { addr } of plan) {
-          const app = buildApp(emu, { ...appOpts, https: secure ? tls : undefined });
-          opened.push(app);
+        const app = buildApp(emu, { ...appOpts, https: secure ? tls : undefined });
+        opened.push(app);
+        for (const [i, { addr }] of plan.entries()) {
           // port 0: the first listener picks the port and the pool's other hosts reuse it
-          await app.listen({ host: addr, port: secure || !tls ? port : httpPort! });
-          const actual = (app.server.address() as { port: number }).port;
+          const wanted = secure || !tls ? port : httpPort!;
+          const server = i === 0 ? (await app.listen({ host: addr, port: wanted }), app.server) : await listenAlso(app, addr, wanted);
+          const actual = (server.address() as { port: number }).port;
           if (secure || !tls) port = actual;
           else httpPort = actual;
           openedUrls.push(`${secure ? 'https' : 'http'}://${urlHost(addr)}:${actual}/`);
@@ -248,7 +296,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     await Promise.all(
       apps.map(async (app) => {
         // idle keep-alive connections close at once; in-flight calls (event.from long polls) get a grace
-        const timer = setTimeout(() => app.server.closeAllConnections?.(), grace);
+        const timer = setTimeout(() => {
+          for (const server of serversOfApp(app)) server.closeAllConnections?.();
+        }, grace);
         try {
           await app.close();
         } finally {
@@ -274,6 +324,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     },
     get apps() {
       return apps;
+    },
+    get servers() {
+      return apps.flatMap(serversOfApp);
     },
     get urls() {
       return urls;

@@ -147,9 +147,10 @@ export class Database {
     const gen = sql.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined;
     this.generation = gen ? Number(gen.value) : 0;
     this.forgottenUpTo = this.generation; // deletions before a restart are not remembered
-    const rows = sql.prepare('SELECT class, ref, data, created, modified FROM objects ORDER BY modified').all() as {
+    // sorted here rather than by SQLite, which would sort the whole table's data on disk
+    const rows = (sql.prepare('SELECT class, ref, data, created, modified FROM objects').all() as {
       class: string; ref: string; data: string; created: number; modified: number;
-    }[];
+    }[]).sort((a, b) => a.modified - b.modified);
     for (const r of rows) {
       const c = classes.get(r.class);
       if (!c) continue;

@@ -515,7 +515,7 @@ describe("Xen Orchestra's getResource / putResource", () => {
   const sockets = new Set<Socket>();
 
   beforeAll(async () => {
-    for (const app of srv.apps) app.server.on('connection', (so: Socket) => sockets.add(so.on('close', () => sockets.delete(so))));
+    for (const server of srv.servers) server.on('connection', (so: Socket) => sockets.add(so.on('close', () => sockets.delete(so))));
     xapi = createClient({ url, auth: { user: 'root', password: PASSWORD }, allowUnauthorized: true, transport: 'json-rpc', debounce: 0 });
     await xapi.connect();
     await xapi.objectsFetched;
