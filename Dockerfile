@@ -8,13 +8,16 @@ FROM node:20-bookworm
 WORKDIR /app
 ENV NODE_ENV=production
 
-# Dependencies first, so that source changes reuse this layer. tsx runs the TypeScript sources
-# directly (it is a runtime dependency); better-sqlite3 comes prebuilt, or builds with the
-# toolchain this image has.
+# Dependencies first, so that source changes reuse this layer; better-sqlite3 comes prebuilt, or
+# builds with the toolchain this image has. The sources run from dist/, built below (tsx, a runtime
+# dependency, runs them directly when dist/ is missing or older than they are).
 COPY package.json package-lock.json ./
+COPY scripts ./scripts
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 COPY . .
+# the sources transpiled once, so that each start skips compiling them
+RUN npm run build
 
 # The CLI refuses a non-loopback address with the default password: XAPI_EMU_PASSWORD must be set.
 VOLUME /data
