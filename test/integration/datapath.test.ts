@@ -6,37 +6,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { GiB, MiB, NULL, memory, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'datapath-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let url: string;
 let x: Client;
 let local: string;
 
-const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 1 * GiB, memory_dynamic_max: 1 * GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
-  VCPUs_params: {}, VCPUs_max: 2, VCPUs_at_startup: 2,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: {}, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
 async function newVm(name: string, extra: Record<string, unknown> = {}) {
-  const vm: string = await x.call('VM.create', vmArgs(name, extra));
-  const vdi: string = await x.call('VDI.create', {
-    SR: local, name_label: `${name}-disk`, name_description: '', virtual_size: 16 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
-  const vbd: string = await x.call('VBD.create', {
-    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-  });
+  const vm: string = await x.call('VM.create', vmArgs(name, { ...memory(1 * GiB, 512 * MiB), VCPUs_max: 2, VCPUs_at_startup: 2, ...extra }));
+  const vdi: string = await x.call('VDI.create', vdiArgs(local, 16 * MiB, `${name}-disk`));
+  const vbd: string = await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
   return { vm, vdi, vbd };
 }
 

@@ -13,10 +13,10 @@ import { defaultConf } from '../../server/config.js';
 import { fileSrProblems, openVdi, runSrGc, smReady } from '../../server/sm/index.js';
 import { Vhd, coalesce } from '../../storage/vhd/index.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { MiB, vdiArgs } from './helpers/records.js';
 
 const PASSWORD = 'storage-crash-test';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const MiB = 1024 * 1024;
 
 const dirs: string[] = [];
 const servers: RunningServer[] = [];
@@ -53,11 +53,6 @@ async function stop(srv: RunningServer): Promise<void> {
   servers.splice(servers.indexOf(srv), 1);
   await srv.close();
 }
-
-const vdiArgs = (sr: string, size: number, name = 'disk') => ({
-  name_label: name, name_description: '', SR: sr, virtual_size: size, type: 'user', sharable: false,
-  read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-});
 
 async function problemsOfAll(srv: RunningServer): Promise<string[]> {
   const out: string[] = [];
