@@ -2,9 +2,9 @@
 // domain appears (HVM: rfb; PV: rfb and vt100), located at https://<resident host's address>/console?uuid=<uuid>,
 // destroyed when the VM halts or suspends, recreated on the destination host by VM.pool_migrate.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
-import { startServer, type RunningServer } from '../../server/app.js';
-import { connect, type Client } from './helpers/jsonrpc.js';
+import type { RunningServer } from '../../server/app.js';
+import type { Client } from './helpers/jsonrpc.js';
+import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'consoles-test';
@@ -33,11 +33,10 @@ async function consolesOf(vm: string): Promise<any[]> {
 const addressOf = async (host: string): Promise<string> => (await rec('host', host)).address;
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 2, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 2, closeGrace: 0 }));
   hosts = srv.emu.hosts;
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
-  shared = await x.call('SR.create', hosts[0], { location: join(srv.emu.storageDir, 'shared-sr') }, 0, 'Shared', '', 'file', 'user', true, {});
+  network = await xenbr0(x);
+  shared = await createSharedSr(x, srv, hosts[0]);
 });
 
 afterAll(async () => {

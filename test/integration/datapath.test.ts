@@ -4,8 +4,9 @@
 // qemu-dm's do not), FLUSH and DISCARD answers, errors (halted VM, bad parameters, sessions,
 // roles), and after a shutdown the bytes read back through /export_raw_vdi.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool } from './helpers/pool.js';
 import { GiB, MiB, NULL, memory, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'datapath-test';
@@ -55,10 +56,9 @@ const pattern = (n: number, seed: number) => {
 };
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0, users: [{ name: 'ro', password: 'r', role: 'read-only' }] });
+  ({ srv, x } = await startPool(PASSWORD, { users: [{ name: 'ro', password: 'r', role: 'read-only' }] }));
   url = srv.urls[0];
-  x = await connect(url, 'root', PASSWORD);
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
+  local = await localStorage(x);
 });
 
 afterAll(async () => {

@@ -2,13 +2,13 @@
 // (the domain moves between the hosts' xenopsds with its disks), host evacuation, host reboot,
 // VBD.insert / eject of CD drives, and 50 clients racing lifecycle operations on a few VMs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
 import { renameSync } from 'node:fs';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { vdiPath } from '../../server/sm/index.js';
 import { model } from '../../schema/index.js';
-import { connect, connectKeepAlive, faultOf, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { connectKeepAlive, faultOf, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
 import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'pool-ops-test';
@@ -31,11 +31,10 @@ async function newVm(name: string, extra: Record<string, unknown> = {}, sr = sha
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 3, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 3, closeGrace: 0 }));
   hosts = srv.emu.hosts;
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
-  shared = await x.call('SR.create', hosts[0], { location: join(srv.emu.storageDir, 'shared-sr') }, 0, 'Shared', '', 'file', 'user', true, {});
+  network = await xenbr0(x);
+  shared = await createSharedSr(x, srv, hosts[0]);
 });
 
 afterAll(async () => {

@@ -12,6 +12,7 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import { openVdi, vdiPath } from '../../server/sm/index.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs as baseVmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-lifecycle-test';
@@ -49,12 +50,11 @@ async function newVm(name: string, opts: { disk?: boolean; nic?: boolean; pv?: b
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD));
   const pool = (await x.call('pool.get_all'))[0];
   master = (await rec('pool', pool)).master;
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  local = await localStorage(x);
+  network = await xenbr0(x);
 });
 
 afterAll(async () => {

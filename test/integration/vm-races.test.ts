@@ -6,10 +6,11 @@
 // unique device numbers, both sides of the VM/VBD/VDI relations in agreement, the power states
 // those of xenopsd's domains, and no operation left marked.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { model } from '../../schema/index.js';
-import { connect, connectKeepAlive, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { connectKeepAlive, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-races-test';
@@ -133,10 +134,9 @@ function violations(): string[] {
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 2, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 2, closeGrace: 0 }));
+  local = await localStorage(x);
+  network = await xenbr0(x);
 });
 
 afterAll(async () => {

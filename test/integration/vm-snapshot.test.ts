@@ -5,10 +5,11 @@
 // VM through start → snapshot → reboot → shutdown with Async calls and events.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Xapi } from 'xen-api';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { openVdi } from '../../server/sm/index.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
-import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-snapshot-test';
@@ -79,12 +80,11 @@ async function diskOf(vm: string, dev = '0'): Promise<string> {
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD));
   const pool = (await x.call('pool.get_all'))[0];
   master = (await rec('pool', pool)).master;
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  local = await localStorage(x);
+  network = await xenbr0(x);
   debian = (await x.call('VM.get_by_name_label', 'Debian Bookworm 12'))[0];
 });
 
