@@ -8,6 +8,7 @@
 //      over its own VMs for BENCH_LIFECYCLE_SECONDS (default 10); operations per second and errors.
 import { Pool } from 'undici';
 import { spawnEmulator, stop, freePort, waitForLogin, jsonCall, now, median, pct, fmt, table, RpcError, type Child } from './lib.js';
+import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from '../test/integration/helpers/records.js';
 
 interface Rec { [k: string]: unknown }
 
@@ -15,8 +16,6 @@ const CYCLES = Number(process.env.BENCH_LIFECYCLE_CYCLES ?? 50);
 const VMS = Number(process.env.BENCH_LIFECYCLE_VMS ?? 100);
 const CLIENTS = Number(process.env.BENCH_LIFECYCLE_CLIENTS ?? 16);
 const SECONDS = Number(process.env.BENCH_LIFECYCLE_SECONDS ?? 10);
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
 
 const progress = (s: string) => process.stderr.write(`[bench] ${s}\n`);
 
@@ -24,24 +23,10 @@ interface Ctx { base: string; session: string; sr: string; network: string }
 
 async function newVm(c: Ctx, name: string, pool: Pool): Promise<string> {
   const call = async <T>(m: string, ...p: unknown[]) => (await jsonCall<T>(c.base, m, [c.session, ...p], pool)).value;
-  const vm = await call<string>('VM.create', {
-    name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-    memory_static_max: 256 * MiB, memory_dynamic_max: 256 * MiB, memory_dynamic_min: 256 * MiB, memory_static_min: 256 * MiB,
-    VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-    actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-    PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-    HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-    other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm',
-  });
-  const vdi = await call<string>('VDI.create', {
-    SR: c.sr, name_label: `${name}-disk`, name_description: '', virtual_size: 8 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
-  await call('VBD.create', {
-    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-  });
-  await call('VIF.create', { device: '0', network: c.network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  const vm = await call<string>('VM.create', vmArgs(name, { other_config: PV_DRIVERS }));
+  const vdi = await call<string>('VDI.create', vdiArgs(c.sr, 8 * MiB, `${name}-disk`));
+  await call('VBD.create', vbdArgs(vm, vdi, '0'));
+  await call('VIF.create', vifArgs(vm, c.network));
   return vm;
 }
 

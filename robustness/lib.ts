@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const GiB = 1024 ** 3;
-export const MiB = 1024 ** 2;
-export const NULL = 'OpaqueRef:NULL';
+import { MiB } from '../test/integration/helpers/records.js';
+
+export { GiB, MiB, NULL } from '../test/integration/helpers/records.js';
 
 // ───────────── options ─────────────
 
@@ -160,25 +160,7 @@ export function report(title: string, figures: Record<string, string | number>, 
 
 // ───────────── records for calls ─────────────
 
-export const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 256 * MiB, memory_dynamic_max: 256 * MiB, memory_dynamic_min: 256 * MiB, memory_static_min: 256 * MiB,
-  VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: {}, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
-export const vdiArgs = (sr: string, size: number, name = 'disk') => ({
-  SR: sr, name_label: name, name_description: '', virtual_size: size, type: 'user', sharable: false, read_only: false,
-  other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-});
-
-export const vbdArgs = (vm: string, vdi: string, userdevice: string, extra: Record<string, unknown> = {}) => ({
-  VM: vm, VDI: vdi, userdevice, bootable: userdevice === '0', mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-  other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, ...extra,
-});
+export { vmArgs, vdiArgs, vbdArgs } from '../test/integration/helpers/records.js';
 
 /** The default pool's local SR (an ext SR on the master). */
 export async function localSr(s: Session): Promise<string> {

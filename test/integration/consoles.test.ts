@@ -2,13 +2,12 @@
 // domain appears (HVM: rfb; PV: rfb and vt100), located at https://<resident host's address>/console?uuid=<uuid>,
 // destroyed when the VM halts or suspends, recreated on the destination host by VM.pool_migrate.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
-import { startServer, type RunningServer } from '../../server/app.js';
-import { connect, type Client } from './helpers/jsonrpc.js';
+import type { RunningServer } from '../../server/app.js';
+import type { Client } from './helpers/jsonrpc.js';
+import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
+import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'consoles-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
 
 let srv: RunningServer;
 let x: Client;
@@ -16,29 +15,13 @@ let hosts: string[];
 let shared: string;
 let network: string;
 
-const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 256 * MiB, memory_dynamic_max: 256 * MiB, memory_dynamic_min: 256 * MiB, memory_static_min: 256 * MiB,
-  VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
 const rec = (cls: string, ref: string): Promise<any> => x.call(`${cls}.get_record`, ref);
 
 async function newVm(name: string, extra: Record<string, unknown> = {}) {
-  const vm: string = await x.call('VM.create', vmArgs(name, extra));
-  const vdi: string = await x.call('VDI.create', {
-    SR: shared, name_label: `${name}-disk`, name_description: '', virtual_size: 4 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
-  await x.call('VBD.create', {
-    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-  });
-  await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  const vm: string = await x.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS, ...extra }));
+  const vdi: string = await x.call('VDI.create', vdiArgs(shared, 4 * MiB, `${name}-disk`));
+  await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+  await x.call('VIF.create', vifArgs(vm, network));
   return vm;
 }
 
@@ -50,11 +33,10 @@ async function consolesOf(vm: string): Promise<any[]> {
 const addressOf = async (host: string): Promise<string> => (await rec('host', host)).address;
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 2, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 2, closeGrace: 0 }));
   hosts = srv.emu.hosts;
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
-  shared = await x.call('SR.create', hosts[0], { location: join(srv.emu.storageDir, 'shared-sr') }, 0, 'Shared', '', 'file', 'user', true, {});
+  network = await xenbr0(x);
+  shared = await createSharedSr(x, srv, hosts[0]);
 });
 
 afterAll(async () => {

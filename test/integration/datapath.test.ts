@@ -4,39 +4,22 @@
 // qemu-dm's do not), FLUSH and DISCARD answers, errors (halted VM, bad parameters, sessions,
 // roles), and after a shutdown the bytes read back through /export_raw_vdi.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool } from './helpers/pool.js';
+import { GiB, MiB, NULL, memory, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'datapath-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let url: string;
 let x: Client;
 let local: string;
 
-const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 1 * GiB, memory_dynamic_max: 1 * GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
-  VCPUs_params: {}, VCPUs_max: 2, VCPUs_at_startup: 2,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: {}, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
 async function newVm(name: string, extra: Record<string, unknown> = {}) {
-  const vm: string = await x.call('VM.create', vmArgs(name, extra));
-  const vdi: string = await x.call('VDI.create', {
-    SR: local, name_label: `${name}-disk`, name_description: '', virtual_size: 16 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
-  const vbd: string = await x.call('VBD.create', {
-    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-  });
+  const vm: string = await x.call('VM.create', vmArgs(name, { ...memory(1 * GiB, 512 * MiB), VCPUs_max: 2, VCPUs_at_startup: 2, ...extra }));
+  const vdi: string = await x.call('VDI.create', vdiArgs(local, 16 * MiB, `${name}-disk`));
+  const vbd: string = await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
   return { vm, vdi, vbd };
 }
 
@@ -73,10 +56,9 @@ const pattern = (n: number, seed: number) => {
 };
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0, users: [{ name: 'ro', password: 'r', role: 'read-only' }] });
+  ({ srv, x } = await startPool(PASSWORD, { users: [{ name: 'ro', password: 'r', role: 'read-only' }] }));
   url = srv.urls[0];
-  x = await connect(url, 'root', PASSWORD);
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
+  local = await localStorage(x);
 });
 
 afterAll(async () => {

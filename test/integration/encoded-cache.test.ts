@@ -8,6 +8,7 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import type { Ty } from '../../schema/index.js';
 import * as xml from '../../server/transport/xmlrpc-codec.js';
 import * as json from '../../server/transport/jsonrpc-codec.js';
+import { vifArgs } from './helpers/records.js';
 
 /** A deep copy of plain data: a new object, unknown to the cache, so encoded afresh. */
 const copy = <T>(v: T): T =>
@@ -99,9 +100,7 @@ describe('responses from cached encodings follow every change', () => {
     expect(await jsonText('VM.get_record', s, vm)).toContain('"tags":["tagged"]');
 
     // a VIF: the database mirrors it into VM.VIFs and network.VIFs
-    const vif: string = await ok('VIF.create', s, {
-      device: '0', network: net, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-    });
+    const vif: string = await ok('VIF.create', s, vifArgs(vm, net));
     await expectServed('VM', vm);
     await expectServed('network', net);
     await expectServed('VIF', vif);
@@ -117,9 +116,7 @@ describe('responses from cached encodings follow every change', () => {
     expect(await xmlText('VIF.get_record', s, vif)).toContain('<value>HANDLE_INVALID</value>');
 
     // and a new one
-    const vif2: string = await ok('VIF.create', s, {
-      device: '1', network: net, VM: vm, MAC: 'aa:bb:cc:dd:ee:ff', MTU: 9000, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-    });
+    const vif2: string = await ok('VIF.create', s, vifArgs(vm, net, '1', { MAC: 'aa:bb:cc:dd:ee:ff', MTU: 9000 }));
     await expectServed('VIF', vif2);
     await expectServed('VM', vm);
     expect(await xmlText('VIF.get_record', s, vif2)).toContain('<value>aa:bb:cc:dd:ee:ff</value>');

@@ -10,9 +10,9 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
 import { isStagingName } from '../../storage/vhd/staging.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { GiB, MiB, memory, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'http-abort-test';
-const MiB = 1024 * 1024;
 const IO = ['VDI_IO_ERROR', 'Device I/O errors'];
 
 let srv: RunningServer;
@@ -78,10 +78,7 @@ const put = (q: Record<string, string | undefined>, length: number) =>
   `PUT /import_raw_vdi?${query({ session_id: c.session, ...q })} HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\n`;
 
 async function newVdi(size: number): Promise<string> {
-  return c.call('VDI.create', {
-    name_label: 'abort', name_description: '', SR: sr, virtual_size: size, type: 'user', sharable: false,
-    read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
+  return c.call('VDI.create', vdiArgs(sr, size, 'abort'));
 }
 
 const stagingFiles = (vdi: string) => readdirSync(dirname(vdiPath(srv.emu, vdi)!)).filter(isStagingName);
@@ -191,22 +188,10 @@ describe('/export_raw_vdi whose client goes away', () => {
 });
 
 describe("the guest's disk I/O whose client goes away", () => {
-  const GiB = 1024 * MiB;
   async function runningVm(): Promise<string> {
-    const vm: string = await c.call('VM.create', {
-      name_label: 'abort-guest', name_description: '', user_version: 1, is_a_template: false, affinity: 'OpaqueRef:NULL',
-      memory_static_max: GiB, memory_dynamic_max: GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
-      VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-      actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-      PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-      HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-      other_config: {}, recommendations: '', domain_type: 'hvm',
-    });
+    const vm: string = await c.call('VM.create', vmArgs('abort-guest', memory(GiB, 512 * MiB)));
     const vdi = await newVdi(16 * MiB);
-    await c.call('VBD.create', {
-      VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-      other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-    });
+    await c.call('VBD.create', vbdArgs(vm, vdi, '0'));
     await c.call('VM.start', vm, false, false);
     return vm;
   }

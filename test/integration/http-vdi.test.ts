@@ -14,10 +14,9 @@ import { join } from 'node:path';
 import { createClient, type Xapi } from 'xen-api';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
+import { GiB, MiB, vdiArgs } from './helpers/records.js';
 
 const PASSWORD = 'http-vdi-test';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 const PIB = '1125899906842624';
 
 let srv: RunningServer;
@@ -45,10 +44,7 @@ async function rpc(method: string, ...params: unknown[]): Promise<any> {
 const call = (method: string, ...params: unknown[]) => rpc(method, session, ...params);
 
 async function newVdi(size: number, label = 'http-vdi', onSr = sr): Promise<string> {
-  return call('VDI.create', {
-    name_label: label, name_description: '', SR: onSr, virtual_size: size, type: 'user', sharable: false,
-    read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
+  return call('VDI.create', vdiArgs(onSr, size, label));
 }
 
 /** Recognisable bytes: every 4 KiB page names its offset and the seed; `holes` pages stay zero. */

@@ -2,19 +2,16 @@
 // (the domain moves between the hosts' xenopsds with its disks), host evacuation, host reboot,
 // VBD.insert / eject of CD drives, and 50 clients racing lifecycle operations on a few VMs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
 import { renameSync } from 'node:fs';
-import { Agent, request } from 'node:http';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { vdiPath } from '../../server/sm/index.js';
 import { model } from '../../schema/index.js';
-import { connect, faultOf, XapiFault, type Client } from './helpers/jsonrpc.js';
+import { connectKeepAlive, faultOf, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
+import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'pool-ops-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let x: Client;
@@ -22,41 +19,22 @@ let hosts: string[];
 let shared: string;
 let network: string;
 
-const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 256 * MiB, memory_dynamic_max: 256 * MiB, memory_dynamic_min: 256 * MiB, memory_static_min: 256 * MiB,
-  VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
-const vbdArgs = (vm: string, vdi: string, userdevice: string, extra: Record<string, unknown> = {}) => ({
-  VM: vm, VDI: vdi, userdevice, bootable: userdevice === '0', mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-  other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, ...extra,
-});
-
 const rec = (cls: string, ref: string): Promise<any> => x.call(`${cls}.get_record`, ref);
 
 /** A VM (HVM with PV drivers unless told) with a disk on the shared SR and a NIC. */
 async function newVm(name: string, extra: Record<string, unknown> = {}, sr = shared) {
-  const vm: string = await x.call('VM.create', vmArgs(name, extra));
-  const vdi: string = await x.call('VDI.create', {
-    SR: sr, name_label: `${name}-disk`, name_description: '', virtual_size: 4 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
+  const vm: string = await x.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS, ...extra }));
+  const vdi: string = await x.call('VDI.create', vdiArgs(sr, 4 * MiB, `${name}-disk`));
   const vbd: string = await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
-  const vif: string = await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  const vif: string = await x.call('VIF.create', vifArgs(vm, network));
   return { vm, vdi, vbd, vif };
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 3, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 3, closeGrace: 0 }));
   hosts = srv.emu.hosts;
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
-  shared = await x.call('SR.create', hosts[0], { location: join(srv.emu.storageDir, 'shared-sr') }, 0, 'Shared', '', 'file', 'user', true, {});
+  network = await xenbr0(x);
+  shared = await createSharedSr(x, srv, hosts[0]);
 });
 
 afterAll(async () => {
@@ -170,9 +148,9 @@ describe('VM.pool_migrate', () => {
     await x.call('VM.start_on', vm3, hosts[0], false, false);
     expect(await faultOf(x.call('VM.pool_migrate', vm3, hosts[1], {}))).toEqual(['VM_LACKS_FEATURE', vm3]);
     // a VM bigger than the destination's free memory
-    const { vm: big } = await newVm('mig-big', { memory_static_max: 20 * GiB, memory_dynamic_max: 20 * GiB, memory_dynamic_min: 20 * GiB, memory_static_min: 20 * GiB });
+    const { vm: big } = await newVm('mig-big', memory(20 * GiB));
     await x.call('VM.start_on', big, hosts[0], false, false);
-    const { vm: big2 } = await newVm('mig-big2', { memory_static_max: 20 * GiB, memory_dynamic_max: 20 * GiB, memory_dynamic_min: 20 * GiB, memory_static_min: 20 * GiB });
+    const { vm: big2 } = await newVm('mig-big2', memory(20 * GiB));
     await x.call('VM.start_on', big2, hosts[1], false, false);
     const e = await faultOf(x.call('VM.pool_migrate', big, hosts[1], {}));
     expect(e[0]).toBe('HOST_NOT_ENOUGH_FREE_MEMORY');
@@ -250,10 +228,7 @@ describe('VBD.insert / eject', () => {
     const tools = Object.keys(srs).find((r) => srs[r].is_tools_sr)!;
     let iso: string = (await rec('SR', tools)).VDIs[0];
     if (!iso) {
-      iso = await x.call('VDI.create', {
-        SR: shared, name_label: 'cd', name_description: '', virtual_size: 2 * MiB, type: 'user', sharable: false, read_only: false,
-        other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-      });
+      iso = await x.call('VDI.create', vdiArgs(shared, 2 * MiB, 'cd'));
     }
     const { vm, vbd: disk } = await newVm('cd-vm');
     const cd: string = await x.call('VBD.create', vbdArgs(vm, NULL, '3', { type: 'CD', mode: 'RO', empty: true, bootable: false }));
@@ -293,37 +268,9 @@ describe('50 concurrent clients racing lifecycle operations', () => {
     const N_VMS = 5;
     const vms: { vm: string; vbd: string; vif: string }[] = [];
     for (let i = 0; i < N_VMS; i++) vms.push(await newVm(`race-${i}`));
-    // 50 sessions, each on its own keep-alive connection (an http.Agent with one socket each)
-    const clients: Client[] = [];
-    const agents: Agent[] = [];
-    const url = new URL('/jsonrpc', srv.urls[0]);
-    for (let i = 0; i < 50; i++) {
-      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-      agents.push(agent);
-      let id = 0;
-      const raw = (method: string, ...params: unknown[]) =>
-        new Promise<unknown>((resolve, reject) => {
-          const body = JSON.stringify({ method, params, id: ++id });
-          const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => {
-              try {
-                const j = JSON.parse(Buffer.concat(chunks).toString()) as { result?: unknown; error?: string[] | null };
-                if (j.error) reject(new XapiFault(j.error));
-                else resolve(j.result);
-              } catch (e) {
-                reject(e);
-              }
-            });
-            res.on('error', reject);
-          });
-          req.on('error', reject);
-          req.end(body);
-        });
-      const session = (await raw('session.login_with_password', 'root', PASSWORD, '1.0', `racer-${i}`)) as string;
-      clients.push({ session, raw, call: (m, ...p) => raw(m, session, ...p) });
-    }
+    // 50 sessions, each on its own keep-alive connection
+    const clients: KeepAliveClient[] = [];
+    for (let i = 0; i < 50; i++) clients.push(await connectKeepAlive(srv.urls[0], 'root', PASSWORD, `racer-${i}`));
     const args = (op: string, vm: string, i: number): unknown[] => {
       const h = hosts[i % hosts.length];
       switch (op) {
@@ -420,7 +367,7 @@ describe('50 concurrent clients racing lifecycle operations', () => {
       expect(hr.current_operations).toEqual({});
     }
     for (const c of clients) await c.call('session.logout').catch(() => undefined);
-    for (const a of agents) a.destroy();
+    for (const c of clients) c.close();
     for (const { vm } of vms) await x.call('VM.hard_shutdown', vm).catch(() => undefined);
   }, 30_000);
 });

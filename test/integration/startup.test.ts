@@ -2,33 +2,23 @@
 // with the process): the start resyncs them to Halted before the first answer, writes that to disk
 // in the background, and a SIGKILL of the real CLI right after its first answers leaves a data
 // directory the next start finds consistent, with every acknowledged write kept.
-import { afterAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import { Emulator } from '../../server/emulator.js';
 import { startServer } from '../../server/app.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { scratch } from './helpers/cli.js';
 
 const PASSWORD = 'startup-test';
 const NULL = 'OpaqueRef:NULL';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const VMS = 1500;
 
-const dirs: string[] = [];
-const children: ChildProcess[] = [];
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const { dir: tmp, spawnCli } = scratch('startup');
 
 /** A data directory of 4 hosts with VMS guests Running across them, as left by a stopped emulator. */
 function runningPool(): { dir: string; vms: string[] } {
-  const dir = mkdtempSync(join(tmpdir(), 'xapi-emu-startup-'));
-  dirs.push(dir);
+  const dir = tmp();
   const emu = new Emulator({ dataDir: dir, hosts: 4, password: PASSWORD });
   const vms: string[] = [];
   for (let i = 0; i < VMS; i++) {
@@ -42,24 +32,6 @@ function runningPool(): { dir: string; vms: string[] } {
   }
   emu.close();
   return { dir, vms };
-}
-
-/** bin/xapi-emu.js on `dir`; resolves with its URL once the banner is printed. */
-function spawnCli(dir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['bin/xapi-emu.js', '--port', '0', '--password', PASSWORD, '--auth-fail-delay', '0', '--data', dir], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  return new Promise((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      const m = /XAPI\s+(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m) resolve({ child, url: m[1] });
-    });
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.once('exit', (code, sig) => reject(new Error(`xapi-emu exited (${code ?? sig}): ${out}`)));
-  });
 }
 
 type Recs = Record<string, Record<string, any>>;
@@ -86,7 +58,7 @@ describe('start-up after the domains are gone', () => {
   it('answers with the VMs Halted, and a kill right after leaves a consistent data directory', async () => {
     const { dir, vms } = runningPool();
 
-    const cli = await spawnCli(dir);
+    const cli = await spawnCli(PASSWORD, ['--data', dir]);
     let c = await connect(cli.url, 'root', PASSWORD);
     await c.call('VM.set_name_label', vms[5], 'acknowledged');
     cli.child.kill('SIGKILL');

@@ -1,17 +1,12 @@
 // State across restarts: a clean close and restart on the same data directory, an unclean stop
 // (SIGKILL of the real CLI right after the last acknowledged write), the toolstack restart
 // (in-process and by SIGHUP), and --seed determinism.
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../../server/app.js';
+import { exited, scratch } from './helpers/cli.js';
 
 const PASSWORD = 'state-test';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** JSON-RPC v1 over a fresh connection each time (agent: false): no pooled keep-alive socket can
  * outlive a restart of the server. */
@@ -42,26 +37,16 @@ async function call(url: string, method: string, ...params: unknown[]): Promise<
 }
 const login = (url: string) => call(url, 'session.login_with_password', 'root', PASSWORD);
 
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'xapi-emu-state-'));
-  dirs.push(d);
-  return d;
-};
+const { dir: tmp, spawnCli } = scratch('state');
 const servers: RunningServer[] = [];
 const start = async (opts: Parameters<typeof startServer>[0]) => {
   const srv = await startServer({ port: 0, password: PASSWORD, authFailDelay: 0, ...opts });
   servers.push(srv);
   return srv;
 };
-const children = new Set<ChildProcess>();
 
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((x) => x.close()));
-});
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 /** Every ref and uuid of the classes that make up a pool. */
@@ -74,38 +59,6 @@ async function identity(url: string, s: string): Promise<Record<string, Record<s
   return out;
 }
 
-/** Starts bin/xapi-emu.js; resolves with its URL once the banner is printed. */
-function spawnCli(args: string[]): Promise<{ child: ChildProcess; url: string; output: () => string; waitFor: (re: RegExp) => Promise<void> }> {
-  const child = spawn(process.execPath, ['bin/xapi-emu.js', '--port', '0', '--password', PASSWORD, '--auth-fail-delay', '0', ...args], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let out = '';
-  let err = '';
-  const watchers: { re: RegExp; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => {
-    out += c;
-    for (const w of [...watchers]) if (w.re.test(out)) {
-      watchers.splice(watchers.indexOf(w), 1);
-      w.resolve();
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
-  const waitFor = (re: RegExp) =>
-    new Promise<void>((resolve, reject) => {
-      if (re.test(out)) return resolve();
-      watchers.push({ re, resolve });
-      child.once('exit', (code, sig) => reject(new Error(`xapi-emu exited (${code ?? sig}) before ${re}: ${out}${err}`)));
-    });
-  return waitFor(/XAPI\s+http:\/\/127\.0\.0\.1:\d+\//).then(() => ({
-    child, url: /XAPI\s+(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out)![1], output: () => out + err, waitFor,
-  }));
-}
-const exited = (c: ChildProcess) =>
-  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    if (c.exitCode !== null || c.signalCode !== null) resolve({ code: c.exitCode, signal: c.signalCode });
-    else c.once('exit', (code, signal) => resolve({ code, signal }));
-  });
 
 describe('restart on the same data directory', () => {
   it('keeps the pool, hosts and VMs (refs and uuids) and every write; not sessions or tasks', async () => {
@@ -171,7 +124,7 @@ describe('restart on the same data directory', () => {
 describe('unclean stop', () => {
   it('loses no acknowledged write when the process is SIGKILLed right after the last answer', async () => {
     const dir = tmp();
-    const cli = await spawnCli(['--data', dir]);
+    const cli = await spawnCli(PASSWORD, ['--data', dir]);
     const s = await login(cli.url);
     const [pool] = await call(cli.url, 'pool.get_all', s);
     const net = await call(cli.url, 'network.create', s, { name_label: 'crash', other_config: {} });
@@ -220,7 +173,7 @@ describe('toolstack restart', () => {
 
   it('SIGHUP to the CLI restarts the toolstack on the same port', async () => {
     const dir = tmp();
-    const cli = await spawnCli(['--data', dir]);
+    const cli = await spawnCli(PASSWORD, ['--data', dir]);
     const s = await login(cli.url);
     const net = await call(cli.url, 'network.create', s, { name_label: 'hup', other_config: {} });
     const restarted = cli.waitFor(/toolstack restarted/);

@@ -1,40 +1,26 @@
 // Crash safety of file SRs: operations cut at any point (the journal and temporary files a kill
 // leaves, made by hand; and a real SIGKILL of the CLI under a mixed storage load) are resolved when
 // the emulator starts again on its data directory, leaving every SR consistent (fileSrProblems).
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, linkSync, watch, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { afterEach, describe, expect, it } from 'vitest';
+import { existsSync, linkSync, watch, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { defaultConf } from '../../server/config.js';
 import { fileSrProblems, openVdi, runSrGc, smReady } from '../../server/sm/index.js';
 import { Vhd, coalesce } from '../../storage/vhd/index.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
+import { MiB, vdiArgs } from './helpers/records.js';
+import { exited, scratch } from './helpers/cli.js';
 
 const PASSWORD = 'storage-crash-test';
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const MiB = 1024 * 1024;
 
-const dirs: string[] = [];
+const { dir: tmp, spawnCli } = scratch('crash');
 const servers: RunningServer[] = [];
-const children = new Set<ChildProcess>();
 
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'xapi-emu-crash-'));
-  dirs.push(d);
-  return d;
-};
 
 async function start(dataDir: string): Promise<{ srv: RunningServer; x: Client; local: string; dir: string }> {
   // no background GC: what start-up alone repairs is what is checked
@@ -53,11 +39,6 @@ async function stop(srv: RunningServer): Promise<void> {
   servers.splice(servers.indexOf(srv), 1);
   await srv.close();
 }
-
-const vdiArgs = (sr: string, size: number, name = 'disk') => ({
-  name_label: name, name_description: '', SR: sr, virtual_size: size, type: 'user', sharable: false,
-  read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-});
 
 async function problemsOfAll(srv: RunningServer): Promise<string[]> {
   const out: string[] = [];
@@ -234,24 +215,6 @@ describe('a GC leaf-coalesce cut by a kill', () => {
   });
 });
 
-/** Starts bin/xapi-emu.js on a data directory; resolves with its URL once the banner is printed. */
-function spawnCli(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['bin/xapi-emu.js', '--port', '0', '--password', PASSWORD, '--auth-fail-delay', '0', '--data', dataDir], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let out = '';
-  return new Promise((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (c: string) => {
-      out += c;
-      const m = /XAPI\s+(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out);
-      if (m) resolve({ child, url: m[1] });
-    });
-    child.stderr!.resume();
-    child.once('exit', (code, sig) => reject(new Error(`xapi-emu exited (${code ?? sig}): ${out}`)));
-  });
-}
-const exited = (c: ChildProcess) => new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : c.once('exit', () => resolve())));
 
 describe('SIGKILL under a storage load', () => {
   it('leaves every file SR consistent after restart, with every acknowledged VDI there', async () => {
@@ -261,7 +224,7 @@ describe('SIGKILL under a storage load', () => {
     const destroyed = new Set<string>();
     const killedOn: string[] = [];
     for (let round = 0; round < rounds; round++) {
-      const cli = await spawnCli(data);
+      const cli = await spawnCli(PASSWORD, ['--data', data]);
       const x = await connect(cli.url, 'root', PASSWORD);
       const srs = await x.call('SR.get_all_records');
       const local = Object.keys(srs).find((r) => srs[r].name_label === 'Local storage')!;

@@ -16,11 +16,9 @@ import type { Call } from '../../server/dispatch/registry.js';
 import type { Emulator } from '../../server/emulator.js';
 import { Vhd, chainOf } from '../../storage/vhd/index.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { GiB, MiB, NULL, vdiArgs as baseVdiArgs } from './helpers/records.js';
 
 const PASSWORD = 'storage-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let x: Client;
@@ -70,10 +68,9 @@ async function readVdi(vdi: string, offset: number, length: number): Promise<Buf
 
 const pattern = (seed: number, n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff));
 
-const vdiArgs = (sr: string, size: number, name = 'disk', extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: 'a test disk', SR: sr, virtual_size: size, type: 'user', sharable: false,
-  read_only: false, other_config: { owner: 'test' }, xenstore_data: {}, sm_config: {}, tags: ['t'], ...extra,
-});
+/** The disks here carry a description, other_config and tags, which the tests find again on snapshots and copies. */
+const vdiArgs = (sr: string, size: number, name = 'disk', extra: Record<string, unknown> = {}) =>
+  baseVdiArgs(sr, size, name, { name_description: 'a test disk', other_config: { owner: 'test' }, tags: ['t'], ...extra });
 
 const rec = (cls: string, ref: string) => x.call(`${cls}.get_record`, ref);
 const uuidOf = async (cls: string, ref: string) => (await rec(cls, ref)).uuid as string;

@@ -13,9 +13,9 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import { vdiPath } from '../../server/sm/index.js';
 import { isStagingName } from '../../storage/vhd/staging.js';
 import { XapiFault } from './helpers/jsonrpc.js';
+import { MiB, vdiArgs } from './helpers/records.js';
 
 const PASSWORD = 'timeouts-test';
-const MiB = 1024 * 1024;
 // seconds, as in xapi.conf
 const HEADER_READ = 0.1;
 const HEADER_TOTAL = 0.3;
@@ -91,10 +91,7 @@ const isRequestTimeout = (answer: string) => {
 };
 
 async function newVdi(size: number): Promise<string> {
-  return c.call('VDI.create', {
-    name_label: 'timeouts', name_description: '', SR: sr, virtual_size: size, type: 'user', sharable: false,
-    read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
+  return c.call('VDI.create', vdiArgs(sr, size, 'timeouts'));
 }
 
 const until = async (what: string, f: () => Promise<boolean>) => {

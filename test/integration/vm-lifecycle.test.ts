@@ -12,11 +12,10 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import { openVdi, vdiPath } from '../../server/sm/index.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs as baseVmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-lifecycle-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let x: Client;
@@ -25,25 +24,9 @@ let local: string;
 let network: string;
 const cleanup: (() => Promise<void> | void)[] = [];
 
-const vmArgs = (name: string, extra: Record<string, unknown> = {}) => ({
-  name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-  memory_static_max: 1 * GiB, memory_dynamic_max: 1 * GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
-  VCPUs_params: {}, VCPUs_max: 2, VCPUs_at_startup: 2,
-  actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-  PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-  HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: {}, recommendations: '', domain_type: 'hvm', ...extra,
-});
-
-const vdiArgs = (sr: string, size: number, name = 'disk') => ({
-  SR: sr, name_label: name, name_description: '', virtual_size: size, type: 'user', sharable: false, read_only: false,
-  other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-});
-
-const vbdArgs = (vm: string, vdi: string, userdevice: string, extra: Record<string, unknown> = {}) => ({
-  VM: vm, VDI: vdi, userdevice, bootable: userdevice === '0', mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-  other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, ...extra,
-});
+/** The guests here: 1 GiB (512 MiB at least) and two VCPUs. */
+const vmArgs = (name: string, extra: Record<string, unknown> = {}) =>
+  baseVmArgs(name, { ...memory(1 * GiB, 512 * MiB), VCPUs_max: 2, VCPUs_at_startup: 2, ...extra });
 
 async function rec(cls: string, ref: string): Promise<any> {
   return x.call(`${cls}.get_record`, ref);
@@ -51,7 +34,7 @@ async function rec(cls: string, ref: string): Promise<any> {
 
 /** A VM (HVM unless told) with, optionally, one disk and one NIC. */
 async function newVm(name: string, opts: { disk?: boolean; nic?: boolean; pv?: boolean; extra?: Record<string, unknown> } = {}) {
-  const other_config = opts.pv ? { 'xapi-emu-pv-drivers': 'true' } : {};
+  const other_config = opts.pv ? PV_DRIVERS : {};
   const vm: string = await x.call('VM.create', vmArgs(name, { other_config, ...opts.extra }));
   let vdi: string | undefined;
   let vbd: string | undefined;
@@ -61,18 +44,17 @@ async function newVm(name: string, opts: { disk?: boolean; nic?: boolean; pv?: b
     vbd = await x.call('VBD.create', vbdArgs(vm, vdi!, '0'));
   }
   if (opts.nic) {
-    vif = await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+    vif = await x.call('VIF.create', vifArgs(vm, network));
   }
   return { vm, vdi, vbd, vif };
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD));
   const pool = (await x.call('pool.get_all'))[0];
   master = (await rec('pool', pool)).master;
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  local = await localStorage(x);
+  network = await xenbr0(x);
 });
 
 afterAll(async () => {

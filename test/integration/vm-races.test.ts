@@ -6,15 +6,14 @@
 // unique device numbers, both sides of the VM/VBD/VDI relations in agreement, the power states
 // those of xenopsd's domains, and no operation left marked.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent, request } from 'node:http';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { model } from '../../schema/index.js';
-import { connect, XapiFault, type Client } from './helpers/jsonrpc.js';
+import { connectKeepAlive, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-races-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
 const KNOWN = new Set(Object.keys(model.errors));
 
 let srv: RunningServer;
@@ -52,30 +51,14 @@ function expectXapiError(o: Awaited<ReturnType<typeof outcome>>): void {
   expect(KNOWN.has(o.error[0]) || /^SR_BACKEND_FAILURE_\d+$/.test(o.error[0]), `unknown error ${JSON.stringify(o.error)}`).toBe(true);
 }
 
-const vbdArgs = (vm: string, vdi: string, userdevice: string, extra: Record<string, unknown> = {}) => ({
-  VM: vm, VDI: vdi, userdevice, bootable: userdevice === '0', mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-  other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, ...extra,
-});
-
-const newVdi = (name: string): Promise<string> => x.call('VDI.create', {
-  SR: local, name_label: name, name_description: '', virtual_size: 2 * MiB, type: 'user', sharable: false, read_only: false,
-  other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-});
+const newVdi = (name: string): Promise<string> => x.call('VDI.create', vdiArgs(local, 2 * MiB, name));
 
 /** A halted HVM guest with PV drivers, `disks` disks on local storage and a NIC. */
 async function newVm(name: string, disks = 1): Promise<{ vm: string; vbds: string[] }> {
-  const vm: string = await x.call('VM.create', {
-    name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-    memory_static_max: 64 * MiB, memory_dynamic_max: 64 * MiB, memory_dynamic_min: 64 * MiB, memory_static_min: 64 * MiB,
-    VCPUs_params: {}, VCPUs_max: 1, VCPUs_at_startup: 1,
-    actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-    PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-    HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-    other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm',
-  });
+  const vm: string = await x.call('VM.create', vmArgs(name, { ...memory(64 * MiB), other_config: PV_DRIVERS }));
   const vbds: string[] = [];
   for (let i = 0; i < disks; i++) vbds.push(await x.call('VBD.create', vbdArgs(vm, await newVdi(`${name}-disk${i}`), String(i))));
-  await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  await x.call('VIF.create', vifArgs(vm, network));
   return { vm, vbds };
 }
 
@@ -151,10 +134,9 @@ function violations(): string[] {
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, hosts: 2, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  ({ srv, x } = await startPool(PASSWORD, { hosts: 2, closeGrace: 0 }));
+  local = await localStorage(x);
+  network = await xenbr0(x);
 });
 
 afterAll(async () => {
@@ -309,36 +291,8 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
     const spares: string[] = [];
     for (let i = 0; i < 8; i++) spares.push(await newVdi(`race-spare-${i}`));
     // each client on its own keep-alive connection
-    const agents: Agent[] = [];
-    const url = new URL('/jsonrpc', srv.urls[0]);
-    const clients: Client[] = [];
-    for (let i = 0; i < N_CLIENTS; i++) {
-      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-      agents.push(agent);
-      let id = 0;
-      const raw = (method: string, ...params: unknown[]) =>
-        new Promise<unknown>((resolve, reject) => {
-          const body = JSON.stringify({ method, params, id: ++id });
-          const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => {
-              try {
-                const j = JSON.parse(Buffer.concat(chunks).toString()) as { result?: unknown; error?: string[] | null };
-                if (j.error) reject(new XapiFault(j.error));
-                else resolve(j.result);
-              } catch (e) {
-                reject(e);
-              }
-            });
-            res.on('error', reject);
-          });
-          req.on('error', reject);
-          req.end(body);
-        });
-      const session = (await raw('session.login_with_password', 'root', PASSWORD, '1.0', `racer-${i}`)) as string;
-      clients.push({ session, raw, call: (m, ...p) => raw(m, session, ...p) });
-    }
+    const clients: KeepAliveClient[] = [];
+    for (let i = 0; i < N_CLIENTS; i++) clients.push(await connectKeepAlive(srv.urls[0], 'root', PASSWORD, `racer-${i}`));
     // mulberry32: the same sequence of choices on every run
     let seed = Number(process.env.RACE_SEED ?? 20261203);
     const rnd = (n: number) => {
@@ -385,7 +339,7 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
             case 'VBD.destroy': return r.VBDs.length ? c.call('VBD.destroy', one(r.VBDs)) : undefined;
             case 'VBD.plug': return r.VBDs.length ? c.call('VBD.plug', one(r.VBDs)) : undefined;
             case 'VBD.unplug': return r.VBDs.length ? c.call('VBD.unplug', one(r.VBDs)) : undefined;
-            case 'VIF.create': return c.call('VIF.create', { device: String(choice % 3), network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+            case 'VIF.create': return c.call('VIF.create', vifArgs(vm, network, String(choice % 3)));
             case 'VIF.destroy': return r.VIFs.length ? c.call('VIF.destroy', one(r.VIFs)) : undefined;
             default: return c.call(`VM.${op}`, vm);
           }
@@ -401,6 +355,6 @@ describe('32 clients racing conflicting operations on a few VMs', () => {
     expect(new Set(ok).size, JSON.stringify([...counts])).toBeGreaterThanOrEqual(6);
     expect(violations()).toEqual([]);
     for (const c of clients) await c.call('session.logout').catch(() => undefined);
-    for (const a of agents) a.destroy();
+    for (const c of clients) c.close();
   }, 60_000 + ROUNDS_TIMEOUT);
 });

@@ -5,15 +5,14 @@
 // VM through start → snapshot → reboot → shutdown with Async calls and events.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Xapi } from 'xen-api';
-import { startServer, type RunningServer } from '../../server/app.js';
+import type { RunningServer } from '../../server/app.js';
 import { openVdi } from '../../server/sm/index.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
-import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-snapshot-test';
-const NULL = 'OpaqueRef:NULL';
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 
 let srv: RunningServer;
 let x: Client;
@@ -34,24 +33,12 @@ async function useDefaultSr(vm: string): Promise<void> {
 }
 
 async function newVm(name: string): Promise<{ vm: string; vdi: string; vif: string }> {
-  const vm: string = await x.call('VM.create', {
-    name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
-    memory_static_max: 1 * GiB, memory_dynamic_max: 1 * GiB, memory_dynamic_min: 512 * MiB, memory_static_min: 512 * MiB,
-    VCPUs_params: {}, VCPUs_max: 2, VCPUs_at_startup: 2,
-    actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
-    PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
-    HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-    other_config: { 'xapi-emu-pv-drivers': 'true' }, recommendations: '', domain_type: 'hvm',
-  });
-  const vdi: string = await x.call('VDI.create', {
-    SR: local, name_label: `${name}-disk`, name_description: '', virtual_size: 8 * MiB, type: 'user', sharable: false, read_only: false,
-    other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
-  });
-  await x.call('VBD.create', {
-    VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true, empty: false,
-    other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-  });
-  const vif: string = await x.call('VIF.create', { device: '0', network, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+  const vm: string = await x.call('VM.create', vmArgs(name, {
+    ...memory(1 * GiB, 512 * MiB), VCPUs_max: 2, VCPUs_at_startup: 2, other_config: PV_DRIVERS,
+  }));
+  const vdi: string = await x.call('VDI.create', vdiArgs(local, 8 * MiB, `${name}-disk`));
+  await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+  const vif: string = await x.call('VIF.create', vifArgs(vm, network));
   return { vm, vdi, vif };
 }
 
@@ -93,12 +80,11 @@ async function diskOf(vm: string, dev = '0'): Promise<string> {
 }
 
 beforeAll(async () => {
-  srv = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0 });
-  x = await connect(srv.urls[0], 'root', PASSWORD);
+  ({ srv, x } = await startPool(PASSWORD));
   const pool = (await x.call('pool.get_all'))[0];
   master = (await rec('pool', pool)).master;
-  local = (await x.call('SR.get_by_name_label', 'Local storage'))[0];
-  network = (await x.call('network.get_all_where', 'field "bridge" = "xenbr0"'))[0];
+  local = await localStorage(x);
+  network = await xenbr0(x);
   debian = (await x.call('VM.get_by_name_label', 'Debian Bookworm 12'))[0];
 });
 

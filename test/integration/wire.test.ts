@@ -8,6 +8,7 @@ import { registerProvider } from '../../server/dispatch/registry.js';
 import { XapiError } from '../../server/dispatch/errors.js';
 import { assertNotCancelling } from '../../server/api/task-runner.js';
 import type { Emulator } from '../../server/emulator.js';
+import { vifArgs } from './helpers/records.js';
 
 const PASSWORD = 'wire-test';
 const NULL = 'OpaqueRef:NULL';
@@ -823,9 +824,7 @@ describe('§4 event.from', () => {
     const vm = await x('VM.create', s, vmArgs('rel-vm'));
     const net = await newNetwork('rel-net');
     const token = await tokenNow(['vm', 'network', 'vif']);
-    const vif = await x('VIF.create', s, {
-      device: '0', network: net, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
-    });
+    const vif = await x('VIF.create', s, vifArgs(vm, net));
     const r = await x('event.from', s, ['vm', 'network', 'vif'], token, dbl(10));
     const ops = r.events.map((e: any) => [e.class, e.operation, e.ref]);
     expect(ops.slice(0, 1)).toEqual([['vif', 'add', vif]]);

@@ -1,4 +1,7 @@
-// A minimal JSON-RPC client for integration tests: plain fetch against /jsonrpc, as XO does.
+// Minimal JSON-RPC clients for integration tests: plain fetch against /jsonrpc, as XO does, and one
+// that keeps its own connection open across calls.
+import { Agent, request } from 'node:http';
+
 export class XapiFault extends Error {
   constructor(readonly description: string[]) {
     super(JSON.stringify(description));
@@ -28,6 +31,47 @@ export async function connect(url: string, user: string, password: string): Prom
   };
   const session = (await raw('session.login_with_password', user, password, '1.0', 'test')) as string;
   return { session, raw, call: (method, ...params) => raw(method, session, ...params) };
+}
+
+export interface KeepAliveClient extends Client {
+  /** closes the client's connection */
+  close(): void;
+}
+
+/** A session whose calls all go over one keep-alive connection of its own (an http.Agent with a
+ * single socket), as a long-lived client of a real pool does. */
+export async function connectKeepAlive(url: string, user: string, password: string, originator = 'test'): Promise<KeepAliveClient> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const endpoint = new URL('/jsonrpc', url);
+  let id = 0;
+  const raw = (method: string, ...params: unknown[]) =>
+    new Promise<any>((resolve, reject) => {
+      const body = JSON.stringify({ method, params, id: ++id });
+      const headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+      const req = request(endpoint, { method: 'POST', agent, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          try {
+            const j = JSON.parse(Buffer.concat(chunks).toString()) as { result?: unknown; error?: string[] | null };
+            if (j.error) reject(new XapiFault(j.error));
+            else resolve(j.result);
+          } catch (e) {
+            reject(e);
+          }
+        });
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  try {
+    const session = (await raw('session.login_with_password', user, password, '1.0', originator)) as string;
+    return { session, raw, call: (method, ...params) => raw(method, session, ...params), close: () => agent.destroy() };
+  } catch (e) {
+    agent.destroy();
+    throw e;
+  }
 }
 
 /** The error description a promise rejects with. */
