@@ -326,7 +326,6 @@ describe('50 concurrent clients racing lifecycle operations', () => {
     }));
     expect(successes).toBeGreaterThan(0);
     if (process.env.RACE_DEBUG) console.log('race', successes, [...succeeded], JSON.stringify([...failures]));
-    expect(succeeded).toContain('pool_migrate');
     // let the updates settle
     await new Promise((r) => setTimeout(r, 50));
 
