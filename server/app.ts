@@ -11,6 +11,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { model } from '../schema/index.js';
 import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
+import { smReady } from './sm/index.js';
 import type { UserSpec } from './auth/users.js';
 import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
@@ -344,6 +345,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           }
         }
         await closeListeners();
+        // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
+        // so that none of it runs on into the next one, or into a removed data directory
+        await smReady(emu);
         emu.close();
         if (dataDir === null) {
           // nothing to re-open from: the same in-memory database, minus what xapi does not persist
@@ -361,6 +365,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         if (closed) return;
         closed = true;
         await closeListeners();
+        // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
+        // so that none of it runs on into the next one, or into a removed data directory
+        await smReady(emu);
         emu.close();
         emu.dispose();
       }),
