@@ -72,19 +72,16 @@ export function guardConnections(server: HttpServer, t: ConnectionTimeouts, tls:
     c.inFlight++;
     c.req = req;
     c.lastRead = Date.now();
-    let done = false;
-    const ended = () => {
-      if (done) return;
-      done = true;
+    // 'close' comes once per response, after 'finish' or when the connection is cut: one plain
+    // listener per request, on the path every call takes
+    res.on('close', () => {
       c.inFlight--;
       if (c.req === req) c.req = null;
       // the next request's headers are timed from its first byte to come
       c.headersSince = 0;
       c.bytesRead = c.sock.bytesRead;
       c.idleSince = Date.now();
-    };
-    res.once('finish', ended);
-    res.once('close', ended);
+    });
   };
   // a connection taken over by an upgrade or CONNECT is its handler's
   const onTakeover = (req: IncomingMessage) => void conns.delete(req.socket);
