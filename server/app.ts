@@ -17,6 +17,8 @@ import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
+// the emulator's control API (/xapi-emu/)
+import './control/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -29,6 +31,16 @@ export interface HttpPluginContext {
   emu: Emulator;
   /** the host ref that received a request (by the socket's local address) */
   hostOf: (req: FastifyRequest) => string;
+  /** the running server around the app (absent for an app built alone) */
+  runtime?: ServerRuntime;
+}
+
+/** What a handler may ask of the running server. */
+export interface ServerRuntime {
+  /** the listeners' URLs, master first */
+  urls(): string[];
+  /** As `xe-toolstack-restart` (call it after answering: the listeners close). */
+  toolstackRestart(): Promise<void>;
 }
 /** An HTTP handler module (/import, /export_raw_vdi …). Each runs in its own encapsulated scope. */
 export type HttpPlugin = (app: FastifyInstance, ctx: HttpPluginContext) => Promise<void> | void;
@@ -52,6 +64,7 @@ export interface AppOptions {
   /** host ref answering calls received on a local address (default: by host.address, else master) */
   hostFor?: (localAddress: string) => string;
   plugins?: HttpPlugin[];
+  runtime?: ServerRuntime;
 }
 
 type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -105,7 +118,7 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
   });
   const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
   app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
-  const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor) };
+  const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor), runtime: opts.runtime };
   for (const p of [...registeredPlugins(), ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
   return app;
 }
@@ -264,10 +277,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
 
   let apps: FastifyInstance[] = [];
   let urls: string[] = [];
+  const runtime: ServerRuntime = { urls: () => urls, toolstackRestart: () => running.toolstackRestart() };
 
   async function listen(): Promise<void> {
     const hostFor = loopback ? undefined : () => emu.master;
-    const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins };
+    const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins, runtime };
     const opened: FastifyInstance[] = [];
     const openedUrls: string[] = [];
     try {
@@ -316,7 +330,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   let closed = false;
   const serial = (f: () => Promise<void>): Promise<void> => (busy = busy.then(f, f));
 
-  return {
+  const running: RunningServer = {
     get emu() {
       return emu;
     },
@@ -372,4 +386,5 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         emu.dispose();
       }),
   };
+  return running;
 }

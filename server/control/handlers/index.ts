@@ -1,0 +1,21 @@
+// The handlers of the control API's routes, by area as in the contract.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { HttpPluginContext } from '../../app.js';
+import type { ControlContract, OutputOf, ParsedInputOf } from '../contract/index.js';
+import { clockHandlers } from './clock.js';
+
+export interface ControlContext extends HttpPluginContext {
+  req: FastifyRequest;
+  reply: FastifyReply;
+  /** who called */
+  user: string;
+  /** the host that received the call */
+  host: string;
+}
+
+export type Handler<R> = (ctx: ControlContext, input: ParsedInputOf<R>) => OutputOf<R> | Promise<OutputOf<R>>;
+export type AreaHandlers<A extends keyof ControlContract> = { [M in keyof ControlContract[A]]: Handler<ControlContract[A][M]> };
+
+export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
+  clock: clockHandlers,
+};
