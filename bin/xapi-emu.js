@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `xapi-emu`: runs the CLI from dist/ (the sources transpiled by `npm run build`, which `npm ci`
 // runs) when that build is newer than every source file, and from the TypeScript sources through
-// tsx otherwise, so that an edited tree never runs stale code.
-import { readdirSync, statSync } from 'node:fs';
+// tsx otherwise, so that an edited tree never runs stale code. An installed package ships dist/
+// without the sources.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,6 +20,7 @@ function newestSource(dir) {
 }
 
 function builtAndFresh() {
+  if (!existsSync(join(root, 'server'))) return true;
   try {
     const built = statSync(join(root, 'dist', 'BUILT')).mtimeMs;
     return ['server', 'schema', 'storage'].every((d) => newestSource(join(root, d)) <= built) && statSync(join(root, 'package.json')).mtimeMs <= built;
