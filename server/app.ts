@@ -369,7 +369,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           emu.conf = conf;
           emu.db.flush();
         } else {
-          emu = new Emulator({ ...emuOpts, conf });
+          emu = new Emulator({ ...emuOpts, conf, clock: emu.clock });
         }
         emu.start();
         await listen();

@@ -25,6 +25,8 @@ export interface EmulatorOptions {
   password: string;
   users?: UserSpec[];
   timeScale?: number;
+  /** the clock to keep (a toolstack restart keeps the host's clock) */
+  clock?: Clock;
   /** seconds before SESSION_AUTHENTICATION_FAILED is answered (xapi: 5) */
   authFailDelay?: number;
   conf?: XapiConf;
@@ -67,7 +69,7 @@ export class Emulator {
     const counter = Number(this.db.getMeta('ids.counter') ?? 0);
     this.ids = new Ids(opts.seed ?? this.db.getMeta('ids.seed'), counter);
     this.db.metaHook = () => ({ 'ids.counter': String(this.ids.counter), ...(this.ids.seed ? { 'ids.seed': this.ids.seed } : {}) });
-    this.clock = new Clock(opts.timeScale ?? 0);
+    this.clock = opts.clock ?? new Clock(opts.timeScale ?? 0);
     this.conf = opts.conf ?? defaultConf();
     this.password = opts.password;
     this.users = opts.users ?? [];
