@@ -37,8 +37,8 @@ await build({
   bundle: false,
   logLevel: 'warning',
 });
-// what the sources read relative to themselves
-for (const f of ['schema/generated/model.json', 'server/pool/data', 'package.json']) {
+// what the sources read relative to themselves (and the status page's files, served as they are)
+for (const f of ['schema/generated/model.json', 'server/pool/data', 'server/control/status/static', 'package.json']) {
   mkdirSync(join(out, relative(root, join(root, f, '..'))), { recursive: true });
   cpSync(join(root, f), join(out, f), { recursive: true });
 }
