@@ -77,6 +77,7 @@ export function streamEvents(emu: Emulator, req: FastifyRequest, reply: FastifyR
   let lastSent = 0;
   let timer: NodeJS.Timeout | undefined;
   let ended = false;
+  const cleanups: (() => void)[] = [];
 
   const write = (s: string) => {
     if (!ended) res.write(s);
@@ -132,6 +133,7 @@ export function streamEvents(emu: Emulator, req: FastifyRequest, reply: FastifyR
       clearInterval(heartbeat);
       if (timer) clearTimeout(timer);
       res.off('drain', onDrain);
+      for (const c of cleanups) c();
       streams.delete(stream);
       ofApp.delete(stream);
       if (streams.size === 0 && open.get(emu) === streams) open.delete(emu);
@@ -140,9 +142,19 @@ export function streamEvents(emu: Emulator, req: FastifyRequest, reply: FastifyR
   };
   streams.add(stream);
   ofApp.add(stream);
-  // the reader went (or the connection was cut)
-  res.on('close', () => stream.end());
-  req.raw.on('error', () => stream.end());
+  // the reader went (or the connection was cut). The listeners let a client half-close its side
+  // and still get its answer, so a reader's FIN alone does not close the response: a stream's
+  // reader never sends anything after its request, and its FIN means it has gone.
+  const socket = req.raw.socket;
+  const gone = () => stream.end();
+  res.on('close', gone);
+  req.raw.on('error', gone);
+  socket.on('end', gone);
+  socket.on('close', gone);
+  cleanups.push(() => {
+    socket.off('end', gone);
+    socket.off('close', gone);
+  });
   // the reconnection delay EventSource uses after the stream ends
   write(`retry: 2000\n${frame('hello', { generation: since })}`);
 }

@@ -179,7 +179,14 @@ export function summarize(emu: Emulator, opts: SummaryOptions): StatusSummary {
 function latestEvents(emu: Emulator, limit: number): z.output<typeof statusEvent>[] {
   if (limit === 0) return [];
   const { db } = emu;
-  const ch = db.changesSince(Math.max(0, db.generation - limit));
+  // a window of `limit` generations holds fewer entries when objects changed again since:
+  // widen it until it holds enough, or reaches back to the start
+  let window = limit;
+  let ch = db.changesSince(Math.max(0, db.generation - window));
+  while (ch.rows.length + ch.deleted.length < limit && db.generation - window > 0) {
+    window *= 4;
+    ch = db.changesSince(Math.max(0, db.generation - window));
+  }
   const out: z.output<typeof statusEvent>[] = [
     ...ch.rows.map((r) => ({
       id: r.modified,
