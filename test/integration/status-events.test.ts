@@ -126,6 +126,18 @@ describe('GET /xapi-emu/events', () => {
     expect(openEventStreams(srv.emu)).toBe(0);
   });
 
+  it('takes a session instead of Basic credentials', async () => {
+    const sse = await openSse(url, `/xapi-emu/events?session_id=${encodeURIComponent(x.session)}`);
+    try {
+      expect(sse.res.statusCode).toBe(200);
+      expect((await sse.next((e) => e.event === 'hello')).data.generation).toBeGreaterThan(0);
+    } finally {
+      sse.close();
+    }
+    const bySession = controlClient({ url, session: x.session });
+    expect((await bySession.status.get({ events: 1, tasks: 1 })).hosts.length).toBe(1);
+  });
+
   it('says hello with the generation, then reports the classes a client writes', async () => {
     const sse = await openSse(url, '/xapi-emu/events', ROOT);
     try {
@@ -201,6 +213,30 @@ describe('GET /xapi-emu/events', () => {
     await other.close();
     expect(await Promise.all(streams.map((s) => s.ended))).toEqual(['end', 'end']);
     expect(openEventStreams(other.emu)).toBe(0);
+  });
+});
+
+describe('the page', () => {
+  it('takes credentials for the page, not for its script and style sheet; /xapi-emu redirects to it', async () => {
+    const page = await fetch(new URL('/xapi-emu/', url));
+    expect(page.status).toBe(401);
+    expect(page.headers.get('www-authenticate')).toMatch(/^Basic /);
+    await page.body?.cancel();
+    const ok = await fetch(new URL('/xapi-emu/', url), { headers: { authorization: ROOT } });
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(ok.headers.get('content-security-policy')).toContain("script-src 'self'");
+    const html = await ok.text();
+    for (const [asset, type] of [['page/status.js', 'text/javascript'], ['page/status.css', 'text/css']]) {
+      expect(html).toContain(`"${asset}"`);
+      const r = await fetch(new URL(`/xapi-emu/${asset}`, url));
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type')).toContain(type);
+      expect((await r.text()).length).toBeGreaterThan(100);
+    }
+    const redirect = await fetch(new URL('/xapi-emu?session_id=x', url), { redirect: 'manual' });
+    expect(redirect.status).toBe(302);
+    expect(redirect.headers.get('location')).toBe('/xapi-emu/?session_id=x');
   });
 });
 

@@ -115,8 +115,7 @@ export const status = {
       .object({
         events: z.coerce.number().int().min(0).max(1000).default(30),
         tasks: z.coerce.number().int().min(0).max(1000).default(20),
-      })
-      .strict(),
+      }),
     output: statusSummary,
   }),
 };

@@ -13,11 +13,13 @@ import { streamEvents, streamParams, streamsOf } from './events.js';
 
 const STATIC_DIR = fileURLToPath(new URL('./static/', import.meta.url));
 
-/** what is served, by path under the control prefix */
-const FILES: Record<string, { file: string; type: string }> = {
+/** what is served, by path under the control prefix. The script and the style sheet hold nothing
+ * of the pool and are served to anyone, so that a page opened with ?session_id= (which its
+ * sub-resources do not carry) loads them; the page and everything it reads take credentials. */
+const FILES: Record<string, { file: string; type: string; open?: boolean }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
-  '/page/status.js': { file: 'status.js', type: 'text/javascript; charset=utf-8' },
-  '/page/status.css': { file: 'status.css', type: 'text/css; charset=utf-8' },
+  '/page/status.js': { file: 'status.js', type: 'text/javascript; charset=utf-8', open: true },
+  '/page/status.css': { file: 'status.css', type: 'text/css; charset=utf-8', open: true },
 };
 
 // nothing but the page's own files and calls: no inline code, no other origin
@@ -26,7 +28,7 @@ const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-sr
 export async function statusPagePlugin(app: FastifyInstance, ctx: HttpPluginContext): Promise<void> {
   const { emu } = ctx;
   // read once: the files ship with the module
-  const bodies = new Map(Object.entries(FILES).map(([path, f]) => [path, { type: f.type, body: readFileSync(STATIC_DIR + f.file) }]));
+  const bodies = new Map(Object.entries(FILES).map(([path, f]) => [path, { ...f, body: readFileSync(STATIC_DIR + f.file) }]));
   const authorized = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
     try {
       await authorizeControl(emu, req);
@@ -36,9 +38,9 @@ export async function statusPagePlugin(app: FastifyInstance, ctx: HttpPluginCont
       return false;
     }
   };
-  for (const [path, { type, body }] of bodies) {
+  for (const [path, { type, body, open }] of bodies) {
     app.get(CONTROL_PREFIX + path, { exposeHeadRoute: false }, async (req, reply) => {
-      if (!(await authorized(req, reply))) return reply;
+      if (!open && !(await authorized(req, reply))) return reply;
       return reply
         .header('content-type', type)
         .header('cache-control', 'no-store')

@@ -196,8 +196,12 @@
 
   // ---- fetching ----
 
+  // a page opened with ?session_id= (rather than Basic credentials) passes it on to its requests
+  const session = new URLSearchParams(location.search).get('session_id');
+  const withSession = (path) => (session ? `${path}${path.includes('?') ? '&' : '?'}session_id=${encodeURIComponent(session)}` : path);
+
   async function getJson(path) {
-    const r = await fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' }, cache: 'no-store' });
+    const r = await fetch(withSession(path), { credentials: 'same-origin', headers: { accept: 'application/json' }, cache: 'no-store' });
     const body = await r.json().catch(() => undefined);
     if (!r.ok) {
       const e = new Error((body && body.error && `${body.error.code}: ${body.error.message}`) || `HTTP ${r.status}`);
@@ -258,7 +262,7 @@
   }
 
   function follow() {
-    const es = new EventSource('events');
+    const es = new EventSource(withSession('events'));
     es.addEventListener('hello', () => {
       setStream('live');
       refresh();
