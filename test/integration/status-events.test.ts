@@ -4,6 +4,7 @@
 // address); GET /xapi-emu/status (through the typed control client) summarises hosts, VMs, SRs
 // with their VDI chains, the datapath, and the latest events and tasks.
 import { request, type IncomingMessage } from 'node:http';
+import { connect as connectSocket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient, ControlApiError, type ControlClient } from '../../server/control/client.js';
@@ -201,6 +202,18 @@ describe('GET /xapi-emu/events', () => {
     const vm: string = await x.call('VM.create', vmArgs('sse-after', memory(256 * MiB)));
     await x.call('VM.destroy', vm);
     expect(openEventStreams(srv.emu)).toBe(0);
+  });
+
+  it('lets go of a reader that half-closed its connection right after its request', async () => {
+    const sock = connectSocket(Number(new URL(url).port), new URL(url).hostname);
+    await new Promise((r) => sock.once('connect', r));
+    let answer = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (answer += d));
+    sock.end(`GET /xapi-emu/events HTTP/1.1\r\nHost: x\r\nAuthorization: ${ROOT}\r\n\r\n`);
+    await new Promise((r) => sock.once('close', r));
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    await vi.waitFor(() => expect(openEventStreams(srv.emu)).toBe(0));
   });
 
   it('ends cleanly when the server closes, without waiting for the close grace, on every listener', async () => {

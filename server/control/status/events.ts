@@ -115,7 +115,10 @@ export function streamEvents(emu: Emulator, req: FastifyRequest, reply: FastifyR
   };
   const offDb = emu.db.onChange(onDbChange);
   const offClock = emu.clock.onAdvance(onClock);
-  const heartbeat = setInterval(() => write(frame('heartbeat', { generation: emu.db.generation })), p.heartbeat * 1000);
+  // (none while the reader has not taken in what it was sent: its connection is busy, not idle)
+  const heartbeat = setInterval(() => {
+    if (!res.writableNeedDrain) write(frame('heartbeat', { generation: emu.db.generation }));
+  }, p.heartbeat * 1000);
   const onDrain = () => {
     if (pending && !timer) timer = setTimeout(send, 0);
   };
@@ -155,6 +158,8 @@ export function streamEvents(emu: Emulator, req: FastifyRequest, reply: FastifyR
     socket.off('end', gone);
     socket.off('close', gone);
   });
+  // (gone already, while the request was being authorised)
+  if (socket.destroyed || socket.readableEnded) return stream.end();
   // the reconnection delay EventSource uses after the stream ends
   write(`retry: 2000\n${frame('hello', { generation: since })}`);
 }
