@@ -12,7 +12,7 @@ import { createClient } from 'xen-api';
 import { parse as parseYaml } from 'yaml';
 import { startServer, type RunningServer, type ServerOptions } from '../../server/app.js';
 import { controlClient, ControlApiError } from '../../server/control/client.js';
-import { FixtureError } from '../../server/control/fixture/schema.js';
+import { FixtureError, parseSize } from '../../server/control/fixture/schema.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
 import { scratch } from './helpers/cli.js';
 
@@ -106,6 +106,7 @@ describe('example fixtures', () => {
           const host = hosts.find((o) => o.name_label === h.name);
           expect(host, h.name).toBeDefined();
           if (h.cpus) expect(of('host_cpu').filter((c) => c.host === host!.$ref).length).toBe(h.cpus);
+          if (h.memory) expect(Number(xapi.getObjectByRef(host!.metrics).memory_total)).toBe(parseSize(h.memory));
         }
         for (const s of doc.srs ?? []) expect(of('SR').find((o) => o.name_label === s.name)?.type, s.name).toBe(s.type);
         for (const n of doc.networks ?? []) {
@@ -130,6 +131,19 @@ describe('example fixtures', () => {
     const admin = controlClient({ url: srv.urls[0], username: 'ci-admin', password: 'ci-admin' });
     expect((await admin.fixture.export()).vms?.length).toBe(5);
     await stop(srv);
+  });
+});
+
+describe('hosts', () => {
+  it("are the machines the fixture describes: a VM needs their memory to start", async () => {
+    const big = await start({ fixture: { doc: { hosts: [{ name: 'big', memory: '64GiB' }], vms: [{ name: 'v', memory: '40GiB', power_state: 'Running' }] } } });
+    const x = await connect(big.urls[0], 'root', PASSWORD);
+    const [vm] = await x.call('VM.get_by_name_label', 'v');
+    expect(await x.call('VM.get_power_state', vm)).toBe('Running');
+    await stop(big);
+    const e = await start({ fixture: { doc: { hosts: [{ memory: '8GiB' }], vms: [{ name: 'v', memory: '6GiB', power_state: 'Running' }] } } }).catch((x) => x);
+    expect(e).toBeInstanceOf(FixtureError);
+    expect(e.message).toMatch(/^vms\[0\]\.power_state: VM\.start_on failed: HOST_NOT_ENOUGH_FREE_MEMORY /);
   });
 });
 
