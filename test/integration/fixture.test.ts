@@ -143,7 +143,8 @@ describe('hosts', () => {
     await stop(big);
     const e = await start({ fixture: { doc: { hosts: [{ memory: '8GiB' }], vms: [{ name: 'v', memory: '6GiB', power_state: 'Running' }] } } }).catch((x) => x);
     expect(e).toBeInstanceOf(FixtureError);
-    expect(e.message).toMatch(/^vms\[0\]\.power_state: VM\.start_on failed: HOST_NOT_ENOUGH_FREE_MEMORY /);
+    // (placed by VM.start, as xapi answers when no host can take it)
+    expect(e.message).toBe('vms[0].power_state: VM.start failed: NO_HOSTS_AVAILABLE');
   });
 });
 
@@ -252,7 +253,7 @@ describe('disk contents', () => {
     const doc = { vms: [{ name: 'v', disks: [{ size: '1MiB', content: { file: '../secret.img' } }] }] };
     await expect(start({ fixture: { doc, baseDir: join(dir, 'fx') } })).rejects.toThrow('vms[0].disks[0].content.file: ../secret.img is outside the fixture\'s directory');
     await expect(start({ fixture: { doc: { vms: [{ name: 'v', disks: [{ size: '1MiB', content: { file: '/etc/hostname' } }] }] }, baseDir: dir } }))
-      .rejects.toThrow(/vms\[0\]\.disks\[0\]\.content\.file: .* is outside the fixture's directory/);
+      .rejects.toThrow("vms[0].disks[0].content.file: /etc/hostname: expected a path relative to the fixture's directory");
   });
 });
 
