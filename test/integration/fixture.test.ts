@@ -3,8 +3,8 @@
 // from a file and from a byte pattern read back through /export_raw_vdi; bad fixtures are refused
 // with the path of the bad key; data directories that already hold a pool; the --fixture flag.
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -14,7 +14,7 @@ import { startServer, type RunningServer, type ServerOptions } from '../../serve
 import { controlClient, ControlApiError } from '../../server/control/client.js';
 import { FixtureError, parseSize } from '../../server/control/fixture/schema.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
-import { scratch } from './helpers/cli.js';
+import { exited, scratch } from './helpers/cli.js';
 
 const PASSWORD = 'fixture-test';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -322,6 +322,34 @@ describe('data directories', () => {
     expect(await y.call('VM.get_by_name_label', 'half-made')).toEqual([]);
     expect((await y.call('VM.get_by_name_label', 'vm1')).length).toBe(1);
     await stop(b);
+    expect(existsSync(join(dir, 'fixture-loading'))).toBe(false);
+  });
+});
+
+describe('a start killed while loading', () => {
+  it('is started over by the next start', async () => {
+    const dir = tmp();
+    const file = join(tmp(), 'heavy.yaml');
+    writeFileSync(file, 'vms:\n  - name: h\n    power_state: Running\n    disks:\n      - { size: 64MiB, content: { pattern: "ab" } }\n');
+    const child = spawn(process.execPath, ['bin/xapi-emu.js', '--port', '0', '--password', PASSWORD, '--data', dir, '--fixture', file], { cwd: ROOT, stdio: 'ignore' });
+    // killed as soon as the load has begun
+    await new Promise<void>((resolve) => {
+      const w = watch(dir, () => {
+        if (!existsSync(join(dir, 'fixture-loading'))) return;
+        w.close();
+        resolve();
+      });
+    });
+    child.kill('SIGKILL');
+    await exited(child);
+
+    const srv = await start({ memory: false, dataDir: dir, fixture: file });
+    const x = await connect(srv.urls[0], 'root', PASSWORD);
+    const vms = await x.call('VM.get_by_name_label', 'h');
+    expect(vms.length).toBe(1);
+    expect(await x.call('VM.get_power_state', vms[0])).toBe('Running');
+    expect((await control(srv).fixture.export()).vms![0].disks![0].content).toEqual({ pattern: 'ab' });
+    await stop(srv);
     expect(existsSync(join(dir, 'fixture-loading'))).toBe(false);
   });
 });
