@@ -13,6 +13,8 @@ import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
 import { smReady } from './sm/index.js';
 import type { UserSpec } from './auth/users.js';
+import { loadFixture } from './control/fixture/load.js';
+import { finishDataDir, fixtureHosts, prepareDataDir, readFixtureOption, type FixtureOption } from './control/fixture/startup.js';
 import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
@@ -171,6 +173,9 @@ export interface ServerOptions {
   plugins?: HttpPlugin[];
   /** seconds in-flight requests get when listeners close before their connections are cut (default 2) */
   closeGrace?: number;
+  /** a fixture (a YAML/JSON file, or a document) loaded into the new pool before the listeners open
+   * (see control/fixture/startup.ts for a data directory that already holds a pool) */
+  fixture?: FixtureOption;
 }
 
 export interface RunningServer {
@@ -258,8 +263,27 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   };
   const grace = (opts.closeGrace ?? 2) * 1000;
 
+  // a fixture makes the pool with its hosts, and its users log in as those of --users do
+  const fx = opts.fixture === undefined ? undefined : readFixtureOption(opts.fixture);
+  if (fx) {
+    emuOpts.hosts = fixtureHosts(fx.fixture) ?? emuOpts.hosts;
+    emuOpts.users = [...(emuOpts.users ?? []), ...(fx.fixture.users ?? [])];
+  }
+  const loadIt = fx ? (dataDir === null ? true : prepareDataDir(dataDir, fx)) : false;
+
   let emu = new Emulator(emuOpts);
   emu.start();
+  if (fx && loadIt) {
+    try {
+      await loadFixture(emu, fx.fixture, { baseDir: fx.baseDir });
+    } catch (e) {
+      await smReady(emu);
+      emu.close();
+      emu.dispose();
+      throw e;
+    }
+    if (dataDir !== null) finishDataDir(dataDir, fx);
+  }
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];

@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { userSpecs, type UserSpec } from './auth/users.js';
+import { FixtureError } from './control/fixture/schema.js';
+import { readFixtureOption } from './control/fixture/startup.js';
 import { startServer, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_RPC_BODY_LIMIT, type RunningServer } from './app.js';
 
 type Kind = 'string' | 'boolean';
@@ -23,6 +25,7 @@ const FLAGS = {
   seed: { type: 'string', env: 'XAPI_EMU_SEED', arg: 'S', help: 'seed for refs and uuids (reproducible pools)' },
   'time-scale': { type: 'string', env: 'XAPI_EMU_TIME_SCALE', arg: 'X', help: 'duration of emulated operations, 0 = instant (default 0)' },
   config: { type: 'string', env: 'XAPI_EMU_CONFIG', arg: 'FILE', help: 'xapi.conf-style file, re-read on toolstack restart' },
+  fixture: { type: 'string', env: 'XAPI_EMU_FIXTURE', arg: 'FILE', help: 'YAML or JSON fixture loaded into a new pool (an empty --data, or --memory)' },
   users: { type: 'string', env: 'XAPI_EMU_USERS', arg: 'FILE', help: 'JSON file of extra users: [{"name","password","role"}]' },
   'auth-fail-delay': { type: 'string', env: 'XAPI_EMU_AUTH_FAIL_DELAY', arg: 'SECONDS', help: 'delay before a failed login is answered (default 5, as xapi)' },
   address: { type: 'string', env: 'XAPI_EMU_ADDRESS', arg: 'ADDR', help: 'host.address on a non-loopback --host (default --host, or 127.0.0.1 for 0.0.0.0)' },
@@ -113,6 +116,21 @@ function readUsers(file: string): UserSpec[] {
     seen.add(u.name);
   }
   return r.data;
+}
+
+function fixtureUsage(e: FixtureError, file: string): UsageError {
+  const lines = e.message.split('\n');
+  return new UsageError(`--fixture ${file}: ${lines.length > 1 ? `\n  ${lines.join('\n  ')}` : lines[0]}`);
+}
+
+function checkedFixture(file: string): string {
+  try {
+    readFixtureOption(file);
+  } catch (e) {
+    if (e instanceof FixtureError) throw fixtureUsage(e, file);
+    throw e;
+  }
+  return file;
 }
 
 const isLoopback = (h: string): boolean => h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
@@ -214,6 +232,8 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       address: values.address === undefined ? undefined : String(values.address),
       bodyLimit: num(values['max-rpc-size'], 'max-rpc-size', { int: true, min: 1024 }),
       log: values.log === true,
+      // read and checked now: a bad fixture is a usage error, before anything is made
+      fixture: values.fixture === undefined ? undefined : checkedFixture(resolve(String(values.fixture))),
     };
     if (opts.httpPort !== undefined && !opts.https) throw new UsageError('--http-port goes with --https (plain HTTP is on --port otherwise)');
 
@@ -231,13 +251,15 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
     try {
       server = await startServer(opts);
     } catch (e) {
+      if (e instanceof FixtureError) throw fixtureUsage(e, String(values.fixture));
       console.error(`xapi-emu: ${(e as Error).message}`);
       return 1;
     }
     current = server;
     const pf = memory ? null : pidFile(dataDir);
     if (pf) writeFileSync(pf, `${process.pid}\n`);
-    console.log(banner(server, host, password, hosts));
+    // (a fixture's hosts make the pool: --hosts is not what was asked then)
+    console.log(banner(server, host, password, values.fixture !== undefined && values.hosts === undefined ? server.emu.hosts.length : hosts));
     installSignals(server, pf);
     return server;
   } catch (e) {

@@ -75,6 +75,14 @@ const loadData = () =>
  * (-data-pv) are not part of a default install. */
 const INSTALLED_TEMPLATE_RPMS = new Set(['linux', 'windows', 'other'].map((s) => `guest-templates-json-data-${s}`));
 
+/** The names of the templates a fresh pool has (what a fixture's VMs may be cloned from). */
+export function defaultTemplateNames(): string[] {
+  return loadData().templates.filter((t) => INSTALLED_TEMPLATE_RPMS.has(t.rpm_package)).map((t) => t.name_label);
+}
+
+/** The name of host i (0 .. hosts-1) in a fresh pool. */
+export const defaultHostName = (i: number): string => `xcp-ng-host-${i + 1}`;
+
 // ---- the emulated machine and software ----
 
 const MiB = 1024 * 1024;
@@ -241,7 +249,7 @@ export function createDefaultPool(db: Database, ids: Ids, opts: DefaultPoolOptio
   const hosts: string[] = [];
   const localSRs: string[] = [];
   for (let i = 0; i < opts.hosts; i++) {
-    const hostname = `xcp-ng-host-${i + 1}`;
+    const hostname = defaultHostName(i);
     const address = opts.hostAddress(i);
     const hostRef = ids.ref();
     const hostUuid = ids.uuid();

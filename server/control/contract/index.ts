@@ -2,10 +2,12 @@
 import type { Contract } from './route.js';
 import { clock } from './clock.js';
 import { status } from './status.js';
+import { fixture } from './fixture.js';
 
 export const contract = {
   clock,
   status,
+  fixture,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

@@ -4,6 +4,7 @@ import type { HttpPluginContext } from '../../app.js';
 import type { ControlContract, OutputOf, ParsedInputOf } from '../contract/index.js';
 import { clockHandlers } from './clock.js';
 import { statusHandlers } from './status.js';
+import { fixtureHandlers } from './fixture.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -20,4 +21,5 @@ export type AreaHandlers<A extends keyof ControlContract> = { [M in keyof Contro
 export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   clock: clockHandlers,
   status: statusHandlers,
+  fixture: fixtureHandlers,
 };
