@@ -4,6 +4,7 @@ import { startServer, type RunningServer, type ServerOptions } from './app.js';
 import { controlClient, type ControlClient } from './control/client.js';
 import type { UserSpec } from './auth/users.js';
 import type { Emulator } from './emulator.js';
+import type { FixtureOption } from './control/fixture/startup.js';
 
 export interface StartEmulatorOptions {
   /** hosts in the pool (default 1) */
@@ -15,6 +16,8 @@ export interface StartEmulatorOptions {
   users?: UserSpec[];
   /** wall seconds per simulated second (default 0: simulated work is instant) */
   timeScale?: number;
+  /** a fixture to load into the new pool: a YAML/JSON file, or `{ doc, baseDir }` */
+  fixture?: FixtureOption;
   /** a data directory to keep the pool in (default: memory only, gone with stop()) */
   dataDir?: string;
   /** default 0: a free port */
@@ -22,7 +25,7 @@ export interface StartEmulatorOptions {
   /** seconds before a failed login is answered (default 0 here; xapi waits 5) */
   authFailDelay?: number;
   /** anything else startServer takes */
-  server?: Omit<ServerOptions, 'hosts' | 'seed' | 'password' | 'users' | 'timeScale' | 'dataDir' | 'memory' | 'port' | 'authFailDelay'>;
+  server?: Omit<ServerOptions, 'hosts' | 'seed' | 'password' | 'users' | 'timeScale' | 'dataDir' | 'memory' | 'port' | 'authFailDelay' | 'fixture'>;
 }
 
 export interface EmulatorHandle {
@@ -52,6 +55,7 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     password,
     users: options.users,
     timeScale: options.timeScale,
+    fixture: options.fixture,
     authFailDelay: options.authFailDelay ?? 0,
     ...(options.dataDir ? { dataDir: options.dataDir } : { memory: true }),
   });

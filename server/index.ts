@@ -3,3 +3,5 @@ export { startEmulator, type StartEmulatorOptions, type EmulatorHandle } from '.
 export { startServer, type ServerOptions, type RunningServer } from './app.js';
 export { controlClient, ControlApiError, type ControlClient, type ControlClientOptions } from './control/client.js';
 export { contract, type ControlContract } from './control/contract/index.js';
+export { loadFixture } from './control/fixture/load.js';
+export type { FixtureOption } from './control/fixture/startup.js';
