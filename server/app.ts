@@ -15,6 +15,7 @@ import { smReady } from './sm/index.js';
 import type { UserSpec } from './auth/users.js';
 import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
+import type { GuestProfile } from './guest/profile.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
@@ -158,6 +159,8 @@ export interface ServerOptions {
   password?: string;
   seed?: string;
   timeScale?: number;
+  /** the pool's default guest profile (server/guest/profile.ts) */
+  guestProfile?: GuestProfile;
   /** xapi.conf file, read at start and again on each toolstack restart */
   configFile?: string;
   conf?: XapiConf;
@@ -248,6 +251,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     dataDir,
     hosts: opts.hosts ?? 1,
     seed: opts.seed,
+    guestProfile: opts.guestProfile,
     password: opts.password ?? DEFAULT_PASSWORD,
     users: opts.users,
     timeScale: opts.timeScale,

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { userSpecs, type UserSpec } from './auth/users.js';
+import { GUEST_PROFILES, isGuestProfile, type GuestProfile } from './guest/profile.js';
 import { startServer, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_RPC_BODY_LIMIT, type RunningServer } from './app.js';
 
 type Kind = 'string' | 'boolean';
@@ -21,6 +22,7 @@ const FLAGS = {
   hosts: { type: 'string', env: 'XAPI_EMU_HOSTS', arg: 'N', help: 'hosts in the pool when it is created (default 1)' },
   password: { type: 'string', env: 'XAPI_EMU_PASSWORD', arg: 'PWD', help: `root's password (default "${DEFAULT_PASSWORD}", loopback only)` },
   seed: { type: 'string', env: 'XAPI_EMU_SEED', arg: 'S', help: 'seed for refs and uuids (reproducible pools)' },
+  'guest-profile': { type: 'string', env: 'XAPI_EMU_GUEST_PROFILE', arg: 'P', help: 'guest of VMs that name none: agent (default), pv-drivers, no-drivers or no-os' },
   'time-scale': { type: 'string', env: 'XAPI_EMU_TIME_SCALE', arg: 'X', help: 'duration of emulated operations, 0 = instant (default 0)' },
   config: { type: 'string', env: 'XAPI_EMU_CONFIG', arg: 'FILE', help: 'xapi.conf-style file, re-read on toolstack restart' },
   users: { type: 'string', env: 'XAPI_EMU_USERS', arg: 'FILE', help: 'JSON file of extra users: [{"name","password","role"}]' },
@@ -87,6 +89,12 @@ function readFlags(argv: string[], env: NodeJS.ProcessEnv): { values: Partial<Re
     }
   }
   return { values, positionals: parsed.positionals };
+}
+
+function guestProfileOf(v: string | boolean | undefined): GuestProfile | undefined {
+  if (v === undefined) return undefined;
+  if (!isGuestProfile(v)) throw new UsageError(`--guest-profile: "${String(v)}" is none of ${GUEST_PROFILES.join(', ')}`);
+  return v;
 }
 
 function num(v: string | boolean | undefined, name: string, o: { int?: boolean; min?: number; max?: number } = {}): number | undefined {
@@ -207,6 +215,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       hosts,
       password,
       seed: values.seed === undefined ? undefined : String(values.seed),
+      guestProfile: guestProfileOf(values['guest-profile']),
       timeScale: num(values['time-scale'], 'time-scale', { min: 0 }),
       configFile: values.config === undefined ? undefined : resolve(String(values.config)),
       users: values.users === undefined ? undefined : readUsers(String(values.users)),
