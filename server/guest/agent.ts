@@ -60,8 +60,9 @@ function controlKeys(os: GuestOs, rec: Rec): Record<string, string> {
       'feature-shutdown': '1', 'feature-suspend': '1', 'feature-vcpu-hotplug': '1', 'has-vendor-device': vendor,
     };
   }
+  // Linux's xenbus drivers: one feature-<command> per shutdown handler (no feature-shutdown)
   return {
-    'feature-balloon': '1', 'feature-poweroff': '1', 'feature-reboot': '1', 'feature-suspend': '1', 'feature-vcpu-hotplug': '1',
+    'feature-balloon': '1', 'feature-poweroff': '1', 'feature-reboot': '1', 'feature-suspend': '1', 'feature-sysrq': '1',
     'has-vendor-device': vendor, 'platform-feature-multiprocessor-suspend': '1', 'platform-feature-xs_reset_watches': '1',
   };
 }
