@@ -1,7 +1,7 @@
 // The simulated DHCP server of each network, and SLAAC. A network's IPv4 subnet is
-// network.other_config:xapi-emu-dhcp-subnet (CIDR), else derived from its bridge: xenbrN →
-// 10.N.0.0/16, xapiN (networks made by network.create) → 10.(128+N).0.0/16, the host internal
-// management network → 169.254.0.0/16 as on a real host. The first address is the gateway's.
+// network.other_config:xapi-emu-dhcp-subnet (CIDR), else derived: the network on bridge xenbrN →
+// 10.N.0.0/16, the host internal management network → 169.254.0.0/16 as on a real host, any
+// other network a /16 of 10.128.0.0/9 drawn from its uuid. The first address is the gateway's.
 // A VIF's address is drawn from the pool's seed and its MAC; when another VIF on the network holds
 // it, the next free one is taken (probing forward). The leases are the addresses the guests report
 // (VM_guest_metrics.networks of VMs that are not halted), so they come back from the database
@@ -48,12 +48,10 @@ export function subnetOf(net: Rec): Subnet {
   const bridge = String(net.bridge ?? '');
   let m = /^xenbr(\d+)$/.exec(bridge);
   if (m) return { base: ((10 << 24) >>> 0) + ((Number(m[1]) % 128) << 16), prefix: 16 };
-  m = /^xapi(\d+)$/.exec(bridge);
-  if (m) return { base: ((10 << 24) >>> 0) + ((128 + (Number(m[1]) % 128)) << 16), prefix: 16 };
   if (bridge === 'xenapi') return { base: parseIpv4('169.254.0.0')!, prefix: 16 };
-  // any other bridge: a /16 of 10.0.0.0/8 from its name
-  const h = createHmac('sha256', 'bridge').update(bridge).digest();
-  return { base: ((10 << 24) >>> 0) + (h[0] << 16), prefix: 16 };
+  // any other network (network.create's, whatever its bridge): a /16 of 10.128.0.0/9 from its uuid
+  const h = createHmac('sha256', 'network').update(String(net.uuid)).digest();
+  return { base: ((10 << 24) >>> 0) + ((128 + (h[0] & 127)) << 16), prefix: 16 };
 }
 
 /** the first and last address a guest may get (after the gateway, before broadcast) */
