@@ -6,11 +6,14 @@
 // <dev>/ipv4/0, <dev>/ipv6/0), the hotplug tristates (feature/hotplug/*). xapi writes memory and
 // disks empty (it ignores the agent's meminfo) and sets live once, at creation.
 //
-// Everything here is derived from the database and xenopsd's domains: the guest metrics of the
-// current boot are those written since the domain was created (a new domid on the same host resets
-// them; a migration or a resume keeps them), the agent has reported when os_version is set, and a
-// stopped agent is a record with live=false. So after a toolstack restart or a state restore,
-// resyncGuests arms the boots still under way from the domains' start times.
+// Everything here is derived from the database and xenopsd's domains. A start begins without guest
+// metrics (VM.start deletes them, Xapi_vm_helpers.delete_guest_metrics); a reboot keeps the record,
+// stale, until the new boot's agent reports (xapi's per-domid cache starts empty for the new
+// domid, so it rewrites what the agent reports; a migration or a resume keeps the same guest). The
+// agent has reported in the current boot when its last report is not older than the domain (kept
+// in memory while the emulator runs, from last_updated after a restart); a stopped agent is a
+// record with live=false. So after a toolstack restart or a state restore, resyncGuests arms the
+// boots still under way from the domains' start times.
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
@@ -38,8 +41,49 @@ export interface PreviousState {
 
 const gmOf = (emu: Emulator, rec: Rec): Rec | undefined => emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
 
-/** whether the guest agent of this boot has reported */
-export const agentReported = (gm: Rec | undefined): boolean => !!gm && Object.keys((gm.os_version ?? {}) as object).length > 0;
+/** whether a guest agent ever reported in these metrics */
+const everReported = (gm: Rec | undefined): boolean => !!gm && Object.keys((gm.os_version ?? {}) as object).length > 0;
+
+/** by VM uuid, the domid whose agent has reported */
+const reportedFor = new WeakMap<Emulator, Map<string, number>>();
+
+function reportedMap(emu: Emulator): Map<string, number> {
+  let m = reportedFor.get(emu);
+  if (!m) reportedFor.set(emu, (m = new Map()));
+  return m;
+}
+
+/** xapi's datetimes are to the second */
+const seconds = (xapiTime: unknown): number => {
+  const m = /^(\d{4})(\d\d)(\d\d)T(\d\d):(\d\d):(\d\d)Z$/.exec(String(xapiTime));
+  return m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) / 1000 : 0;
+};
+
+/** Whether the agent of the VM's current domain has reported. */
+export function agentReported(emu: Emulator, rec: Rec, gm: Rec | undefined): boolean {
+  if (!everReported(gm)) return false;
+  const uuid = String(rec.uuid);
+  const domid = Number(rec.domid);
+  const m = reportedMap(emu);
+  const known = m.get(uuid);
+  if (known !== undefined) return known === domid;
+  // after a restart: a report not older than the domain's start is this boot's
+  const start = seconds(emu.db.get('VM_metrics', String(rec.metrics))?.start_time);
+  const fresh = seconds(gm!.last_updated) >= start;
+  if (fresh) m.set(uuid, domid);
+  return fresh;
+}
+
+export type AgentState = 'none' | 'booting' | 'running' | 'stopped';
+
+/** What the guest agent of a VM is doing, as far as its reports tell. */
+export function agentState(emu: Emulator, rec: Rec): AgentState {
+  const live = rec.power_state === 'Running' || rec.power_state === 'Paused';
+  if (!live || !hasAgent(profileOf(emu, rec))) return 'none';
+  const gm = gmOf(emu, rec);
+  if (!agentReported(emu, rec, gm)) return 'booting';
+  return gm!.live === false ? 'stopped' : 'running';
+}
 
 /** Xapi_vm_helpers.delete_guest_metrics */
 export function deleteGuestMetrics(emu: Emulator, vm: string): void {
@@ -128,6 +172,7 @@ export function agentReport(emu: Emulator, vm: string): void {
     can_use_hotplug_vbd: hotplug,
     can_use_hotplug_vif: hotplug,
   };
+  reportedMap(emu).set(String(rec.uuid), Number(rec.domid));
   const changes: Rec = {};
   for (const [k, v] of Object.entries(report)) if (typeof v === 'string' ? gm[k] !== v : !sameMap(gm[k], v)) changes[k] = v;
   if (gm.live !== true) changes.live = true;
@@ -174,7 +219,7 @@ function armAgent(emu: Emulator, vm: string, uuid: string, d: DomainState): void
       if (!r || r.power_state !== 'Running' || Number(r.domid) !== boot.domid) return;
       if (!hasAgent(profileOf(emu, r))) return;
       const gm = gmOf(emu, r);
-      if (!gm || gm.PV_drivers_detected !== true || agentReported(gm) || gm.live === false) return;
+      if (!gm || gm.PV_drivers_detected !== true || agentReported(emu, r, gm)) return;
       agentReport(emu, ref);
       emu.db.flush();
     } catch {
@@ -185,16 +230,14 @@ function armAgent(emu: Emulator, vm: string, uuid: string, d: DomainState): void
 
 /**
  * The guest's side of Xapi_xenops.update_vm for a VM that has a domain on `host`, called by the
- * sync after it wrote the VM's power state. A new boot (a start, or a new domid on the same host:
- * a reboot) begins with no guest metrics; the PV drivers' arrival creates them; the agent reports
- * after the boot time.
+ * sync after it wrote the VM's power state. A start begins with no guest metrics; the PV drivers'
+ * arrival creates them; the agent of each boot reports after the boot time.
  */
 export function syncGuest(emu: Emulator, vm: string, host: string, prev: PreviousState, d: DomainState): void {
   const { db } = emu;
   let rec = db.get('VM', vm);
   if (!rec) return;
-  const newBoot = prev.power_state === 'Halted' || (prev.resident_on === host && prev.domid !== d.domid && prev.power_state !== 'Suspended');
-  if (newBoot && rec.guest_metrics !== NULL_REF) {
+  if (prev.power_state === 'Halted' && rec.guest_metrics !== NULL_REF) {
     deleteGuestMetrics(emu, vm);
     rec = db.get('VM', vm)!;
   }
@@ -208,16 +251,17 @@ export function syncGuest(emu: Emulator, vm: string, host: string, prev: Previou
     db.update('VM_guest_metrics', String(rec.guest_metrics), { PV_drivers_detected: d.pvDrivers, PV_drivers_up_to_date: d.pvDrivers });
   }
   if (!gm || !d.pvDrivers || !hasAgent(profileOf(emu, rec))) return;
-  if (agentReported(gm)) {
+  if (agentReported(emu, rec, gm)) {
     if (gm.live !== false) refreshNetworks(emu, vm, rec, gm);
     return;
   }
-  if (gm.live !== false && !d.paused) armAgent(emu, vm, String(rec.uuid), d);
+  if (!d.paused) armAgent(emu, vm, String(rec.uuid), d);
 }
 
 /** Forgets the boots armed so far (their timers find nothing left to do). */
 export function forgetBoots(emu: Emulator): void {
   booting.delete(emu);
+  reportedFor.delete(emu);
 }
 
 /** Starts following guests (the sync calls syncGuest for each running VM at start). */
@@ -226,5 +270,6 @@ export function startGuests(emu: Emulator): () => void {
   return () => {
     running.delete(emu);
     booting.delete(emu);
+    reportedFor.delete(emu);
   };
 }

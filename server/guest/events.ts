@@ -91,7 +91,7 @@ export async function guestExit(emu: Emulator, vm: string, how: GuestExit): Prom
 function reportingAgent(emu: Emulator, rec: Rec, vm: string): Rec {
   if (!hasAgent(profileOf(emu, rec))) throw new GuestError('NO_GUEST_AGENT', 'the guest of this VM runs no guest agent');
   const gm = emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
-  if (!gm || !agentReported(gm)) throw new GuestError('GUEST_BOOTING', `the guest agent of ${vm} has not started yet`);
+  if (!gm || !agentReported(emu, rec, gm)) throw new GuestError('GUEST_BOOTING', `the guest agent of ${vm} has not started yet`);
   return gm;
 }
 
@@ -102,7 +102,7 @@ export function setAgentRunning(emu: Emulator, vm: string, run: boolean): void {
   if (!hasAgent(profile)) throw new GuestError('NO_GUEST_AGENT', 'the guest of this VM runs no guest agent');
   const gm = emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
   if (!run) {
-    if (!gm || !agentReported(gm)) throw new GuestError('GUEST_BOOTING', `the guest agent of ${vm} has not started yet`);
+    if (!gm || !agentReported(emu, rec, gm)) throw new GuestError('GUEST_BOOTING', `the guest agent of ${vm} has not started yet`);
     if (gm.live !== false) emu.db.update('VM_guest_metrics', String(rec.guest_metrics), { live: false });
   } else {
     if (!gm) throw new GuestError('GUEST_BOOTING', `the PV drivers of ${vm} are not up yet`);

@@ -2,5 +2,5 @@
 export * from './profile.js';
 export { BOOT_SECONDS, guestOsOf } from './os.js';
 export { DHCP_SUBNET_KEY, subnetOf, formatCidr, offerIpv4, slaacIpv6 } from './dhcp.js';
-export { agentReport, agentReported, syncGuest } from './agent.js';
+export { agentReport, agentReported, agentState, syncGuest, type AgentState } from './agent.js';
 export * from './events.js';

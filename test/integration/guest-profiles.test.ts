@@ -209,6 +209,30 @@ describe('the boot, in simulated time', () => {
     }
   });
 
+  it('after a reboot the stale metrics stay until the new boot\'s agent reports; a stopped agent runs again', async () => {
+    const { vm } = await newVm('reboot-timeline');
+    await x.call('VM.start', vm, false, false);
+    await until('first report', async () => (await ctl.guests.get({ vm })).agent === 'running');
+    const gm = (await rec('VM', vm)).guest_metrics;
+    const first = await rec('VM_guest_metrics', gm);
+    await ctl.guests.agent({ vm, running: false });
+    await ctl.clock.set({ frozen: true });
+    try {
+      await whileAdvancing(ctl.guests.reboot({ vm }));
+      expect((await ctl.guests.get({ vm })).agent).toBe('booting');
+      const stale = await rec('VM_guest_metrics', (await rec('VM', vm)).guest_metrics);
+      expect(stale).toMatchObject({ uuid: first.uuid, networks: first.networks, live: false, last_updated: first.last_updated });
+      await ctl.clock.advance({ seconds: 25 });
+      const fresh = await rec('VM_guest_metrics', gm);
+      expect(fresh).toMatchObject({ live: true, networks: first.networks });
+      expect(fresh.last_updated).not.toBe(first.last_updated);
+      expect((await ctl.guests.get({ vm })).agent).toBe('running');
+      await whileAdvancing(x.call('VM.hard_shutdown', vm));
+    } finally {
+      await ctl.clock.set({ frozen: false });
+    }
+  });
+
   it('a boot under way is re-armed after a toolstack restart', async () => {
     const { vm } = await newVm('restart-boot');
     await ctl.clock.set({ frozen: true });

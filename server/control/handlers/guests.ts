@@ -3,8 +3,8 @@ import type { Emulator } from '../../emulator.js';
 import type { AreaHandlers } from './index.js';
 import { ControlError } from '../plugin.js';
 import { BOOT_SECONDS, guestOsOf } from '../../guest/os.js';
-import { agentReported } from '../../guest/agent.js';
-import { hasAgent, hasPvDrivers, profileOf } from '../../guest/profile.js';
+import { agentState } from '../../guest/agent.js';
+import { hasPvDrivers, profileOf } from '../../guest/profile.js';
 import { GuestError, changeAddress, guestExit, loadOf, setAgentRunning, setLoad, vmRef, type GuestExit } from '../../guest/events.js';
 
 function guarded<T>(fn: () => T): T {
@@ -30,11 +30,11 @@ function stateOf(emu: Emulator, vm: string) {
   const profile = profileOf(emu, rec);
   const gm = emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
   const live = rec.power_state === 'Running' || rec.power_state === 'Paused';
-  const agent = !live || !hasAgent(profile) ? 'none' : !agentReported(gm) ? 'booting' : gm!.live === false ? 'stopped' : 'running';
+  const agent = agentState(emu, rec);
   return {
     vm, uuid: String(rec.uuid), profile, power_state: String(rec.power_state),
     pv_drivers: live && hasPvDrivers(profile) && gm?.PV_drivers_detected === true,
-    agent: agent as 'none' | 'booting' | 'running' | 'stopped',
+    agent,
     boot_seconds: BOOT_SECONDS[guestOsOf(rec).family],
     networks: live ? ((gm?.networks ?? {}) as Record<string, string>) : {},
     load: loadOf(emu, vm),
