@@ -237,9 +237,17 @@ export function syncGuest(emu: Emulator, vm: string, host: string, prev: Previou
   const { db } = emu;
   let rec = db.get('VM', vm);
   if (!rec) return;
-  if (prev.power_state === 'Halted' && rec.guest_metrics !== NULL_REF) {
-    deleteGuestMetrics(emu, vm);
+  const uuid = String(rec.uuid);
+  const reported = reportedMap(emu);
+  if (prev.power_state === 'Halted') {
+    reported.delete(uuid);
+    if (rec.guest_metrics !== NULL_REF) deleteGuestMetrics(emu, vm);
     rec = db.get('VM', vm)!;
+  } else if (prev.domid !== d.domid) {
+    // a resume or a migration moves the same running guest to a new domain; a reboot starts a new one
+    const sameGuest = prev.power_state === 'Suspended' || (prev.resident_on !== host && prev.resident_on !== NULL_REF);
+    if (!sameGuest) reported.delete(uuid);
+    else if (reported.has(uuid)) reported.set(uuid, d.domid);
   }
   let gm = gmOf(emu, rec);
   if (d.pvDrivers && !gm) {
@@ -255,7 +263,7 @@ export function syncGuest(emu: Emulator, vm: string, host: string, prev: Previou
     if (gm.live !== false) refreshNetworks(emu, vm, rec, gm);
     return;
   }
-  if (!d.paused) armAgent(emu, vm, String(rec.uuid), d);
+  if (!d.paused) armAgent(emu, vm, uuid, d);
 }
 
 /** Forgets the boots armed so far (their timers find nothing left to do). */

@@ -233,6 +233,23 @@ describe('the boot, in simulated time', () => {
     }
   });
 
+  it('a resumed guest is the same guest: its agent is up at once', async () => {
+    const { vm } = await newVm('resume-agent');
+    await x.call('VM.start', vm, false, false);
+    await until('first report', async () => (await ctl.guests.get({ vm })).agent === 'running');
+    const before = await gmOf(vm);
+    await ctl.clock.set({ frozen: true });
+    try {
+      await whileAdvancing(x.call('VM.suspend', vm));
+      await whileAdvancing(x.call('VM.resume', vm, false, false));
+      expect(await ctl.guests.get({ vm })).toMatchObject({ power_state: 'Running', agent: 'running', networks: before.networks });
+      expect((await rec('VM', vm)).allowed_operations).toContain('suspend');
+      await whileAdvancing(x.call('VM.hard_shutdown', vm));
+    } finally {
+      await ctl.clock.set({ frozen: false });
+    }
+  });
+
   it('a boot under way is re-armed after a toolstack restart', async () => {
     const { vm } = await newVm('restart-boot');
     await ctl.clock.set({ frozen: true });
