@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient, type ControlClient } from '../../server/control/client.js';
 import { type Client, connect, faultOf } from './helpers/jsonrpc.js';
+import { exited, scratch } from './helpers/cli.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, NULL, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
@@ -182,6 +183,21 @@ describe('choosing the profile', () => {
     } finally {
       await other.srv.close();
     }
+  });
+});
+
+describe('the --guest-profile flag', () => {
+  const tmp = scratch('guest-cli');
+  it('sets the pool default of the command line\'s pool, and refuses an unknown profile', async () => {
+    const cli = await tmp.spawnCli(PASSWORD, ['--memory', '--guest-profile', 'no-drivers']);
+    const c = await connect(cli.url, 'root', PASSWORD);
+    const vm: string = await c.call('VM.create', vmArgs('cli', { other_config: {} }));
+    const cc = controlClient({ url: cli.url, username: 'root', password: PASSWORD });
+    expect((await cc.guests.get({ vm })).profile).toBe('no-drivers');
+    cli.child.kill('SIGTERM');
+    await exited(cli.child);
+    const bad = await tmp.spawnCli(PASSWORD, ['--memory', '--guest-profile', 'windows']).then(() => '', (e: Error) => e.message);
+    expect(bad).toContain('--guest-profile: "windows" is none of agent, pv-drivers, no-drivers, no-os');
   });
 });
 
