@@ -11,7 +11,7 @@ export const memory = (max: number, min = max) => ({
   memory_static_max: max, memory_dynamic_max: max, memory_dynamic_min: min, memory_static_min: min,
 });
 
-/** other_config of a guest whose emulated OS loads its PV drivers once started. */
+/** other_config of a guest with PV drivers (the older key: with the pool's default profile, agent, the guest agent runs too). */
 export const PV_DRIVERS = { 'xapi-emu-pv-drivers': 'true' };
 
 /** other_config of a guest whose OS has emulated devices only. */
