@@ -17,6 +17,7 @@ import { loadFixture } from './control/fixture/load.js';
 import { finishDataDir, fixtureHosts, prepareDataDir, readFixtureOption, type FixtureOption } from './control/fixture/startup.js';
 import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
+import type { GuestProfile } from './guest/profile.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
@@ -160,6 +161,8 @@ export interface ServerOptions {
   password?: string;
   seed?: string;
   timeScale?: number;
+  /** the pool's default guest profile (server/guest/profile.ts) */
+  guestProfile?: GuestProfile;
   /** xapi.conf file, read at start and again on each toolstack restart */
   configFile?: string;
   conf?: XapiConf;
@@ -253,6 +256,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     dataDir,
     hosts: opts.hosts ?? 1,
     seed: opts.seed,
+    guestProfile: opts.guestProfile,
     password: opts.password ?? DEFAULT_PASSWORD,
     users: opts.users,
     timeScale: opts.timeScale,

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { userSpecs, type UserSpec } from './auth/users.js';
 import { FixtureError } from './control/fixture/schema.js';
 import { readFixtureOption } from './control/fixture/startup.js';
+import { GUEST_PROFILES, isGuestProfile, type GuestProfile } from './guest/profile.js';
 import { startServer, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_RPC_BODY_LIMIT, type RunningServer } from './app.js';
 
 type Kind = 'string' | 'boolean';
@@ -23,6 +24,7 @@ const FLAGS = {
   hosts: { type: 'string', env: 'XAPI_EMU_HOSTS', arg: 'N', help: 'hosts in the pool when it is created (default 1)' },
   password: { type: 'string', env: 'XAPI_EMU_PASSWORD', arg: 'PWD', help: `root's password (default "${DEFAULT_PASSWORD}", loopback only)` },
   seed: { type: 'string', env: 'XAPI_EMU_SEED', arg: 'S', help: 'seed for refs and uuids (reproducible pools)' },
+  'guest-profile': { type: 'string', env: 'XAPI_EMU_GUEST_PROFILE', arg: 'P', help: 'guest of VMs that name none: agent (default), pv-drivers, no-drivers or no-os' },
   'time-scale': { type: 'string', env: 'XAPI_EMU_TIME_SCALE', arg: 'X', help: 'duration of emulated operations, 0 = instant (default 0)' },
   config: { type: 'string', env: 'XAPI_EMU_CONFIG', arg: 'FILE', help: 'xapi.conf-style file, re-read on toolstack restart' },
   fixture: { type: 'string', env: 'XAPI_EMU_FIXTURE', arg: 'FILE', help: 'YAML or JSON fixture loaded into a new pool (an empty --data, or --memory)' },
@@ -90,6 +92,12 @@ function readFlags(argv: string[], env: NodeJS.ProcessEnv): { values: Partial<Re
     }
   }
   return { values, positionals: parsed.positionals };
+}
+
+function guestProfileOf(v: string | boolean | undefined): GuestProfile | undefined {
+  if (v === undefined) return undefined;
+  if (!isGuestProfile(v)) throw new UsageError(`--guest-profile: "${String(v)}" is none of ${GUEST_PROFILES.join(', ')}`);
+  return v;
 }
 
 function num(v: string | boolean | undefined, name: string, o: { int?: boolean; min?: number; max?: number } = {}): number | undefined {
@@ -225,6 +233,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       hosts,
       password,
       seed: values.seed === undefined ? undefined : String(values.seed),
+      guestProfile: guestProfileOf(values['guest-profile']),
       timeScale: num(values['time-scale'], 'time-scale', { min: 0 }),
       configFile: values.config === undefined ? undefined : resolve(String(values.config)),
       users: values.users === undefined ? undefined : readUsers(String(values.users)),

@@ -15,6 +15,7 @@ import './api/index.js';
 import { startSm } from './sm/index.js';
 import { startXenops } from './api/xenops-sync.js';
 import { destroyMachine } from './xenopsd/index.js';
+import type { GuestProfile } from './guest/profile.js';
 
 export interface EmulatorOptions {
   /** data directory; null = nothing on disk */
@@ -33,6 +34,8 @@ export interface EmulatorOptions {
   /** address of host i (host 0 is the master) */
   hostAddress?: (i: number) => string;
   now?: number;
+  /** the guest profile of VMs that name none, when the pool names none either (default agent) */
+  guestProfile?: GuestProfile;
 }
 
 export class Emulator {

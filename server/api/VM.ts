@@ -90,6 +90,13 @@ function guestMetrics(emu: Emulator, rec: Rec): Rec | undefined {
   return emu.db.get('VM_guest_metrics', String(rec.guest_metrics));
 }
 
+/** Xapi_pv_driver_version.has_pv_drivers (of_guest_metrics): the guest agent reported the tools'
+ * version (integer major and minor); the PV drivers alone (PV_drivers_detected) do not count here */
+function hasPvDriversVersion(gm: Rec | undefined): boolean {
+  const v = (gm?.PV_drivers_version ?? {}) as Record<string, string>;
+  return /^-?\d+$/.test(v.major ?? '') && /^-?\d+$/.test(v.minor ?? '');
+}
+
 /** VM_LACKS_FEATURE, built only when it is the answer (allowed_operations runs thousands of checks) */
 const lacksFeature = (ref: string) => new XapiError('VM_LACKS_FEATURE', [ref]);
 
@@ -100,7 +107,7 @@ function featureError(emu: Emulator, ref: string, rec: Rec, op: string, strict: 
   const gm = guestMetrics(emu, rec);
   const metrics = emu.db.get('VM_metrics', String(rec.metrics));
   const bootedPv = ['pv', 'pvh', 'pv_in_pvh'].includes(String(metrics?.current_domain_type));
-  const implicit = !live || bootedPv || gm?.PV_drivers_detected === true;
+  const implicit = !live || bootedPv || hasPvDriversVersion(gm);
   const other = (gm?.other ?? {}) as Record<string, string>;
   const lacks = (f: string) => other[f] !== '1';
   if (['suspend', 'checkpoint', 'pool_migrate', 'migrate_send'].includes(op) && live) {
@@ -417,6 +424,13 @@ registerProvider('VM', {
   set_start_delay: generic,
   set_shutdown_delay: generic,
   set_order: generic,
+  // Xapi_vm_helpers.set_actions_after_crash: a plain write (the enum is checked by dispatch); the
+  // other actions_after_* setters are generic field setters. xenopsd reads them at the next start
+  // (Xapi_xenops.of_vm); the simulated guest reads them when it exits (server/guest/events.ts).
+  set_actions_after_crash(call: Call, self: string, value: string) {
+    recordOf(call.emu, 'VM', self);
+    call.emu.db.update('VM', self, { actions_after_crash: value });
+  },
 });
 
 // blocked_operations change allowed_operations

@@ -4,11 +4,10 @@
 // VBD/VIF.currently_attached, VBD.device, host_metrics.memory_free), the mapping of xenopsd's errors
 // to XenAPI ones, and the resync at start.
 //
-// The simulated guest: a VM's guest runs PV drivers when its other_config has
-// `xapi-emu-pv-drivers=true`, and always for pv/pvh domains; an HVM guest without them has only
-// emulated devices (IDE disks hda, hdb ...). With PV drivers, the sync writes a VM_guest_metrics
-// record (PV_drivers_detected, feature-shutdown ...) once the domain is built, as xapi does when the
-// guest agent reports.
+// The simulated guest (server/guest/): its profile decides whether the domain runs PV drivers
+// (always for pv/pvh domains, unless no OS runs); an HVM guest without them has only emulated
+// devices (IDE disks hda, hdb ...). After each sync of a running VM the guest's side of update_vm
+// runs (VM_guest_metrics from the drivers and the agent).
 import { stat } from 'node:fs/promises';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
@@ -22,9 +21,11 @@ import {
   xenopsdFor, XenopsError, type DomainType, type StorageBackend, type VmSpec, type Xenopsd,
 } from '../xenopsd/index.js';
 import { updateAllowedOperations, resetOperations } from './operations.js';
+import { hasPvDrivers, profileOf, PV_DRIVERS_KEY } from '../guest/profile.js';
+import { startGuests, syncGuest } from '../guest/agent.js';
 
-/** the other_config key of the simulated guest's PV drivers */
-export const PV_DRIVERS_KEY = 'xapi-emu-pv-drivers';
+/** the older other_config key of the simulated guest's PV drivers (see server/guest/profile.ts) */
+export { PV_DRIVERS_KEY };
 
 const bound = new WeakMap<Emulator, Map<string, Xenopsd>>();
 
@@ -93,10 +94,9 @@ export function deviceNumber(dev: string): number {
   return disk < 16 ? (202 << 8) | (disk << 4) : (1 << 28) | (disk << 8);
 }
 
-export function hasPvDriversConfigured(rec: Rec): boolean {
-  if (domainTypeOf(rec) !== 'hvm') return true;
-  const v = String((rec.other_config as Record<string, string>)?.[PV_DRIVERS_KEY] ?? '').toLowerCase();
-  return v === 'true' || v === '1';
+/** whether the VM's guest runs PV drivers (its profile) */
+export function hasPvDriversConfigured(emu: Emulator, rec: Rec): boolean {
+  return hasPvDrivers(profileOf(emu, rec));
 }
 
 /** Xenopsd_metadata.push: what xenopsd needs to start the VM. */
@@ -130,7 +130,7 @@ export function vmSpec(emu: Emulator, vm: string): VmSpec {
     vcpus: Number(rec.VCPUs_at_startup) || 1,
     memoryRequired: memoryRequired(rec),
     memoryTarget: Number(rec.memory_dynamic_max) || Number(rec.memory_static_max) || 0,
-    pvDrivers: hasPvDriversConfigured(rec),
+    pvDrivers: hasPvDriversConfigured(emu, rec),
     bootOrder: String((rec.HVM_boot_params as Record<string, string> | undefined)?.order ?? 'cd'),
     vbds,
     vifs,
@@ -295,6 +295,7 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
     return;
   }
   const s = x.stat(uuid);
+  const prev = { power_state: String(rec.power_state), domid: Number(rec.domid), resident_on: String(rec.resident_on) };
   db.update('VM', vm, { power_state: s.power_state, domid: s.domid, resident_on: host, scheduled_to_be_resident_on: NULL_REF });
   syncConsoles(emu, vm, { host, hvm: s.hvm });
   const metrics = String(rec.metrics);
@@ -306,7 +307,6 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
     };
     if (Object.entries(changes).some(([k, v]) => m[k] !== v)) db.update('VM_metrics', metrics, { ...changes, last_updated: xapiDate(emu.clock.now()) });
   }
-  if (s.pv_drivers_detected) ensureGuestMetrics(emu, vm);
   for (const b of rec.VBDs as string[]) {
     const vbd = db.get('VBD', b);
     if (!vbd) continue;
@@ -321,24 +321,8 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
     const st = x.vifStat(uuid, String(vif.device));
     db.update('VIF', v, { currently_attached: st.plugged || st.active });
   }
+  syncGuest(emu, vm, host, prev, { domid: s.domid, paused: s.power_state === 'Paused', startTime: s.last_start_time, pvDrivers: s.pv_drivers_detected });
   refreshAllowed(emu, vm);
-}
-
-/** The simulated guest agent's report (VM_guest_metrics) of a guest with PV drivers. */
-function ensureGuestMetrics(emu: Emulator, vm: string): void {
-  const { db } = emu;
-  const rec = db.get('VM', vm)!;
-  if (db.has('VM_guest_metrics', String(rec.guest_metrics))) return;
-  const ref = emu.ids.ref();
-  db.create('VM_guest_metrics', ref, {
-    uuid: emu.ids.uuid(), os_version: {}, netbios_name: {},
-    PV_drivers_version: { major: '9', minor: '4', micro: '0', build: '0' }, PV_drivers_up_to_date: true,
-    memory: {}, disks: {}, networks: {},
-    other: { 'feature-shutdown': '1', 'feature-poweroff': '1', 'feature-reboot': '1', 'feature-suspend': '1', 'feature-vcpu-hotplug': '1', has_vendor_device: '0', platform_feature_multiprocessor_suspend: '1' },
-    last_updated: xapiDate(emu.clock.now()), other_config: {}, live: true,
-    can_use_hotplug_vbd: 'yes', can_use_hotplug_vif: 'yes', PV_drivers_detected: true, services: {},
-  });
-  db.update('VM', vm, { guest_metrics: ref });
 }
 
 export function syncHost(emu: Emulator, host: string): void {
@@ -392,6 +376,7 @@ function hostSpec(emu: Emulator, host: string, dom0s: Map<string, number>) {
  */
 export function startXenops(emu: Emulator): () => void {
   const storage = storageFor(emu);
+  const stopGuests = startGuests(emu);
   const map = new Map<string, Xenopsd>();
   bound.set(emu, map);
   const dom0s = controlDomainMemory(emu);
@@ -453,6 +438,7 @@ export function startXenops(emu: Emulator): () => void {
   }
   return () => {
     for (const u of unsubs) u();
+    stopGuests();
     if (bound.get(emu) === map) bound.delete(emu);
   };
 }

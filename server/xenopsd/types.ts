@@ -34,7 +34,7 @@ export interface VmSpec {
   memoryRequired: number;
   /** the balloon target reported as memory_actual */
   memoryTarget: number;
-  /** the simulated guest: whether it runs PV drivers (see server/api/xenops-sync.ts) */
+  /** the simulated guest: whether it runs PV drivers (its profile, server/guest/profile.ts) */
   pvDrivers: boolean;
   /** HVM_boot_params:order, qemu-dm's -boot order= */
   bootOrder?: string;

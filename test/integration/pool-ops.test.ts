@@ -9,7 +9,7 @@ import { vdiPath } from '../../server/sm/index.js';
 import { model } from '../../schema/index.js';
 import { connectKeepAlive, faultOf, XapiFault, type Client, type KeepAliveClient } from './helpers/jsonrpc.js';
 import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
-import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+import { GiB, MiB, NO_DRIVERS, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'pool-ops-test';
 
@@ -144,7 +144,7 @@ describe('VM.pool_migrate', () => {
     await x.call('VM.start_on', vm2, hosts[0], false, false);
     expect(await faultOf(x.call('VM.pool_migrate', vm2, hosts[1], {}))).toEqual(['VM_REQUIRES_SR', vm2, localSr]);
     // an HVM guest without PV drivers cannot be migrated
-    const { vm: vm3 } = await newVm('mig-nodrivers', { other_config: {} });
+    const { vm: vm3 } = await newVm('mig-nodrivers', { other_config: NO_DRIVERS });
     await x.call('VM.start_on', vm3, hosts[0], false, false);
     expect(await faultOf(x.call('VM.pool_migrate', vm3, hosts[1], {}))).toEqual(['VM_LACKS_FEATURE', vm3]);
     // a VM bigger than the destination's free memory

@@ -13,7 +13,7 @@ import { openVdi, vdiPath } from '../../server/sm/index.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
-import { GiB, MiB, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs as baseVmArgs } from './helpers/records.js';
+import { GiB, MiB, NO_DRIVERS, NULL, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs as baseVmArgs } from './helpers/records.js';
 
 const PASSWORD = 'vm-lifecycle-test';
 
@@ -34,7 +34,7 @@ async function rec(cls: string, ref: string): Promise<any> {
 
 /** A VM (HVM unless told) with, optionally, one disk and one NIC. */
 async function newVm(name: string, opts: { disk?: boolean; nic?: boolean; pv?: boolean; extra?: Record<string, unknown> } = {}) {
-  const other_config = opts.pv ? PV_DRIVERS : {};
+  const other_config = opts.pv ? PV_DRIVERS : NO_DRIVERS;
   const vm: string = await x.call('VM.create', vmArgs(name, { other_config, ...opts.extra }));
   let vdi: string | undefined;
   let vbd: string | undefined;
@@ -242,7 +242,8 @@ describe('checks in xapi’s order', () => {
     expect(r.allowed_operations).toEqual(expect.arrayContaining(['clean_shutdown', 'clean_reboot', 'hard_shutdown']));
     const gm = await rec('VM_guest_metrics', r.guest_metrics);
     expect(gm.PV_drivers_detected).toBe(true);
-    expect(gm.other['feature-shutdown']).toBe('1');
+    // Linux's drivers advertise poweroff and reboot (Windows' also feature-shutdown)
+    expect(gm.other['feature-poweroff']).toBe('1');
   });
 
   it('placement: HOST_DISABLED, HOST_NOT_ENOUGH_FREE_MEMORY, VM_REQUIRES_SR, NO_HOSTS_AVAILABLE', async () => {

@@ -3,11 +3,13 @@ import type { Contract } from './route.js';
 import { clock } from './clock.js';
 import { status } from './status.js';
 import { fixture } from './fixture.js';
+import { guests } from './guests.js';
 
 export const contract = {
   clock,
   status,
   fixture,
+  guests,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

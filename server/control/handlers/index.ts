@@ -5,6 +5,7 @@ import type { ControlContract, OutputOf, ParsedInputOf } from '../contract/index
 import { clockHandlers } from './clock.js';
 import { statusHandlers } from './status.js';
 import { fixtureHandlers } from './fixture.js';
+import { guestsHandlers } from './guests.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -22,4 +23,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   clock: clockHandlers,
   status: statusHandlers,
   fixture: fixtureHandlers,
+  guests: guestsHandlers,
 };

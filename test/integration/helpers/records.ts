@@ -11,10 +11,14 @@ export const memory = (max: number, min = max) => ({
   memory_static_max: max, memory_dynamic_max: max, memory_dynamic_min: min, memory_static_min: min,
 });
 
-/** other_config of a guest whose emulated OS loads its PV drivers once started. */
+/** other_config of a guest with PV drivers (the older key: with the pool's default profile, agent, the guest agent runs too). */
 export const PV_DRIVERS = { 'xapi-emu-pv-drivers': 'true' };
 
-/** A halted HVM guest of 256 MiB and one VCPU, booting from disk then CD. */
+/** other_config of a guest whose OS has emulated devices only. */
+export const NO_DRIVERS = { 'xapi-emu-guest-profile': 'no-drivers' };
+
+/** A halted HVM guest of 256 MiB and one VCPU, booting from disk then CD, whose OS has emulated
+ * devices only (guest profile no-drivers) unless other_config says otherwise. */
 export const vmArgs = (name: string, extra: Fields = {}) => ({
   name_label: name, name_description: '', user_version: 1, is_a_template: false, affinity: NULL,
   ...memory(256 * MiB),
@@ -22,7 +26,7 @@ export const vmArgs = (name: string, extra: Fields = {}) => ({
   actions_after_shutdown: 'destroy', actions_after_reboot: 'restart', actions_after_crash: 'restart',
   PV_bootloader: '', PV_kernel: '', PV_ramdisk: '', PV_args: '', PV_bootloader_args: '', PV_legacy_args: '',
   HVM_boot_policy: 'BIOS order', HVM_boot_params: { order: 'cd' }, platform: {}, PCI_bus: '',
-  other_config: {}, recommendations: '', domain_type: 'hvm', ...extra,
+  other_config: NO_DRIVERS, recommendations: '', domain_type: 'hvm', ...extra,
 });
 
 /** A user disk of `size` bytes on `sr`. */
