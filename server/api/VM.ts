@@ -183,6 +183,7 @@ export function assertCanBootHere(emu: Emulator, vm: string, rec: Rec, host: str
   const { db } = emu;
   const h = db.get('host', host);
   if (!h) throw new XapiError('HANDLE_INVALID', ['host', host]);
+  if (db.get('host_metrics', String(h.metrics))?.live === false) throw new XapiError('HOST_NOT_LIVE', []);
   if (h.enabled !== true) throw new XapiError('HOST_DISABLED', [host]);
   // assert_can_see_SRs: every disk's SR has a plugged PBD on the host
   for (const b of rec.VBDs as string[]) {

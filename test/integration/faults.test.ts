@@ -403,10 +403,19 @@ describe('host rules', () => {
     expect(await errorOf(x.call('VM.clean_shutdown', vm))).toEqual(['HOST_OFFLINE', member]);
     expect(await errorOf(x.call('host.disable', member))).toEqual(['HOST_OFFLINE', member]);
     expect(await errorOf(x.call('host.enable', member))).toEqual(['HOST_OFFLINE', member]);
+    // Xapi_vm_helpers.assert_can_boot_here: a host that is not live starts nothing
+    const other = await newVm('elsewhere', 8 * MiB, shared);
+    expect(await errorOf(x.call('VM.start_on', other.vm, member, false, false))).toEqual(['HOST_NOT_LIVE']);
+    await x.call('VM.set_affinity', other.vm, member);
+    await x.call('VM.start', other.vm, false, false);
+    expect(await x.call('VM.get_resident_on', other.vm)).toBe(srv.emu.master);
+    await x.call('VM.hard_shutdown', other.vm);
     // its own address answers nothing
     const there = await rawCall(srv.urls[1], 'session.login_with_password', ['root', PASSWORD, '1.0', 'x']);
     expect(there.error?.code).toBe('ECONNRESET');
 
+    // what met the failure: the shutdown, disable and enable are forwarded, the call on its address
+    expect((await ctl.faults.get({ id: rule.id })).hits).toEqual({ total: 3, fired: 3 });
     await x.call('host.declare_dead', member);
     expect(await x.call('VM.get_power_state', vm)).toBe('Halted');
     expect(await x.call('VM.get_resident_on', vm)).toBe(NULL);

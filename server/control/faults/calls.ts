@@ -107,8 +107,10 @@ function forwardedTo(emu: Emulator, msg: MessageMeta, args: unknown[]): string[]
     if (pbds.length > 0 && pbds.every((h) => h === pbds[0])) hosts.push(pbds[0]);
   };
   for (const [cls, ref] of refArgs(msg, args)) {
-    if (cls === 'host') hosts.push(ref);
-    else if (cls === 'VM') residentOf(ref);
+    // (a host named as a destination, VM.start_on ..., is checked by the implementation: HOST_NOT_LIVE)
+    if (cls === 'host') {
+      if (msg.class === 'host') hosts.push(ref);
+    } else if (cls === 'VM') residentOf(ref);
     else if (cls === 'VBD' || cls === 'VIF') residentOf(String(db.get(cls, ref)?.VM));
     else if (cls === 'PBD') hosts.push(String(db.get('PBD', ref)?.host));
     else if (cls === 'SR') localSrHost(ref);
@@ -155,7 +157,7 @@ function storageOrForwarded(engine: FaultEngine, call: Call, args: unknown[]): v
   }
   if (hostRules && msg.tag === 'custom' && !DB_ONLY.test(msg.name) && !FOR_DEAD_HOSTS.has(msg.wire)) {
     // Message_forwarding.check_live: a call for a host that is not live
-    for (const h of forwardedTo(emu, msg, args)) if (hostFault(engine, h)) throw new XapiError('HOST_OFFLINE', [h]);
+    for (const h of forwardedTo(emu, msg, args)) if (hostFault(engine, h, true)) throw new XapiError('HOST_OFFLINE', [h]);
   }
   if (srRules && ['SR', 'VDI', 'PBD', 'VBD', 'VM'].includes(msg.class)) {
     const srs = srsOf(emu, msg, args);
@@ -175,11 +177,17 @@ export const callFaultHooks: CallFaultHooks = {
     const engine = engineOf(emu);
     if (!engine || origin.host === emu.master) return;
     const state = hostFault(engine, origin.host);
+    if (state === undefined) return;
     // a host that is down answers nothing; a member cut off from its master runs in emergency
     // mode, refusing all but the emergency calls with its emergency-mode error
-    if (state === 'down') throw new DropConnection();
+    if (state === 'down') {
+      hostFault(engine, origin.host, true);
+      throw new DropConnection();
+    }
     const bare = name.startsWith('Async.') ? name.slice(6) : name;
-    if (state === 'isolated' && !EMERGENCY_CALLS.has(bare)) throw new XapiError('HOST_STILL_BOOTING', []);
+    if (EMERGENCY_CALLS.has(bare)) return;
+    hostFault(engine, origin.host, true);
+    throw new XapiError('HOST_STILL_BOOTING', []);
   },
   call(call: Call, args: unknown[]): CallFault | null {
     const engine = engineOf(call.emu);

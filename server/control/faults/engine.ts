@@ -50,9 +50,11 @@ export function seededRandom(seed: string): () => number {
   };
 }
 
+/** Rule ids are never reused in a process, so that an id held by a test cannot name a later rule. */
+let nextId = 1;
+
 export class FaultEngine {
   readonly rules = new Map<string, Rule>();
-  private nextId = 1;
   /** the running server, for toolstack restarts (set by the control calls) */
   runtime: ServerRuntime | undefined;
 
@@ -60,7 +62,7 @@ export class FaultEngine {
   constructor(public emu: Emulator) {}
 
   add(kind: RuleKind, input: FaultRuleInput, extra: { ref?: string; uuid?: string } = {}): Rule {
-    const id = `fault-${this.nextId++}`;
+    const id = `fault-${nextId++}`;
     const glob = kind === 'method' ? input.match.method : kind === 'path' ? input.match.path : undefined;
     const rule: Rule = {
       id, kind, input,

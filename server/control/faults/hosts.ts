@@ -21,9 +21,15 @@ import type { FaultEngine } from './engine.js';
 
 export type HostFault = 'down' | 'isolated';
 
-export function hostFault(engine: FaultEngine, host: string): HostFault | undefined {
+/** The fault a host has, if any; `hit`: a call met it (counted in the rule's hits). */
+export function hostFault(engine: FaultEngine, host: string, hit = false): HostFault | undefined {
   for (const r of engine.rules.values()) {
-    if (r.kind === 'host' && r.ref === host) return r.input.effect.host_down ? 'down' : 'isolated';
+    if (r.kind !== 'host' || r.ref !== host) continue;
+    if (hit) {
+      r.total++;
+      r.fired++;
+    }
+    return r.input.effect.host_down ? 'down' : 'isolated';
   }
   return undefined;
 }

@@ -52,6 +52,7 @@ export const httpFaultHooks: HttpFaultHooks = {
   received(emu, req, host) {
     const engine = engineOf(emu);
     if (!engine || host === emu.master || hostFault(engine, host) !== 'down') return false;
+    hostFault(engine, host, true);
     cut(req);
     return true;
   },
@@ -73,6 +74,9 @@ export const httpFaultHooks: HttpFaultHooks = {
         await engine.hang(rule, gone.signal);
       }
       if (e.drop) {
+        // the handler fails at once with its connection: a task the client gave ends with it
+        if (givenTask !== undefined && emu.db.has('task', givenTask)) failTask(emu, givenTask, new XapiError('INTERNAL_ERROR', ['the connection was dropped']));
+        emu.db.flush();
         cut(req);
         return true;
       }
