@@ -515,7 +515,9 @@ registerProvider('VM', {
     if (rec.is_control_domain === true) throw new XapiError('CANNOT_RESET_CONTROL_DOMAIN', [vm]);
     if (rec.power_state === 'Running' || rec.power_state === 'Paused') {
       const h = String(rec.resident_on);
-      if (emu.hosts.includes(h)) {
+      // a host that is not live is not asked (Xapi_vm.power_state_reset: this call is for host failures)
+      const hostLive = emu.db.get('host_metrics', String(emu.db.get('host', h)?.metrics))?.live !== false;
+      if (emu.hosts.includes(h) && hostLive) {
         // every emulated host is alive: its xenopsd is asked
         if (xenopsOf(emu, h).list().includes(String(rec.uuid))) throw new XapiError('DOMAIN_EXISTS', [vm]);
         try {

@@ -449,10 +449,15 @@ describe('host rules', () => {
     expect((await rawCall(srv.urls[1], 'session.login_with_password', ['root', PASSWORD, '1.0', 'x'])).body.error).toEqual(['HOST_STILL_BOOTING']);
     expect(await live(member)).toBe(false);
     expect(await errorOf(x.call('VM.pause', vm))).toEqual(['HOST_OFFLINE', member]);
+    // the master cannot reach the host: a power-state reset goes through (the domain runs on)
+    await x.call('VM.power_state_reset', vm);
+    expect(await x.call('VM.get_power_state', vm)).toBe('Halted');
     await ctl.faults.delete({ id: rule.id });
     expect(await live(member)).toBe(true);
     expect((await rawCall(srv.urls[1], 'pool.get_all', [x.session])).body).toEqual(before.body);
+    // back in touch, the host's xenopsd reports the domain: Running there again
     expect(await x.call('VM.get_power_state', vm)).toBe('Running');
+    expect(await x.call('VM.get_resident_on', vm)).toBe(member);
     await x.call('VM.hard_shutdown', vm);
   });
 });
