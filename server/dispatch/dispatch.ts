@@ -194,9 +194,11 @@ async function withFault(call: Call, handler: Handler, args: unknown[], async: b
   const run: Handler = async (c, ...a) => {
     checkHandles(emu, msg, a);
     if (fault.before) await fault.before();
-    const v = await handler(c, ...a);
-    fault.after?.();
-    return v;
+    try {
+      return await handler(c, ...a);
+    } finally {
+      fault.after?.();
+    }
   };
   if (async) return { ok: true, value: startAsync(call, run, args), ty: TASK_REF };
   const value = inTask ? await runInTask(call, run, args) : await run(call, ...args);
