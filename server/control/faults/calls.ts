@@ -54,15 +54,16 @@ function argsMatch(emu: Emulator, rule: Rule, msg: MessageMeta, args: unknown[])
 
 function methodFault(engine: FaultEngine, call: Call, args: unknown[]): CallFault | null {
   const { emu, msg, label } = call;
-  const before: (() => Promise<void>)[] = [];
+  let before: (() => Promise<void>)[] | undefined;
   let after: (() => void) | undefined;
   let drop = false;
   for (const rule of engine.rules.values()) {
     if (rule.kind !== 'method') continue;
-    if (!rule.pattern!.test(msg.wire) && !rule.pattern!.test(label)) continue;
+    if (!rule.pattern!.test(msg.wire) && (label === msg.wire || !rule.pattern!.test(label))) continue;
     if (!argsMatch(emu, rule, msg, args)) continue;
     if (!engine.fires(rule)) continue;
     const e = rule.input.effect;
+    before ??= [];
     if (e.drop) drop = true;
     if (e.toolstack_restart) {
       const runtime = engine.runtime;
@@ -82,10 +83,11 @@ function methodFault(engine: FaultEngine, call: Call, args: unknown[]): CallFaul
     }
   }
   if (drop) return { drop: true };
-  if (before.length === 0 && !after) return null;
+  if (!before?.length && !after) return null;
+  const steps = before ?? [];
   return {
-    before: before.length === 0 ? undefined : async () => {
-      for (const b of before) await b();
+    before: steps.length === 0 ? undefined : async () => {
+      for (const b of steps) await b();
     },
     after,
   };
@@ -149,12 +151,8 @@ function storageOrForwarded(engine: FaultEngine, call: Call, args: unknown[]): v
   const { emu, msg } = call;
   if (msg.tag !== 'custom' && msg.tag !== 'create' && msg.tag !== 'destroy') return;
   if (ACCESSOR.test(msg.name) && !msg.name.endsWith('_live')) return;
-  let hostRules = false;
-  let srRules = false;
-  for (const r of engine.rules.values()) {
-    if (r.kind === 'host') hostRules = true;
-    else if (r.kind === 'sr') srRules = true;
-  }
+  const hostRules = engine.count.host > 0;
+  const srRules = engine.count.sr > 0;
   if (hostRules && msg.tag === 'custom' && !DB_ONLY.test(msg.name) && !FOR_DEAD_HOSTS.has(msg.wire)) {
     // Message_forwarding.check_live: a call for a host that is not live
     for (const h of forwardedTo(emu, msg, args)) if (hostFault(engine, h, true)) throw new XapiError('HOST_OFFLINE', [h]);
@@ -175,7 +173,7 @@ function storageOrForwarded(engine: FaultEngine, call: Call, args: unknown[]): v
 export const callFaultHooks: CallFaultHooks = {
   received(emu: Emulator, name: string, origin: CallOrigin): void {
     const engine = engineOf(emu);
-    if (!engine || origin.host === emu.master) return;
+    if (!engine || engine.count.host === 0 || origin.host === emu.master) return;
     const state = hostFault(engine, origin.host);
     if (state === undefined) return;
     // a host that is down answers nothing; a member cut off from its master runs in emergency
@@ -192,12 +190,12 @@ export const callFaultHooks: CallFaultHooks = {
   call(call: Call, args: unknown[]): CallFault | null {
     const engine = engineOf(call.emu);
     if (!engine || engine.rules.size === 0) return null;
-    const fault = methodFault(engine, call, args);
+    const fault = engine.count.method > 0 ? methodFault(engine, call, args) : null;
     if (fault?.drop) return fault;
-    const check = async () => storageOrForwarded(engine, call, args);
     const tag = call.msg.tag;
-    if (tag !== 'custom' && tag !== 'create' && tag !== 'destroy') return fault;
+    if (engine.count.host + engine.count.sr === 0 || (tag !== 'custom' && tag !== 'create' && tag !== 'destroy')) return fault;
     // the liveness and storage checks run where the implementation would meet them: inside the task
+    const check = async () => storageOrForwarded(engine, call, args);
     return { before: fault?.before ? async () => { await check(); await fault.before!(); } : check, after: fault?.after };
   },
 };

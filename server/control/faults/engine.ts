@@ -55,6 +55,8 @@ let nextId = 1;
 
 export class FaultEngine {
   readonly rules = new Map<string, Rule>();
+  /** rules by kind: calls look only for the kinds that exist */
+  readonly count: Record<RuleKind, number> = { method: 0, path: 0, vdi: 0, host: 0, sr: 0 };
   /** the running server, for toolstack restarts (set by the control calls) */
   runtime: ServerRuntime | undefined;
 
@@ -74,6 +76,7 @@ export class FaultEngine {
       ref: extra.ref ?? '', uuid: extra.uuid ?? '',
     };
     this.rules.set(id, rule);
+    this.count[kind]++;
     return rule;
   }
 
@@ -100,7 +103,7 @@ export class FaultEngine {
   }
 
   remove(rule: Rule): void {
-    this.rules.delete(rule.id);
+    if (this.rules.delete(rule.id)) this.count[rule.kind]--;
     for (const w of [...rule.waiters]) w();
     rule.waiters.clear();
   }
