@@ -518,7 +518,7 @@ registerProvider('VM', {
       // a host that is not live is not asked (Xapi_vm.power_state_reset: this call is for host failures)
       const hostLive = emu.db.get('host_metrics', String(emu.db.get('host', h)?.metrics))?.live !== false;
       if (emu.hosts.includes(h) && hostLive) {
-        // every emulated host is alive: its xenopsd is asked
+        // a live host: its xenopsd is asked
         if (xenopsOf(emu, h).list().includes(String(rec.uuid))) throw new XapiError('DOMAIN_EXISTS', [vm]);
         try {
           xenopsOf(emu, h).remove(String(rec.uuid));
