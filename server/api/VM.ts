@@ -190,6 +190,7 @@ export function assertCanBootHere(emu: Emulator, vm: string, rec: Rec, host: str
   const { db } = emu;
   const h = db.get('host', host);
   if (!h) throw new XapiError('HANDLE_INVALID', ['host', host]);
+  if (db.get('host_metrics', String(h.metrics))?.live === false) throw new XapiError('HOST_NOT_LIVE', []);
   if (h.enabled !== true) throw new XapiError('HOST_DISABLED', [host]);
   // assert_can_see_SRs: every disk's SR has a plugged PBD on the host
   for (const b of rec.VBDs as string[]) {
@@ -528,8 +529,10 @@ registerProvider('VM', {
     if (rec.is_control_domain === true) throw new XapiError('CANNOT_RESET_CONTROL_DOMAIN', [vm]);
     if (rec.power_state === 'Running' || rec.power_state === 'Paused') {
       const h = String(rec.resident_on);
-      if (emu.hosts.includes(h)) {
-        // every emulated host is alive: its xenopsd is asked
+      // a host that is not live is not asked (Xapi_vm.power_state_reset: this call is for host failures)
+      const hostLive = emu.db.get('host_metrics', String(emu.db.get('host', h)?.metrics))?.live !== false;
+      if (emu.hosts.includes(h) && hostLive) {
+        // a live host: its xenopsd is asked
         if (xenopsOf(emu, h).list().includes(String(rec.uuid))) throw new XapiError('DOMAIN_EXISTS', [vm]);
         try {
           xenopsOf(emu, h).remove(String(rec.uuid));

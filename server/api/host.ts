@@ -1,9 +1,10 @@
 // host: the messages the VM lifecycle needs (xapi_host.ml): free memory as xenopsd reports it,
-// disable/enable (a disabled host starts no VM; a host that is down cannot be enabled). Evacuation,
-// reboot, shutdown and host's allowed_operations are in pool-ops.ts. Others stay NOT_IMPLEMENTED.
+// disable/enable (a disabled host starts no VM; a host that is down cannot be enabled), and
+// declare_dead for a host that went away. Evacuation, reboot, shutdown and host's
+// allowed_operations are in pool-ops.ts. Others stay NOT_IMPLEMENTED.
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
-import { hostFreeMemory } from './xenops-sync.js';
+import { forceStateReset, hostFreeMemory, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
 
 function assertHost(call: Call, host: string): void {
@@ -28,5 +29,26 @@ registerProvider('host', {
     if (metrics?.live === false) throw new XapiError('HOST_OFFLINE', [host]);
     call.emu.db.update('host', host, { enabled: true });
     updateAllowedOperations(call.emu, 'host', host);
+  },
+
+  // Xapi_host.declare_dead: for a host that is gone (live false) and not the master; its VMs are
+  // reset to Halted (VM.power_state_reset of each) and it is disabled. With HA off this is how a
+  // dead host's VMs come back: the master noticing only sets host_metrics.live false.
+  declare_dead(call, host: string) {
+    const { emu } = call;
+    assertHost(call, host);
+    const metrics = emu.db.get('host_metrics', String(emu.db.get('host', host)?.metrics));
+    if (metrics?.live !== false || host === emu.master) throw new XapiError('HOST_IS_LIVE', [host]);
+    for (const [vm, row] of [...emu.db.table('VM')]) {
+      if (row.rec.resident_on !== host || row.rec.is_control_domain === true) continue;
+      try {
+        xenopsOf(emu, host).remove(String(row.rec.uuid));
+      } catch {
+        // its xenopsd holds nothing of it
+      }
+      forceStateReset(emu, vm, 'Halted');
+    }
+    emu.db.update('host', host, { enabled: false });
+    updateAllowedOperations(emu, 'host', host);
   },
 });

@@ -34,6 +34,16 @@ const bound = new WeakMap<Emulator, Map<string, Xenopsd>>();
  * the final state itself when it ends. */
 const suppressed = new WeakMap<Emulator, Map<string, number>>();
 
+/** Hosts the master cannot reach (failed or cut off): their xenopsd's updates are not written. */
+const unreachable = new WeakMap<Emulator, Set<string>>();
+export function setHostReachable(emu: Emulator, host: string, reachable: boolean): void {
+  let s = unreachable.get(emu);
+  if (!s) unreachable.set(emu, (s = new Set()));
+  if (reachable) s.delete(host);
+  else s.add(host);
+}
+const reachableHost = (emu: Emulator, host: string): boolean => unreachable.get(emu)?.has(host) !== true;
+
 export async function withEventsSuppressed<T>(emu: Emulator, host: string, uuid: string, fn: () => Promise<T>): Promise<T> {
   let m = suppressed.get(emu);
   if (!m) suppressed.set(emu, (m = new Map()));
@@ -44,7 +54,7 @@ export async function withEventsSuppressed<T>(emu: Emulator, host: string, uuid:
     const n = (m.get(uuid) ?? 1) - 1;
     if (n > 0) m.set(uuid, n);
     else m.delete(uuid);
-    if (bound.get(emu)?.has(host)) syncVm(emu, host, uuid);
+    if (bound.get(emu)?.has(host) && reachableHost(emu, host)) syncVm(emu, host, uuid);
   }
 }
 
@@ -421,7 +431,7 @@ export function startXenops(emu: Emulator): () => void {
     let last = x.updates.lastId();
     unsubs.push(
       x.updates.subscribe(() => {
-        if (bound.get(emu) !== map) return;
+        if (bound.get(emu) !== map || !reachableHost(emu, host)) return;
         const { ids, next } = x.updates.get(last);
         last = next;
         const vms = new Set<string>();

@@ -11,7 +11,32 @@ import { runInTask, startAsync } from '../api/task-runner.js';
 
 export type CallResult =
   | { ok: true; value: unknown; ty: Ty | null; bare?: boolean }
-  | { ok: false; error: string[] };
+  /** `drop`: the connection is to be cut without an answer (a fault rule) */
+  | { ok: false; error: string[]; drop?: boolean };
+
+/** A fault on a call (the emulator's fault rules): what runs before its implementation (it may
+ * throw an XAPI error, or wait), what runs after it, or a connection cut without an answer. */
+export interface CallFault {
+  drop?: boolean;
+  before?: () => Promise<void>;
+  after?: () => void;
+}
+
+export interface CallFaultHooks {
+  /** every call, as it is received on a host's address: may throw (an unreachable host's answer) */
+  received(emu: Emulator, name: string, origin: CallOrigin): void;
+  /** a call about to run its implementation (after session and RBAC checks) */
+  call(call: Call, args: unknown[]): CallFault | null;
+}
+
+/** Thrown by a fault hook: the connection is cut without an answer. */
+export class DropConnection extends Error {}
+
+/** Installed while a pool has fault rules: a single null check otherwise. */
+let faultHooks: CallFaultHooks | null = null;
+export function setCallFaultHooks(h: CallFaultHooks | null): void {
+  faultHooks = h;
+}
 
 export interface CallOrigin {
   /** the host whose address received the call */
@@ -64,6 +89,7 @@ export async function dispatch(emu: Emulator, name: string, params: unknown[], o
   try {
     return await dispatchInner(emu, name, params, origin);
   } catch (e) {
+    if (e instanceof DropConnection) return { ok: false, error: ['INTERNAL_ERROR', 'connection dropped'], drop: true };
     return { ok: false, error: errorDescription(e) };
   } finally {
     emu.db.flush();
@@ -87,6 +113,7 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
     const param = params.find(holds);
     throw new XapiError('INVALID_VALUE', ['Invalid UTF-8 string in parameter', param === undefined ? bad[0] : rpcToString(param)]);
   }
+  if (faultHooks !== null) faultHooks.received(emu, label, origin);
   let name = label;
   let async = false;
   if (name.startsWith('Async.')) { name = name.slice(6); async = true; }
@@ -130,10 +157,15 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
 
   const handler = handlerFor(msg);
   const call: Call = { emu, msg, label, session: sessionRef, task: 'OpaqueRef:NULL', host: origin.host, origin };
+  const fault = faultHooks === null ? null : faultHooks.call(call, args);
+  if (fault !== null) {
+    if (fault.drop) throw new DropConnection();
+    return withFault(call, handler, args, async, inTaskOf(emu, msg), fault);
+  }
 
   // Every call of an async-capable message runs in a database task (context.ml of_http_req),
   // except for the classes without task ids (task, event ...).
-  const inTask = msg.async && !emu.noTaskClasses.has(msg.class);
+  const inTask = inTaskOf(emu, msg);
   let value: unknown;
   if (async || inTask) {
     // A bad handle is found by the implementation, so an Async call returns a task that fails with it.
@@ -152,6 +184,26 @@ async function dispatchInner(emu: Emulator, label: string, params: unknown[], or
 }
 
 const TASK_REF: Ty = { k: 'ref', class: 'task' };
+
+const inTaskOf = (emu: Emulator, msg: MessageMeta): boolean => msg.async && !emu.noTaskClasses.has(msg.class);
+
+/** The implementation with a fault before it (inside the task: an Async call's task fails with
+ * the fault's error) and after it. Off the everyday path. */
+async function withFault(call: Call, handler: Handler, args: unknown[], async: boolean, inTask: boolean, fault: CallFault): Promise<CallResult> {
+  const { emu, msg } = call;
+  const run: Handler = async (c, ...a) => {
+    checkHandles(emu, msg, a);
+    if (fault.before) await fault.before();
+    try {
+      return await handler(c, ...a);
+    } finally {
+      fault.after?.();
+    }
+  };
+  if (async) return { ok: true, value: startAsync(call, run, args), ty: TASK_REF };
+  const value = inTask ? await runInTask(call, run, args) : await run(call, ...args);
+  return { ok: true, value: value === undefined ? '' : value, ty: msg.result };
+}
 
 /** A ref argument naming no object of its class is HANDLE_INVALID [class; ref]. */
 function checkHandles(emu: Emulator, msg: MessageMeta, args: unknown[]): void {

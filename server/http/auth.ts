@@ -110,6 +110,19 @@ export interface HttpHandlerSpec {
 
 const NO_CACHE = { 'cache-control': 'no-cache, no-store' };
 
+/** Faults on HTTP handlers (the emulator's fault rules), installed while a pool has rules. */
+export interface HttpFaultHooks {
+  /** as the request is received on a host's address: true if the fault dealt with it (cut it) */
+  received(emu: Emulator, req: FastifyRequest, host: string): boolean;
+  /** after the credentials and RBAC checks: true if the fault answered (a status, a cut); it may
+   * wait (latency, hang) or wrap the response (truncation) and let the handler run */
+  request(emu: Emulator, req: FastifyRequest, res: ServerResponse, host: string, givenTask: string | undefined): Promise<boolean>;
+}
+let httpFaults: HttpFaultHooks | null = null;
+export function setHttpFaultHooks(h: HttpFaultHooks | null): void {
+  httpFaults = h;
+}
+
 /** An error answer as xapi's Http_svr writes it: HTML, no keep-alive. */
 export function sendError(res: ServerResponse, status: number, message: string, body = '', headers: Record<string, string> = {}): void {
   if (res.headersSent) return;
@@ -218,6 +231,7 @@ export async function runHttpHandler(
   const host = ctx.hostOf(req);
   const params = paramsOf(req);
   const givenTask = params.auth('task_id');
+  if (httpFaults !== null && httpFaults.received(emu, req, host)) return;
 
   let auth: { session: string; temporary: boolean };
   try {
@@ -243,6 +257,7 @@ export async function runHttpHandler(
       discardBody(req.raw);
       return sendError(res, 500, 'Internal Error', internalErrorBody(`HANDLE_INVALID task ${givenTask}`));
     }
+    if (httpFaults !== null && (await httpFaults.request(emu, req, res, host, givenTask))) return;
     const task = givenTask ?? createTask(emu, { label: spec.label, session, host });
     try {
       await runInTask({ emu, req, res, params, host, session, task, clientGone }, handler);

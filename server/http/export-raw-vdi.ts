@@ -11,6 +11,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { withVdiFile } from '../sm/index.js';
 import { withSrLock } from '../sm/driver.js';
 import { exportRaw, exportVhd, VhdError } from '../../storage/vhd/index.js';
+import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { CONTENT_TYPE, assertAttachable, formatOf, progressOf, redirect, srLocation, vdiIoError, vdiOf } from './vdi.js';
 
@@ -102,6 +103,8 @@ function send(call: HttpCall, out: { stream: Readable; size: number }, format: '
     if (call.clientGone.aborted) return finish(vdiIoError());
     call.clientGone.addEventListener('abort', () => finish(sent < size ? vdiIoError() : undefined), { once: true });
     stream.on('data', (chunk: Buffer) => {
+      // a datapath fault: the disk fails to read from here on
+      if (vdiIoFaults.fails !== null && vdiIoFaults.fails(uuid, chunk.length)) return finish(vdiIoError());
       sent += chunk.length;
       progress(sent);
       if (!res.write(chunk)) stream.pause();

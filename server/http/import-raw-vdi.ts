@@ -16,6 +16,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { dispatch } from '../dispatch/dispatch.js';
 import { withVdiFile, refreshVdi, vdiPath } from '../sm/index.js';
 import { importRaw, importVhd, VhdError } from '../../storage/vhd/index.js';
+import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { CONTENT_TYPE, assertAttachable, formatOf, progressOf, redirect, srLocation, vdiIoError, vdiOf } from './vdi.js';
 
@@ -98,6 +99,7 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   call.res.flushHeaders();
 
   const rec = emu.db.get('VDI', target)!;
+  body.vdi = String(rec.uuid);
   await withVdiFile(emu, target, { write: true }, async (path) => {
     try {
       if (format === 'raw') {
@@ -163,6 +165,8 @@ class Body implements AsyncIterable<Buffer> {
   /** the input failed (too long, or cancelled) */
   failed = false;
   limit: number | undefined;
+  /** the uuid of the VDI written (for datapath faults) */
+  vdi = '';
   progress: ((n: number) => void) | undefined;
   private queue: Buffer[] = [];
   private queued = 0;
@@ -237,6 +241,10 @@ class Body implements AsyncIterable<Buffer> {
           if (this.limit !== undefined && this.received > this.limit) {
             this.failed = true;
             throw new VhdError('BAD_INPUT', `input larger than the disk (${this.limit} bytes)`);
+          }
+          if (vdiIoFaults.fails !== null && vdiIoFaults.fails(this.vdi, c.length)) {
+            this.failed = true;
+            throw vdiIoError();
           }
           this.progress?.(this.received);
           yield c;

@@ -75,6 +75,12 @@ function send(reply: FastifyReply, status: number, headers: readonly string[], b
   res.end(data);
 }
 
+/** A fault rule's dropped connection: cut without an answer, as a host that went away mid-call. */
+function dropConnection(reply: FastifyReply): void {
+  reply.hijack();
+  reply.raw.socket?.destroy();
+}
+
 const escapeHtml = (s: string): string =>
   s.replace(/[&<>"]/g, (c) => (c === '&' ? '&amp;' : c === '<' ? '&lt;' : c === '>' ? '&gt;' : '&quot;'));
 
@@ -129,6 +135,7 @@ export async function rpcPlugin(app: FastifyInstance, opts: RpcPluginOptions): P
       return sendHtmlError(reply, 500, 'internal server error', `XML-RPC parse error: ${(e as Error).message}`);
     }
     const r = await dispatch(emu, call.method, call.params, origin(req, call.badUtf8));
+    if (!r.ok && r.drop === true) return dropConnection(reply);
     let out: Body;
     try {
       out = r.ok ? (r.bare ? xml.encodeBare(r.value, r.ty) : xml.encodeSuccessBody(r.value, r.ty)) : xml.encodeFailure(r.error);
@@ -147,6 +154,7 @@ export async function rpcPlugin(app: FastifyInstance, opts: RpcPluginOptions): P
     }
     const r: CallResult = await dispatch(emu, call.method, call.params, origin(req, call.badUtf8));
     let out: Body;
+    if (!r.ok && r.drop === true) return dropConnection(reply);
     if (r.ok) {
       try {
         out = json.encodeSuccessBody(call.version, call.id, r.value, r.ty);

@@ -13,6 +13,10 @@ export const TD_VBD_DEAD = 0x1;
 export const TD_VBD_CLOSED = 0x2;
 export const TD_VBD_PAUSED = 0x20;
 
+/** Datapath faults (the emulator's fault rules): whether a request moving `bytes` of a VDI (by
+ * uuid) fails with an I/O error. Null while no rule exists. */
+export const vdiIoFaults: { fails: ((vdi: string, bytes: number) => boolean) | null } = { fails: null };
+
 export interface TapdiskInfo {
   pid: number;
   minor: number;
@@ -114,10 +118,11 @@ export class Tapdisk {
     for (const w of this.unpaused.splice(0)) w();
   }
 
-  private request<T>(write: boolean, fn: (io: VdiIo) => Promise<T>, sync = true): Promise<T> {
+  private request<T>(write: boolean, fn: (io: VdiIo) => Promise<T>, sync = true, bytes = 0): Promise<T> {
     const run = async () => {
       if (this.state & (TD_VBD_DEAD | TD_VBD_CLOSED)) throw new Error(`tapdisk ${this.pid}: closed`);
       while (this.state & TD_VBD_PAUSED) await new Promise<void>((r) => this.unpaused.push(r));
+      if (vdiIoFaults.fails !== null && vdiIoFaults.fails(this.vdi, bytes)) throw new Error(`tapdisk ${this.pid}: I/O error (EIO) on ${this.args}`);
       const s = this.storage();
       const release = await s.hold(this.vdi, !this.readOnly);
       try {
@@ -144,14 +149,14 @@ export class Tapdisk {
   }
 
   read(offset: number, length: number): Promise<Buffer> {
-    return this.request(false, (io) => io.read(offset, length));
+    return this.request(false, (io) => io.read(offset, length), true, length);
   }
 
   /** `sync: false` (a blkif WRITE without a barrier): written to the image, made durable by the
    * next flush (BLKIF_OP_FLUSH_DISKCACHE / WRITE_BARRIER), as a guest's cache semantics allow */
   write(offset: number, data: Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
     if (this.readOnly) return Promise.reject(new Error(`tapdisk ${this.pid}: read-only`));
-    return this.request(true, (io) => io.write(offset, data), opts.sync ?? true);
+    return this.request(true, (io) => io.write(offset, data), opts.sync ?? true, data.length);
   }
 
   /** a flush request (BLKIF_OP_FLUSH_DISKCACHE): the image's metadata and data to stable storage */

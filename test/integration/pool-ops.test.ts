@@ -383,8 +383,9 @@ describe('host.shutdown', () => {
     expect((await rec('host_metrics', h.metrics)).live).toBe(false);
     expect(await rec('VM', v.vm)).toMatchObject({ power_state: 'Halted', resident_on: NULL });
     expect(await faultOf(x.call('host.enable', hosts[2]))).toEqual(['HOST_OFFLINE', hosts[2]]);
-    // a host that is down is no evacuation target, and starts nothing
-    expect(await faultOf(x.call('VM.start_on', v.vm, hosts[2], false, false))).toEqual(['HOST_DISABLED', hosts[2]]);
+    // a host that is down is no evacuation target, and starts nothing (assert_can_boot_here checks
+    // liveness before enabled)
+    expect(await faultOf(x.call('VM.start_on', v.vm, hosts[2], false, false))).toEqual(['HOST_NOT_LIVE']);
     await x.call('VM.start_on', v.vm, hosts[1], false, false);
     await x.call('host.disable', hosts[1]);
     try {

@@ -4,12 +4,14 @@ import { clock } from './clock.js';
 import { status } from './status.js';
 import { fixture } from './fixture.js';
 import { guests } from './guests.js';
+import { faults } from './faults.js';
 
 export const contract = {
   clock,
   status,
   fixture,
   guests,
+  faults,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

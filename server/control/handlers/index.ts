@@ -6,6 +6,7 @@ import { clockHandlers } from './clock.js';
 import { statusHandlers } from './status.js';
 import { fixtureHandlers } from './fixture.js';
 import { guestsHandlers } from './guests.js';
+import { faultsHandlers } from './faults.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -24,4 +25,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   status: statusHandlers,
   fixture: fixtureHandlers,
   guests: guestsHandlers,
+  faults: faultsHandlers,
 };
