@@ -19,6 +19,7 @@ import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } 
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
+import { restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -259,7 +260,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const grace = (opts.closeGrace ?? 2) * 1000;
 
   let emu = new Emulator(emuOpts);
+  restoreInterrupted(emu);
   emu.start();
+  // what `reset` goes back to
+  await takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
@@ -370,6 +374,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           emu.db.flush();
         } else {
           emu = new Emulator({ ...emuOpts, conf });
+          restoreInterrupted(emu);
         }
         emu.start();
         await listen();

@@ -64,6 +64,9 @@ export interface Changes { gen: number; rows: Row[]; deleted: { cls: string; ref
 
 export const NULL_REF = 'OpaqueRef:NULL';
 
+/** A row in a state snapshot: its record as JSON, and the generation it had when taken. */
+export interface ImageRow { cls: string; ref: string; data: string; modified: number }
+
 /** rows per transaction when derived changes are written in the background */
 const DERIVED_BATCH = 100;
 /** meta key: '1' when the last commit left derived changes unwritten */
@@ -498,6 +501,91 @@ export class Database {
       } else if (this.tables.get(e.cls)!.get(e.ref)?.modified === e.gen) kept.push(e);
     }
     this.log = kept;
+  }
+
+  // ---- images (state snapshots) ----
+
+  /**
+   * Every row of the classes `keep` accepts, each record serialized: JSON gives a deep copy that no
+   * later write can reach, and parses back into a fresh record (in fast mode) on restore.
+   */
+  image(keep: (cls: string) => boolean): ImageRow[] {
+    const out: ImageRow[] = [];
+    for (const [cls, t] of this.tables) {
+      if (!keep(cls)) continue;
+      for (const row of t.values()) out.push({ cls, ref: row.ref, data: JSON.stringify(row.rec), modified: row.modified });
+    }
+    return out;
+  }
+
+  /**
+   * Makes the classes `keep` accepts hold exactly the image's rows, as a set of ordinary changes
+   * at new generations: a row that differs is replaced (mod), a missing one created (add), one not
+   * in the image destroyed (del), so event.from tokens keep going forward and waiters see the
+   * difference. `unchanged` names, by `cls\0ref`, the generation at which each live row was last
+   * known equal to the image (rows keep their generation until written, and every write takes a
+   * new one): such a row is kept as it is. Answers that map for the rows as the restore left them.
+   * Relations need no mirroring: the image's rows are consistent among themselves.
+   */
+  restoreImage(rows: Iterable<ImageRow>, keep: (cls: string) => boolean, unchanged?: Map<string, number>): { known: Map<string, number>; changed: number } {
+    const wanted = new Map<string, ImageRow>();
+    for (const r of rows) wanted.set(`${r.cls}\u0000${r.ref}`, r);
+    const known = new Map<string, number>();
+    let changed = 0;
+    // deletions first: a restored row may take back a uuid that another row holds now
+    for (const [cls, t] of this.tables) {
+      if (!keep(cls)) continue;
+      for (const [ref, row] of [...t]) {
+        if (wanted.has(`${cls}\u0000${ref}`)) continue;
+        t.delete(ref);
+        encoded.untrack(row.rec);
+        const uuids = this.uuids.get(cls);
+        if (uuids?.get(row.rec.uuid as string) === ref) uuids.delete(row.rec.uuid as string);
+        this.log.push({ gen: ++this.generation, cls, ref, deleted: { created: row.created } });
+        this.deletedCount++;
+        this.markDirty({ cls, ref, gone: true });
+        changed++;
+      }
+    }
+    for (const [key, img] of wanted) {
+      const c = classes.get(img.cls);
+      if (!c || !keep(img.cls)) continue;
+      const t = this.tables.get(img.cls)!;
+      const row = t.get(img.ref);
+      if (row && unchanged?.get(key) === row.modified) {
+        known.set(key, row.modified);
+        continue;
+      }
+      const rec = JSON.parse(img.data) as Rec;
+      for (const f of c.fields) if (!(f.name in rec)) rec[f.name] = defaultFor(f);
+      const gen = ++this.generation;
+      const uuids = this.uuids.get(img.cls);
+      if (row) {
+        if (uuids?.get(row.rec.uuid as string) === img.ref) uuids.delete(row.rec.uuid as string);
+        encoded.untrack(row.rec);
+        row.rec = rec;
+        row.modified = gen;
+        encoded.track(rec);
+        this.indexUuid(row);
+        this.touched(row);
+      } else {
+        const fresh: Row = { cls: img.cls, ref: img.ref, rec, created: gen, modified: gen };
+        encoded.track(rec);
+        t.set(img.ref, fresh);
+        this.indexUuid(fresh);
+        this.touched(fresh);
+      }
+      known.set(key, gen);
+      changed++;
+    }
+    return { known, changed };
+  }
+
+  /** The generation of each row of the classes `keep` accepts, by `cls\0ref`. */
+  generations(keep: (cls: string) => boolean): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [cls, t] of this.tables) if (keep(cls)) for (const [ref, row] of t) out.set(`${cls}\u0000${ref}`, row.modified);
+    return out;
   }
 
   close(): void {

@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpPluginContext } from '../../app.js';
 import type { ControlContract, OutputOf, ParsedInputOf } from '../contract/index.js';
 import { clockHandlers } from './clock.js';
+import { snapshotsHandlers } from './snapshots.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -18,4 +19,5 @@ export type AreaHandlers<A extends keyof ControlContract> = { [M in keyof Contro
 
 export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   clock: clockHandlers,
+  snapshots: snapshotsHandlers,
 };

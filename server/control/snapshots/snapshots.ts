@@ -1,0 +1,364 @@
+// State snapshots of the whole pool, under <storage>/snapshots/<name>/: the database's rows (every
+// class but session and task: sessions end with a restore, and a task is work of a session), the
+// id counter, every SR's files (files.ts) and each host's xenopsd state (domains, devices,
+// metadata, suspended VMs). Not the fault rules, not the clock.
+//
+// A restore is a set of ordinary database changes at new generations (Database.restoreImage), so
+// event tokens never go back; every session ends (SESSION_INVALID, waiters woken). Snapshot and
+// restore first wait for work in flight (tasks, xenopsd operations, storage GC) to end, up to a
+// bound, and refuse with BUSY rather than cut it: a task cut half-way would write into the
+// restored state. Each snapshot remembers how the live state looked when it was last taken or
+// restored (row generations, file stats), so a restore rewrites only what changed since.
+//
+// On disk: state.json (everything but the files), info.json (for listing), files/. A snapshot is
+// written in a temporary directory and renamed into place; a restore is marked by a `.restoring`
+// file naming it until done, and the next start finishes an interrupted one (restoreInterrupted).
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Emulator } from '../../emulator.js';
+import type { Database, ImageRow } from '../../../storage/database.js';
+import type { XenopsdState } from '../../xenopsd/index.js';
+import { xenopsOf } from '../../api/xenops-sync.js';
+import { destroySession } from '../../api/session.js';
+import { destroyTask } from '../../api/task-runner.js';
+import { gcPending, smReady } from '../../sm/index.js';
+import { ControlError } from '../plugin.js';
+import { restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
+
+/** Names users give snapshots: no path separators, no leading dot (the initial snapshot's). */
+export const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** The snapshot taken at start, which `reset` restores. */
+export const INITIAL = '.initial';
+/** How long a snapshot or restore waits for work in flight by default (wall seconds). */
+export const DRAIN_S = 5;
+
+export interface WaitOptions {
+  /** wall seconds to wait for work in flight */
+  wait?: number;
+}
+
+const FORMAT = 1;
+/** Classes a snapshot leaves out: a restore ends every session, and a task is a session's work. */
+const LEFT_OUT = new Set(['session', 'task']);
+const kept = (cls: string) => !LEFT_OUT.has(cls);
+
+export interface SnapshotInfo {
+  name: string;
+  /** wall-clock time it was taken, ISO 8601 */
+  created: string;
+  /** bytes on disk (SR files and state) */
+  size: number;
+  /** objects by class (classes with none are left out) */
+  objects: Record<string, number>;
+  /** VMs that are neither templates, snapshots nor control domains */
+  vms: number;
+  /** domains running on the hosts' xenopsds */
+  domains: number;
+}
+
+interface State {
+  format: number;
+  info: SnapshotInfo;
+  pool: string;
+  ids: { counter: number };
+  rows: [cls: string, ref: string, modified: number, data: string][];
+  xenopsd: Record<string, XenopsdState>;
+  files: FileSet;
+  seen: [string, KnownFile][];
+}
+
+/** A snapshot in memory, with what the live state looked like when it was taken or last restored. */
+interface Loaded {
+  dir: string;
+  info: SnapshotInfo;
+  pool: string;
+  ids: { counter: number };
+  rows: ImageRow[];
+  xenopsd: Record<string, XenopsdState>;
+  files: FileSet;
+  seen: Map<string, KnownFile>;
+  /** the database whose row generations `gens` are (another after a restart: then all rows are rewritten) */
+  db: Database | null;
+  gens: Map<string, number> | undefined;
+}
+
+export interface RestoreResult {
+  name: string;
+  /** rows created, replaced or destroyed */
+  objects_changed: number;
+  sessions_ended: number;
+  files_copied: number;
+  files_removed: number;
+  domains: number;
+  /** wall milliseconds the restore took */
+  ms: number;
+}
+
+const loaded = new Map<string, Loaded>();
+const locks = new Map<string, Promise<unknown>>();
+
+export const snapshotsDir = (emu: Emulator) => join(emu.storageDir, 'snapshots');
+const dirOf = (emu: Emulator, name: string) => join(snapshotsDir(emu), name);
+
+/** Snapshot operations of one storage root run one at a time. */
+function serial<T>(emu: Emulator, fn: () => Promise<T>): Promise<T> {
+  const key = emu.storageDir;
+  const p = (locks.get(key) ?? Promise.resolve()).then(fn, fn);
+  const tail = p.catch(() => undefined);
+  locks.set(key, tail);
+  void tail.then(() => {
+    if (locks.get(key) === tail) locks.delete(key);
+  });
+  return p;
+}
+
+export function assertName(name: string): void {
+  if (!SNAPSHOT_NAME.test(name)) throw new ControlError(400, 'INVALID_INPUT', `invalid snapshot name ${JSON.stringify(name)}`);
+}
+
+// ---- work in flight ----
+
+/** What is still running: pending tasks that have a runner, xenopsd operations, SR GC runs. */
+function inFlight(emu: Emulator): string[] {
+  const busy: string[] = [];
+  for (const [ref, row] of emu.db.table('task')) {
+    if (row.rec.status === 'pending' && !emu.clientTasks.has(ref)) busy.push(`task ${ref} (${String(row.rec.name_label)})`);
+  }
+  for (const host of emu.hosts) if (!xenopsOf(emu, host).idle()) busy.push(`xenopsd of host ${host}`);
+  for (const sr of emu.db.table('SR').keys()) if (gcPending(emu, sr)) busy.push(`garbage collection of SR ${sr}`);
+  return busy;
+}
+
+async function drain(emu: Emulator, what: string, opts: WaitOptions = {}): Promise<void> {
+  await smReady(emu);
+  const deadline = Date.now() + (opts.wait ?? DRAIN_S) * 1000;
+  for (;;) {
+    const busy = inFlight(emu);
+    if (busy.length === 0) return;
+    if (Date.now() >= deadline) throw new ControlError(409, 'BUSY', `cannot ${what} while work is in flight: ${busy.join(', ')}`, busy);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+// ---- taking ----
+
+function countsOf(emu: Emulator, rows: ImageRow[], xenopsd: Record<string, XenopsdState>): Pick<SnapshotInfo, 'objects' | 'vms' | 'domains'> {
+  const objects: Record<string, number> = {};
+  for (const r of rows) objects[r.cls] = (objects[r.cls] ?? 0) + 1;
+  let vms = 0;
+  for (const row of emu.db.table('VM').values()) {
+    const v = row.rec;
+    if (v.is_a_template !== true && v.is_a_snapshot !== true && v.is_control_domain !== true) vms++;
+  }
+  const domains = Object.values(xenopsd).reduce((n, x) => n + x.domains.length, 0);
+  return { objects, vms, domains };
+}
+
+/** Takes the snapshot at once (the caller made sure nothing is in flight). */
+function takeNow(emu: Emulator, name: string): Loaded {
+  const root = snapshotsDir(emu);
+  mkdirSync(root, { recursive: true });
+  const tmp = join(root, `.tmp-${randomBytes(6).toString('hex')}`);
+  try {
+    emu.db.flush();
+    const rows = emu.db.image(kept);
+    const xenopsd: Record<string, XenopsdState> = {};
+    for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
+    // in the same tick as the rows: nothing writes to the files in between
+    const { set, known } = saveFiles(emu.storageDir, join(tmp, 'files'));
+    const info: SnapshotInfo = { name, created: new Date().toISOString(), size: 0, ...countsOf(emu, rows, xenopsd) };
+    const state: State = {
+      format: FORMAT, info, pool: emu.pool, ids: { counter: emu.ids.counter },
+      rows: rows.map((r) => [r.cls, r.ref, r.modified, r.data]), xenopsd, files: set, seen: [...known],
+    };
+    const json = JSON.stringify(state);
+    writeFileSync(join(tmp, 'state.json'), json);
+    info.size = set.bytes + json.length;
+    writeFileSync(join(tmp, 'info.json'), JSON.stringify(info));
+    const dir = dirOf(emu, name);
+    if (existsSync(dir)) {
+      const trash = join(root, `.trash-${randomBytes(6).toString('hex')}`);
+      renameSync(dir, trash);
+      renameSync(tmp, dir);
+      rmSync(trash, { recursive: true, force: true });
+    } else renameSync(tmp, dir);
+    const l: Loaded = {
+      dir, info, pool: emu.pool, ids: state.ids, rows, xenopsd, files: set, seen: known, db: emu.db,
+      gens: new Map(rows.map((r) => [`${r.cls}\u0000${r.ref}`, r.modified])),
+    };
+    loaded.set(dir, l);
+    return l;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: boolean } & WaitOptions = {}): Promise<SnapshotInfo> {
+  assertName(name);
+  return serial(emu, async () => {
+    if (!opts.replace && existsSync(join(dirOf(emu, name), 'state.json'))) {
+      throw new ControlError(409, 'SNAPSHOT_EXISTS', `a snapshot named ${name} exists (replace it with replace: true)`, [name]);
+    }
+    await drain(emu, 'take a snapshot', opts);
+    return takeNow(emu, name).info;
+  });
+}
+
+/** The snapshot `reset` goes back to: taken once the pool is loaded (at start, or after a fixture
+ * is loaded), replacing the previous one. */
+export function takeInitialSnapshot(emu: Emulator): Promise<SnapshotInfo> {
+  return serial(emu, async () => {
+    await drain(emu, 'take the initial snapshot');
+    return takeNow(emu, INITIAL).info;
+  });
+}
+
+// ---- reading ----
+
+function load(emu: Emulator, name: string): Loaded {
+  const dir = dirOf(emu, name);
+  const have = loaded.get(dir);
+  if (have) return have;
+  let state: State;
+  try {
+    state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as State;
+  } catch {
+    throw new ControlError(404, 'NOT_FOUND', name === INITIAL ? 'no initial snapshot: the pool was not started by the server' : `no snapshot named ${name}`, [name]);
+  }
+  if (state.format !== FORMAT) throw new ControlError(409, 'SNAPSHOT_INVALID', `snapshot ${name} has format ${state.format}, not ${FORMAT}`, [name]);
+  const l: Loaded = {
+    dir, info: state.info, pool: state.pool, ids: state.ids,
+    rows: state.rows.map(([cls, ref, modified, data]) => ({ cls, ref, modified, data })),
+    xenopsd: state.xenopsd, files: state.files, seen: new Map(state.seen), db: null, gens: undefined,
+  };
+  loaded.set(dir, l);
+  return l;
+}
+
+export function listSnapshots(emu: Emulator): SnapshotInfo[] {
+  const root = snapshotsDir(emu);
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  const out: SnapshotInfo[] = [];
+  for (const n of names) {
+    if (!SNAPSHOT_NAME.test(n)) continue;
+    try {
+      out.push(JSON.parse(readFileSync(join(root, n, 'info.json'), 'utf8')) as SnapshotInfo);
+    } catch {
+      /* half written: not a snapshot */
+    }
+  }
+  return out.sort((a, b) => a.created.localeCompare(b.created) || a.name.localeCompare(b.name));
+}
+
+export function snapshotInfo(emu: Emulator, name: string): SnapshotInfo {
+  assertName(name);
+  try {
+    return JSON.parse(readFileSync(join(dirOf(emu, name), 'info.json'), 'utf8')) as SnapshotInfo;
+  } catch {
+    throw new ControlError(404, 'NOT_FOUND', `no snapshot named ${name}`, [name]);
+  }
+}
+
+export function deleteSnapshot(emu: Emulator, name: string): Promise<void> {
+  assertName(name);
+  return serial(emu, async () => {
+    const dir = dirOf(emu, name);
+    if (!existsSync(join(dir, 'info.json'))) throw new ControlError(404, 'NOT_FOUND', `no snapshot named ${name}`, [name]);
+    const trash = join(snapshotsDir(emu), `.trash-${randomBytes(6).toString('hex')}`);
+    renameSync(dir, trash);
+    loaded.delete(dir);
+    rmSync(trash, { recursive: true, force: true });
+  });
+}
+
+// ---- restoring ----
+
+const marker = (emu: Emulator) => join(snapshotsDir(emu), '.restoring');
+
+/** Files and database, synchronously (nothing else runs in between). */
+function applyFilesAndDb(emu: Emulator, l: Loaded): { changed: number; copied: number; removed: number } {
+  const { copied, removed } = restoreFiles(emu.storageDir, join(l.dir, 'files'), l.files, l.seen);
+  const { known, changed } = emu.db.restoreImage(l.rows, kept, l.db === emu.db ? l.gens : undefined);
+  l.db = emu.db;
+  l.gens = known;
+  // refs and uuids handed out since the snapshot are never handed out again: an old client's
+  // session ref must not come back to life as a new client's
+  emu.ids.counter = Math.max(emu.ids.counter, l.ids.counter);
+  emu.db.flush(true);
+  return { changed, copied, removed };
+}
+
+export function restoreSnapshot(emu: Emulator, name: string, opts: WaitOptions = {}): Promise<RestoreResult> {
+  if (name !== INITIAL) assertName(name);
+  return serial(emu, async () => {
+    const t0 = performance.now();
+    const l = load(emu, name);
+    if (l.pool !== emu.pool || !l.rows.some((r) => r.cls === 'pool' && r.ref === emu.pool)) {
+      throw new ControlError(409, 'SNAPSHOT_INVALID', `snapshot ${name} is of another pool`, [name]);
+    }
+    await drain(emu, 'restore a snapshot', opts);
+    writeFileSync(marker(emu), name);
+    // every session ends, waking its event.from waiters with SESSION_INVALID
+    let sessions = 0;
+    for (const ref of [...emu.db.table('session').keys()]) {
+      destroySession(emu, ref);
+      sessions++;
+    }
+    for (const ref of [...emu.db.table('task').keys()]) destroyTask(emu, ref);
+    emu.cancelHooks.clear();
+    emu.clientTasks.clear();
+    // the domains go first: their tapdisks close before their files are replaced
+    const xs = emu.hosts.map((h) => ({ x: xenopsOf(emu, h), uuid: String(emu.db.get('host', h)?.uuid) }));
+    for (const { x } of xs) await x.dropDomains();
+    const { changed, copied, removed } = applyFilesAndDb(emu, l);
+    let domains = 0;
+    for (const { x, uuid } of xs) {
+      const s = l.xenopsd[uuid] ?? { nextDomid: 1, metadata: [], suspended: [], domains: [] };
+      await x.importState(s);
+      domains += s.domains.length;
+    }
+    // the API side's resync of what xenopsd reports (a no-op when both sides are the snapshot's)
+    await new Promise((r) => setImmediate(r));
+    emu.db.flush();
+    rmSync(marker(emu), { force: true });
+    return {
+      name: name === INITIAL ? 'initial' : name, objects_changed: changed, sessions_ended: sessions, files_copied: copied, files_removed: removed,
+      domains, ms: Math.round((performance.now() - t0) * 100) / 100,
+    };
+  });
+}
+
+export const resetPool = (emu: Emulator, opts: WaitOptions = {}): Promise<RestoreResult> => restoreSnapshot(emu, INITIAL, opts);
+
+/**
+ * At start, before the API layer runs: leftovers of snapshots cut by a kill are removed, and a
+ * restore cut half-way is finished (its files and database; the domains are gone with the process).
+ */
+export function restoreInterrupted(emu: Emulator): void {
+  const root = snapshotsDir(emu);
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const n of names) if (n.startsWith('.tmp-') || n.startsWith('.trash-')) rmSync(join(root, n), { recursive: true, force: true });
+  let name: string;
+  try {
+    name = readFileSync(marker(emu), 'utf8');
+  } catch {
+    return;
+  }
+  try {
+    if (statSync(join(root, name, 'state.json')).isFile()) applyFilesAndDb(emu, load(emu, name));
+  } catch (e) {
+    console.error(`xapi-emu: could not finish restoring snapshot ${name}: ${(e as Error).message}`);
+  }
+  rmSync(marker(emu), { force: true });
+}

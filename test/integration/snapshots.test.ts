@@ -1,0 +1,302 @@
+// State snapshots through the control API, with real clients over real sockets: a snapshot, then
+// changes (VMs created, a VDI written through /import_raw_vdi, objects destroyed), then a restore
+// gives back byte-identical VDIs and identical records, refs and uuids; connected clients' sessions
+// end with SESSION_INVALID, their event.from waiters wake with it, and event tokens go forward;
+// reset goes back to the start; a running VM keeps running with its tapdisk serving the restored
+// bytes; snapshots survive a toolstack restart and a restart of the process; bad names are refused;
+// work in flight holds a snapshot back rather than being cut.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startServer, type RunningServer } from '../../server/app.js';
+import { controlClient, ControlApiError, type ControlClient } from '../../server/control/client.js';
+import { connect, connectKeepAlive, faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+
+const PASSWORD = 'snapshots-test';
+
+let srv: RunningServer;
+let url: string;
+let x: Client;
+let ctl: ControlClient;
+let local: string;
+
+const q = (params: Record<string, string | number>) => new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
+
+async function importRaw(vdi: string, data: Buffer, c: Client = x): Promise<void> {
+  const r = await fetch(new URL(`/import_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, url), { method: 'PUT', body: new Uint8Array(data) });
+  expect(r.status).toBe(200);
+  await r.arrayBuffer();
+}
+
+async function exportSha(vdi: string, c: Client = x): Promise<string> {
+  const r = await fetch(new URL(`/export_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, url));
+  expect(r.status).toBe(200);
+  return createHash('sha256').update(Buffer.from(await r.arrayBuffer())).digest('hex');
+}
+
+async function guestWrite(c: Client, vm: string, offset: number, data: Buffer): Promise<void> {
+  const r = await fetch(new URL(`/xapi-emu/guest/disk?${q({ session_id: c.session, vm, device: '0', offset })}`, url), {
+    method: 'POST', body: new Uint8Array(data), headers: { 'content-type': 'application/octet-stream' },
+  });
+  expect(r.status).toBe(200);
+  await r.arrayBuffer();
+}
+
+async function guestRead(c: Client, vm: string, offset: number, length: number): Promise<Buffer> {
+  const r = await fetch(new URL(`/xapi-emu/guest/disk?${q({ session_id: c.session, vm, device: '0', offset, length })}`, url));
+  expect(r.status).toBe(200);
+  return Buffer.from(await r.arrayBuffer());
+}
+
+const pattern = (n: number, seed: number) => {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+};
+
+/** Records of the classes a test looks at, by ref (allowed_operations aside: they are derived). */
+const CLASSES = ['VM', 'VDI', 'VBD', 'VIF', 'SR', 'PBD', 'network', 'host', 'pool', 'VM_metrics', 'VM_guest_metrics', 'console'];
+async function everything(c: Client): Promise<Record<string, Record<string, unknown>>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const cls of CLASSES) out[cls] = await c.call(`${cls}.get_all_records`);
+  return out;
+}
+
+async function newVm(c: Client, name: string, size = 4 * MiB, extra: Record<string, unknown> = {}) {
+  const vm: string = await c.call('VM.create', vmArgs(name, extra));
+  const vdi: string = await c.call('VDI.create', vdiArgs(local, size, `${name}-disk`));
+  await c.call('VBD.create', vbdArgs(vm, vdi, '0'));
+  await c.call('VIF.create', vifArgs(vm, await xenbr0(c), '0'));
+  return { vm, vdi };
+}
+
+const errorOf = async (p: Promise<unknown>): Promise<ControlApiError> => {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof ControlApiError) return e;
+    throw e;
+  }
+  throw new Error('expected a control API error');
+};
+
+beforeAll(async () => {
+  ({ srv, x } = await startPool(PASSWORD, { seed: 'snapshots' }));
+  url = srv.urls[0];
+  ctl = controlClient({ url, username: 'root', password: PASSWORD });
+  local = await localStorage(x);
+});
+
+afterAll(async () => {
+  await srv?.close();
+});
+
+describe('snapshot, changes, restore', () => {
+  it('gives back byte-identical VDIs and identical records, refs and uuids', async () => {
+    const a = await newVm(x, 'keep-me');
+    const bytes = pattern(4 * MiB, 7);
+    await importRaw(a.vdi, bytes);
+    const doomed = await newVm(x, 'destroy-me');
+    const shaBefore = await exportSha(a.vdi);
+    const before = await everything(x);
+
+    const info = await ctl.snapshots.take({ name: 'base' });
+    expect(info.name).toBe('base');
+    expect(info.objects.VM).toBe(Object.keys(before.VM).length);
+    expect(info.vms).toBe(2);
+
+    // changes: new objects, rewritten bytes, destroyed objects, changed fields
+    await newVm(x, 'added-after');
+    await importRaw(a.vdi, pattern(4 * MiB, 99));
+    expect(await exportSha(a.vdi)).not.toBe(shaBefore);
+    await x.call('VM.set_name_label', a.vm, 'renamed');
+    for (const vbd of await x.call('VM.get_VBDs', doomed.vm)) await x.call('VBD.destroy', vbd);
+    await x.call('VDI.destroy', doomed.vdi);
+    await x.call('VM.destroy', doomed.vm);
+
+    const r = await ctl.snapshots.restore({ name: 'base' });
+    expect(r.objects_changed).toBeGreaterThan(0);
+    expect(r.files_copied).toBeGreaterThan(0);
+
+    expect(await faultOf(x.call('VM.get_all'))).toEqual(['SESSION_INVALID', x.session]);
+    const y = await connect(url, 'root', PASSWORD);
+    expect(await exportSha(a.vdi, y)).toBe(shaBefore);
+    const after = await everything(y);
+    for (const cls of CLASSES) {
+      expect(Object.keys(after[cls]).sort(), cls).toEqual(Object.keys(before[cls]).sort());
+      for (const [ref, rec] of Object.entries(before[cls])) {
+        const { allowed_operations: _a, current_operations: _c, ...want } = rec as Record<string, unknown>;
+        const { allowed_operations: _b, current_operations: _d, ...got } = after[cls][ref] as Record<string, unknown>;
+        expect(got, `${cls} ${ref}`).toEqual(want);
+      }
+    }
+    // a second restore with nothing changed copies nothing and rewrites no object
+    const again = await ctl.snapshots.restore({ name: 'base' });
+    expect(again.files_copied).toBe(0);
+    expect(again.files_removed).toBe(0);
+    expect(again.objects_changed).toBe(0);
+    x = await connect(url, 'root', PASSWORD);
+  });
+
+  it('ends connected sessions with SESSION_INVALID, wakes event.from waiters, and event tokens go forward', async () => {
+    await ctl.snapshots.take({ name: 'sessions', replace: true });
+    const c = await connectKeepAlive(url, 'root', PASSWORD, 'waiter');
+    try {
+      const made = await newVm(x, 'gone-after-restore');
+      const first = await c.call('event.from', ['vm'], '', 0);
+      const token: string = first.token;
+      // a waiter with nothing to report: it waits until the restore
+      const waiting = faultOf(c.call('event.from', ['vm'], token, 30));
+      await ctl.snapshots.restore({ name: 'sessions' });
+      expect(await waiting).toEqual(['SESSION_INVALID', c.session]);
+      expect(await faultOf(c.call('VM.get_all'))).toEqual(['SESSION_INVALID', c.session]);
+      expect(await faultOf(x.call('VM.get_all'))).toEqual(['SESSION_INVALID', x.session]);
+
+      // a new client's event.from from the old token sees the VM made after the snapshot go
+      x = await connect(url, 'root', PASSWORD);
+      const d = await x.call('event.from', ['vm'], token, 0);
+      expect(Number(d.token.split(',')[0])).toBeGreaterThan(Number(token.split(',')[0]));
+      expect(d.events.some((e: any) => e.ref === made.vm && e.operation === 'del')).toBe(true);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('reset goes back to the pool as it was at start', async () => {
+    const at = await ctl.snapshots.list();
+    expect(at.snapshots.map((s) => s.name)).toContain('base');
+    await newVm(x, 'before-reset');
+    const r = await ctl.snapshots.reset();
+    expect(r.name).toBe('initial');
+    x = await connect(url, 'root', PASSWORD);
+    const vms = (await x.call('VM.get_all_records_where', 'field "is_a_template" = "false" and field "is_control_domain" = "false"')) as Record<string, any>;
+    expect(Object.values(vms).map((v) => v.name_label)).toEqual([]);
+    // user snapshots are untouched by a reset
+    expect((await ctl.snapshots.list()).snapshots.map((s) => s.name)).toContain('base');
+  });
+});
+
+describe('running domains', () => {
+  it('a running VM keeps running across snapshot and restore, its tapdisk serving the restored bytes', async () => {
+    const { vm, vdi } = await newVm(x, 'runner', 4 * MiB, { other_config: PV_DRIVERS });
+    await x.call('VM.start', vm, false, false);
+    const A = pattern(64 * 1024, 1);
+    await guestWrite(x, vm, 0, A);
+    const domid = await x.call('VM.get_domid', vm);
+    await ctl.snapshots.take({ name: 'running', replace: true });
+    expect((await ctl.snapshots.get({ name: 'running' })).domains).toBe(1);
+
+    await guestWrite(x, vm, 0, pattern(64 * 1024, 2));
+    await x.call('VM.hard_shutdown', vm);
+    expect(await x.call('VM.get_power_state', vm)).toBe('Halted');
+
+    const r = await ctl.snapshots.restore({ name: 'running' });
+    expect(r.domains).toBe(1);
+    x = await connect(url, 'root', PASSWORD);
+    expect(await x.call('VM.get_power_state', vm)).toBe('Running');
+    expect(await x.call('VM.get_domid', vm)).toBe(domid);
+    const vbd = (await x.call('VM.get_VBDs', vm))[0];
+    expect(await x.call('VBD.get_currently_attached', vbd)).toBe(true);
+    expect((await guestRead(x, vm, 0, A.length)).equals(A)).toBe(true);
+    // and it goes on working: shut down, its disk has the restored bytes
+    await x.call('VM.clean_shutdown', vm);
+    expect(await x.call('VM.get_power_state', vm)).toBe('Halted');
+    expect(await exportSha(vdi)).toBe(createHash('sha256').update(Buffer.concat([A, Buffer.alloc(4 * MiB - A.length)])).digest('hex'));
+  });
+});
+
+describe('work in flight', () => {
+  it('a restore waits for a task under way and is refused (state untouched) when it does not end', async () => {
+    await ctl.snapshots.take({ name: 'inflight', replace: true });
+    const { vm } = await newVm(x, 'slow-start');
+    await ctl.clock.set({ frozen: true });
+    try {
+      const task: string = await x.call('Async.VM.start', vm, false, false);
+      const e = await errorOf(ctl.snapshots.restore({ name: 'inflight', wait: 0 }));
+      expect(e.status).toBe(409);
+      expect(e.code).toBe('BUSY');
+      expect(e.params.some((p) => p.includes(task))).toBe(true);
+      // nothing was restored: the session and the VM are still there
+      expect(await x.call('VM.get_name_label', vm)).toBe('slow-start');
+    } finally {
+      await ctl.clock.set({ frozen: false });
+    }
+    await ctl.clock.advance({ seconds: 60 });
+    await ctl.snapshots.restore({ name: 'inflight' });
+    x = await connect(url, 'root', PASSWORD);
+    expect(await faultOf(x.call('VM.get_name_label', vm))).toEqual(['HANDLE_INVALID', 'VM', vm]);
+  }, 30_000);
+});
+
+describe('names', () => {
+  it('refuses bad names with 400, unknown ones with 404 and an existing one with 409', async () => {
+    for (const name of ['../../etc', '..', '.initial', 'a/b', '', 'x'.repeat(65)]) {
+      const e = await errorOf(ctl.snapshots.take({ name }));
+      expect(e.status, name).toBe(400);
+      expect(e.code).toBe('INVALID_INPUT');
+    }
+    const raw = await fetch(new URL('/xapi-emu/snapshots/..%2F..%2Fxapi.db/restore', url), {
+      method: 'POST', headers: { authorization: `Basic ${Buffer.from(`root:${PASSWORD}`).toString('base64')}`, 'content-type': 'application/json' }, body: '{}',
+    });
+    expect(raw.status).toBe(400);
+    for (const e of [await errorOf(ctl.snapshots.restore({ name: 'nope' })), await errorOf(ctl.snapshots.delete({ name: 'nope' })), await errorOf(ctl.snapshots.get({ name: 'nope' }))]) {
+      expect(e.status).toBe(404);
+      expect(e.code).toBe('NOT_FOUND');
+    }
+    await ctl.snapshots.take({ name: 'twice', replace: true });
+    expect((await errorOf(ctl.snapshots.take({ name: 'twice' }))).status).toBe(409);
+    await ctl.snapshots.delete({ name: 'twice' });
+    expect((await ctl.snapshots.list()).snapshots.map((s) => s.name)).not.toContain('twice');
+  });
+
+  it('needs a pool-admin', async () => {
+    const e = await errorOf(controlClient({ url, username: 'root', password: 'wrong' }).snapshots.list());
+    expect(e.status).toBe(401);
+  });
+});
+
+describe('persistence', () => {
+  it('snapshots are listed after a toolstack restart and after a restart of the process, and restore there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xapi-emu-snap-'));
+    let s: RunningServer | undefined = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0, seed: 'persist' });
+    try {
+      let u = s.urls[0];
+      let c = await connect(u, 'root', PASSWORD);
+      let k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      const sr: string = (await c.call('SR.get_by_name_label', 'Local storage'))[0];
+      const vdi: string = await c.call('VDI.create', vdiArgs(sr, 2 * MiB, 'kept'));
+      const data = pattern(2 * MiB, 5);
+      const r = await fetch(new URL(`/import_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, u), { method: 'PUT', body: new Uint8Array(data) });
+      expect(r.status).toBe(200);
+      await r.arrayBuffer();
+      await k.snapshots.take({ name: 'disk' });
+      await c.call('VDI.destroy', vdi);
+
+      await s.toolstackRestart();
+      u = s.urls[0];
+      k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      // (the first request may go out on a kept-alive connection the restart closed)
+      const listed = await k.snapshots.list().catch(() => k.snapshots.list());
+      expect(listed.snapshots.map((i) => i.name)).toEqual(['disk']);
+
+      await s.close();
+      s = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0 });
+      u = s.urls[0];
+      k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      expect((await k.snapshots.list()).snapshots.map((i) => i.name)).toEqual(['disk']);
+      await k.snapshots.restore({ name: 'disk' });
+      c = await connect(u, 'root', PASSWORD);
+      expect(await c.call('VDI.get_name_label', vdi)).toBe('kept');
+      const e = await fetch(new URL(`/export_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, u));
+      expect(e.status).toBe(200);
+      expect(Buffer.from(await e.arrayBuffer()).equals(data)).toBe(true);
+    } finally {
+      await s?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
