@@ -7,7 +7,7 @@
 // work in flight holds a snapshot back rather than being cut.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type RunningServer } from '../../server/app.js';
@@ -140,6 +140,11 @@ describe('snapshot, changes, restore', () => {
     expect(again.files_removed).toBe(0);
     expect(again.objects_changed).toBe(0);
     x = await connect(url, 'root', PASSWORD);
+    // a file a restore put back, written again at once: its next restore sees the change
+    await importRaw(a.vdi, pattern(4 * MiB, 3));
+    expect((await ctl.snapshots.restore({ name: 'base' })).files_copied).toBe(1);
+    x = await connect(url, 'root', PASSWORD);
+    expect(await exportSha(a.vdi)).toBe(shaBefore);
   });
 
   it('ends connected sessions with SESSION_INVALID, wakes event.from waiters, and event tokens go forward', async () => {
@@ -164,6 +169,37 @@ describe('snapshot, changes, restore', () => {
     } finally {
       c.close();
     }
+  });
+
+  it('is safe under a client writing all along: its calls succeed or end with SESSION_INVALID, and the state is the snapshot\'s', async () => {
+    const { vm } = await newVm(x, 'busy');
+    await ctl.snapshots.take({ name: 'busy', replace: true });
+    const c = await connectKeepAlive(url, 'root', PASSWORD, 'busy');
+    const errors: string[][] = [];
+    let n = 0;
+    const writer = (async () => {
+      for (;;) {
+        try {
+          await c.call('VM.set_name_label', vm, `busy-${n++}`);
+          await c.call('VM.add_to_other_config', vm, `k${n}`, 'v');
+        } catch (e) {
+          errors.push((e as { description?: string[] }).description ?? [String(e)]);
+          return;
+        }
+      }
+    })();
+    try {
+      // let some writes land first
+      while (n < 20) await new Promise((r) => setImmediate(r));
+      await ctl.snapshots.restore({ name: 'busy' });
+      await writer;
+    } finally {
+      c.close();
+    }
+    expect(errors).toEqual([['SESSION_INVALID', c.session]]);
+    x = await connect(url, 'root', PASSWORD);
+    expect(await x.call('VM.get_name_label', vm)).toBe('busy');
+    expect(await x.call('VM.get_other_config', vm)).toEqual({});
   });
 
   it('reset goes back to the pool as it was at start', async () => {
@@ -299,4 +335,41 @@ describe('persistence', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
+
+  it('a restore cut by a kill is finished by the next start, and half-written snapshots are cleared', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xapi-emu-snap-'));
+    let s: RunningServer | undefined = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0 });
+    try {
+      let c = await connect(s.urls[0], 'root', PASSWORD);
+      const k = controlClient({ url: s.urls[0], username: 'root', password: PASSWORD });
+      const sr: string = (await c.call('SR.get_by_name_label', 'Local storage'))[0];
+      await k.snapshots.take({ name: 'before' });
+      const net: string = await c.call('network.create', { name_label: 'made after', name_description: '', MTU: 1500, other_config: {}, tags: [] });
+      const vdi: string = await c.call('VDI.create', vdiArgs(sr, 1 * MiB, 'made after'));
+      await s.close();
+      // as a kill leaves it: the restore marked under way, a snapshot half written
+      writeFileSync(join(dir, 'snapshots', '.restoring'), 'before');
+      mkdirSync(join(dir, 'snapshots', '.tmp-cut'));
+      s = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0 });
+      c = await connect(s.urls[0], 'root', PASSWORD);
+      expect(await faultOf(c.call('network.get_name_label', net))).toEqual(['HANDLE_INVALID', 'network', net]);
+      expect(await faultOf(c.call('VDI.get_name_label', vdi))).toEqual(['HANDLE_INVALID', 'VDI', vdi]);
+      expect(existsSync(join(dir, 'snapshots', '.restoring'))).toBe(false);
+      expect(existsSync(join(dir, 'snapshots', '.tmp-cut'))).toBe(false);
+      expect(await c.call('SR.get_VDIs', sr)).toEqual([]);
+    } finally {
+      await s?.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
+describe('the contract', () => {
+  it('is in the OpenAPI document', async () => {
+    const r = await fetch(new URL('/xapi-emu/openapi.json', url), { headers: { authorization: `Basic ${Buffer.from(`root:${PASSWORD}`).toString('base64')}` } });
+    expect(r.status).toBe(200);
+    const doc = (await r.json()) as { paths: Record<string, Record<string, unknown>> };
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/xapi-emu/snapshots', '/xapi-emu/snapshots/{name}', '/xapi-emu/snapshots/{name}/restore', '/xapi-emu/reset']));
+    expect(Object.keys(doc.paths['/xapi-emu/snapshots'])).toEqual(expect.arrayContaining(['get', 'post']));
+  });
 });

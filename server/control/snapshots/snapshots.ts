@@ -122,6 +122,7 @@ export function assertName(name: string): void {
 /** What is still running: pending tasks that have a runner, xenopsd operations, SR GC runs. */
 function inFlight(emu: Emulator): string[] {
   const busy: string[] = [];
+  for (const ref of emu.clientTasks) if (!emu.db.has('task', ref)) emu.clientTasks.delete(ref);
   for (const [ref, row] of emu.db.table('task')) {
     if (row.rec.status === 'pending' && !emu.clientTasks.has(ref)) busy.push(`task ${ref} (${String(row.rec.name_label)})`);
   }
@@ -325,6 +326,8 @@ export function restoreSnapshot(emu: Emulator, name: string, opts: WaitOptions =
     }
     // the API side's resync of what xenopsd reports (a no-op when both sides are the snapshot's)
     await new Promise((r) => setImmediate(r));
+    // then the modules that keep state of their own beside the database (the simulated guests)
+    for (const hook of restoreHooks) await hook(emu);
     emu.db.flush();
     rmSync(marker(emu), { force: true });
     return {
@@ -332,6 +335,14 @@ export function restoreSnapshot(emu: Emulator, name: string, opts: WaitOptions =
       domains, ms: Math.round((performance.now() - t0) * 100) / 100,
     };
   });
+}
+
+/** Work run at the end of every restore, for state kept outside the database and xenopsd. */
+const restoreHooks: ((emu: Emulator) => void | Promise<void>)[] = [];
+
+/** Registers work to run after each restore (e.g. the simulated guests' resync). */
+export function onRestore(hook: (emu: Emulator) => void | Promise<void>): void {
+  restoreHooks.push(hook);
 }
 
 export const resetPool = (emu: Emulator, opts: WaitOptions = {}): Promise<RestoreResult> => restoreSnapshot(emu, INITIAL, opts);
