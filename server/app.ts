@@ -19,7 +19,7 @@ import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } 
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
-import { restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
+import { materializeSnapshots, restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -366,6 +366,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
         // so that none of it runs on into the next one, or into a removed data directory
         await smReady(emu);
+        // snapshots that live in the database's memory go to disk before it closes
+        if (dataDir !== null) materializeSnapshots(emu);
         emu.close();
         if (dataDir === null) {
           // nothing to re-open from: the same in-memory database, minus what xapi does not persist

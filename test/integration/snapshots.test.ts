@@ -216,6 +216,68 @@ describe('snapshot, changes, restore', () => {
   });
 });
 
+describe('reset', () => {
+  it('gives back the records at start, again and again, after a named restore and after a toolstack restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xapi-emu-snap-'));
+    const s = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0, seed: 'reset' });
+    try {
+      let u = s.urls[0];
+      let c = await connect(u, 'root', PASSWORD);
+      let k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      const atStart = await everything(c);
+      const messWith = async (i: number) => {
+        const [tpl] = await c.call('VM.get_by_name_label', 'Debian Bookworm 12');
+        await c.call('VM.set_name_label', tpl, `changed ${i}`);
+        const net: string = await c.call('network.create', { name_label: `net ${i}`, name_description: '', MTU: 1500, other_config: {}, tags: [] });
+        await c.call('network.add_to_other_config', net, 'k', 'v');
+        const [pool] = await c.call('pool.get_all');
+        await c.call('pool.set_name_label', pool, `pool ${i}`);
+        const [host] = await c.call('host.get_all');
+        await c.call('host.add_tags', host, `tag ${i}`);
+      };
+      const same = async () => {
+        const now = await everything(c);
+        for (const cls of CLASSES) {
+          expect(Object.keys(now[cls]).sort(), cls).toEqual(Object.keys(atStart[cls]).sort());
+          for (const [ref, rec] of Object.entries(atStart[cls])) {
+            const { allowed_operations: _a, current_operations: _c, ...want } = rec as Record<string, unknown>;
+            const { allowed_operations: _b, current_operations: _d, ...got } = now[cls][ref] as Record<string, unknown>;
+            expect(got, `${cls} ${ref}`).toEqual(want);
+          }
+        }
+      };
+      for (let i = 0; i < 3; i++) {
+        await messWith(i);
+        await k.snapshots.reset();
+        c = await connect(u, 'root', PASSWORD);
+        await same();
+      }
+      // a named snapshot of a changed pool, restored, then reset
+      await messWith(10);
+      await k.snapshots.take({ name: 'changed' });
+      await k.snapshots.reset();
+      c = await connect(u, 'root', PASSWORD);
+      await k.snapshots.restore({ name: 'changed' });
+      c = await connect(u, 'root', PASSWORD);
+      expect((await c.call('pool.get_all_records').then((r: Record<string, any>) => Object.values(r)[0])).name_label).toBe('pool 10');
+      await k.snapshots.reset();
+      c = await connect(u, 'root', PASSWORD);
+      await same();
+      // the API layer restarts on its database, opened anew: reset still goes back to the start
+      await messWith(20);
+      await s.toolstackRestart();
+      u = s.urls[0];
+      k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      await k.snapshots.reset().catch(() => k.snapshots.reset());
+      c = await connect(u, 'root', PASSWORD);
+      await same();
+    } finally {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe('running domains', () => {
   it('a running VM keeps running across snapshot and restore, its tapdisk serving the restored bytes', async () => {
     const { vm, vdi } = await newVm(x, 'runner', 4 * MiB, { other_config: PV_DRIVERS });

@@ -17,12 +17,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Emulator } from '../../emulator.js';
-import type { Database, ImageRow } from '../../../storage/database.js';
+import { model } from '../../../schema/index.js';
+import type { Database, ImageRow, LiveImage } from '../../../storage/database.js';
 import type { XenopsdState } from '../../xenopsd/index.js';
 import { xenopsOf } from '../../api/xenops-sync.js';
 import { destroySession } from '../../api/session.js';
 import { destroyTask } from '../../api/task-runner.js';
 import { gcPending, smReady } from '../../sm/index.js';
+import { withSrLock } from '../../sm/driver.js';
 import { ControlError } from '../plugin.js';
 import { restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
 
@@ -81,6 +83,10 @@ interface Loaded {
   /** the database whose row generations `gens` are (another after a restart: then all rows are rewritten) */
   db: Database | null;
   gens: Map<string, number> | undefined;
+  /** the rows as a copy-on-write image of the database (then `rows` is empty) */
+  live?: LiveImage;
+  /** state.json is written */
+  materialized: boolean;
 }
 
 export interface RestoreResult {
@@ -142,11 +148,25 @@ async function drain(emu: Emulator, what: string, opts: WaitOptions = {}): Promi
   }
 }
 
+/** Runs fn holding the lock of every SR (those of the live pool and of the snapshot): an SR
+ * operation or GC pass that starts meanwhile waits, then finds the files and records as fn left them. */
+function withSrLocks<T>(emu: Emulator, extra: Iterable<string>, fn: () => Promise<T>): Promise<T> {
+  const uuids = new Set<string>(extra);
+  for (const row of emu.db.table('SR').values()) uuids.add(String(row.rec.uuid));
+  const sorted = [...uuids].sort();
+  const step = (i: number): Promise<T> => (i === sorted.length ? fn() : withSrLock(emu, sorted[i], () => step(i + 1)));
+  return step(0);
+}
+
 // ---- taking ----
 
-function countsOf(emu: Emulator, rows: ImageRow[], xenopsd: Record<string, XenopsdState>): Pick<SnapshotInfo, 'objects' | 'vms' | 'domains'> {
+/** Counts of the pool as it is now (what a snapshot taken now holds). */
+function countsOf(emu: Emulator, xenopsd: Record<string, XenopsdState>): Pick<SnapshotInfo, 'objects' | 'vms' | 'domains'> {
   const objects: Record<string, number> = {};
-  for (const r of rows) objects[r.cls] = (objects[r.cls] ?? 0) + 1;
+  for (const c of model.classes) {
+    const n = emu.db.count(c.name);
+    if (n > 0 && kept(c.name)) objects[c.name] = n;
+  }
   let vms = 0;
   for (const row of emu.db.table('VM').values()) {
     const v = row.rec;
@@ -156,43 +176,71 @@ function countsOf(emu: Emulator, rows: ImageRow[], xenopsd: Record<string, Xenop
   return { objects, vms, domains };
 }
 
-/** Takes the snapshot at once (the caller made sure nothing is in flight). */
-function takeNow(emu: Emulator, name: string): Loaded {
+function stateOf(l: Loaded, rows: ImageRow[]): State {
+  return {
+    format: FORMAT, info: l.info, pool: l.pool, ids: l.ids,
+    rows: rows.map((r) => [r.cls, r.ref, r.modified, r.data]), xenopsd: l.xenopsd, files: l.files, seen: [...l.seen],
+  };
+}
+
+/**
+ * Takes the snapshot at once (the caller made sure nothing is in flight). With `live`, its rows
+ * are a copy-on-write image of the database (free to take, whatever the size of the pool) and
+ * its state.json is written only when needed (materialize): the initial snapshot, taken at every
+ * start, costs a start nothing but its SR files.
+ */
+function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Loaded {
   const root = snapshotsDir(emu);
   mkdirSync(root, { recursive: true });
   const tmp = join(root, `.tmp-${randomBytes(6).toString('hex')}`);
   try {
     emu.db.flush();
-    const rows = emu.db.image(kept);
+    const dir = dirOf(emu, name);
+    const before = loaded.get(dir);
+    if (before?.live) emu.db.dropImage(before.live);
+    const live = opts.live ? emu.db.liveImage(kept) : undefined;
+    const rows = live ? [] : emu.db.image(kept);
     const xenopsd: Record<string, XenopsdState> = {};
     for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
     // in the same tick as the rows: nothing writes to the files in between
     const { set, known } = saveFiles(emu.storageDir, join(tmp, 'files'));
-    const info: SnapshotInfo = { name, created: new Date().toISOString(), size: 0, ...countsOf(emu, rows, xenopsd) };
-    const state: State = {
-      format: FORMAT, info, pool: emu.pool, ids: { counter: emu.ids.counter },
-      rows: rows.map((r) => [r.cls, r.ref, r.modified, r.data]), xenopsd, files: set, seen: [...known],
+    const info: SnapshotInfo = { name, created: new Date().toISOString(), size: set.bytes, ...countsOf(emu, xenopsd) };
+    const l: Loaded = {
+      dir, info, pool: emu.pool, ids: { counter: emu.ids.counter }, rows, xenopsd, files: set, seen: known, db: emu.db,
+      gens: new Map(rows.map((r) => [`${r.cls}\u0000${r.ref}`, r.modified])), live, materialized: !live,
     };
-    const json = JSON.stringify(state);
-    writeFileSync(join(tmp, 'state.json'), json);
-    info.size = set.bytes + json.length;
+    if (!live) {
+      const json = JSON.stringify(stateOf(l, rows));
+      writeFileSync(join(tmp, 'state.json'), json);
+      info.size += json.length;
+    }
     writeFileSync(join(tmp, 'info.json'), JSON.stringify(info));
-    const dir = dirOf(emu, name);
     if (existsSync(dir)) {
       const trash = join(root, `.trash-${randomBytes(6).toString('hex')}`);
       renameSync(dir, trash);
       renameSync(tmp, dir);
       rmSync(trash, { recursive: true, force: true });
     } else renameSync(tmp, dir);
-    const l: Loaded = {
-      dir, info, pool: emu.pool, ids: state.ids, rows, xenopsd, files: set, seen: known, db: emu.db,
-      gens: new Map(rows.map((r) => [`${r.cls}\u0000${r.ref}`, r.modified])),
-    };
     loaded.set(dir, l);
     return l;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Writes a live snapshot's state.json (its rows as the image has them), once. */
+function materialize(emu: Emulator, l: Loaded): void {
+  if (l.materialized || !l.live || !emu.db.holds(l.live)) return;
+  const tmp = join(l.dir, `state.json.${randomBytes(6).toString('hex')}`);
+  writeFileSync(tmp, JSON.stringify(stateOf(l, emu.db.liveRows(l.live))));
+  renameSync(tmp, join(l.dir, 'state.json'));
+  l.materialized = true;
+}
+
+/** Before the database closes (a toolstack restart): live snapshots are written out, so that the
+ * next API layer, on a database opened anew, finds them on disk. */
+export function materializeSnapshots(emu: Emulator): void {
+  for (const l of loaded.values()) if (l.live && emu.db.holds(l.live)) materialize(emu, l);
 }
 
 export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: boolean } & WaitOptions = {}): Promise<SnapshotInfo> {
@@ -202,7 +250,7 @@ export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: bool
       throw new ControlError(409, 'SNAPSHOT_EXISTS', `a snapshot named ${name} exists (replace it with replace: true)`, [name]);
     }
     await drain(emu, 'take a snapshot', opts);
-    return takeNow(emu, name).info;
+    return withSrLocks(emu, [], async () => takeNow(emu, name).info);
   });
 }
 
@@ -211,7 +259,7 @@ export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: bool
 export function takeInitialSnapshot(emu: Emulator): Promise<SnapshotInfo> {
   return serial(emu, async () => {
     await drain(emu, 'take the initial snapshot');
-    return takeNow(emu, INITIAL).info;
+    return withSrLocks(emu, [], async () => takeNow(emu, INITIAL, { live: true }).info);
   });
 }
 
@@ -220,7 +268,9 @@ export function takeInitialSnapshot(emu: Emulator): Promise<SnapshotInfo> {
 function load(emu: Emulator, name: string): Loaded {
   const dir = dirOf(emu, name);
   const have = loaded.get(dir);
-  if (have) return have;
+  // a live snapshot holds only while its database is the emulator's (not after a restart)
+  if (have && (!have.live || emu.db.holds(have.live))) return have;
+  loaded.delete(dir);
   let state: State;
   try {
     state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as State;
@@ -231,7 +281,7 @@ function load(emu: Emulator, name: string): Loaded {
   const l: Loaded = {
     dir, info: state.info, pool: state.pool, ids: state.ids,
     rows: state.rows.map(([cls, ref, modified, data]) => ({ cls, ref, modified, data })),
-    xenopsd: state.xenopsd, files: state.files, seen: new Map(state.seen), db: null, gens: undefined,
+    xenopsd: state.xenopsd, files: state.files, seen: new Map(state.seen), db: null, gens: undefined, materialized: true,
   };
   loaded.set(dir, l);
   return l;
@@ -285,9 +335,14 @@ const marker = (emu: Emulator) => join(snapshotsDir(emu), '.restoring');
 /** Files and database, synchronously (nothing else runs in between). */
 function applyFilesAndDb(emu: Emulator, l: Loaded): { changed: number; copied: number; removed: number } {
   const { copied, removed } = restoreFiles(emu.storageDir, join(l.dir, 'files'), l.files, l.seen);
-  const { known, changed } = emu.db.restoreImage(l.rows, kept, l.db === emu.db ? l.gens : undefined);
-  l.db = emu.db;
-  l.gens = known;
+  let changed: number;
+  if (l.live && emu.db.holds(l.live)) changed = emu.db.restoreLive(l.live);
+  else {
+    const r = emu.db.restoreImage(l.rows, kept, l.db === emu.db ? l.gens : undefined);
+    l.db = emu.db;
+    l.gens = r.known;
+    changed = r.changed;
+  }
   // refs and uuids handed out since the snapshot are never handed out again: an old client's
   // session ref must not come back to life as a new client's
   emu.ids.counter = Math.max(emu.ids.counter, l.ids.counter);
@@ -300,41 +355,50 @@ export function restoreSnapshot(emu: Emulator, name: string, opts: WaitOptions =
   return serial(emu, async () => {
     const t0 = performance.now();
     const l = load(emu, name);
-    if (l.pool !== emu.pool || !l.rows.some((r) => r.cls === 'pool' && r.ref === emu.pool)) {
+    if (l.pool !== emu.pool || (!l.live && !l.rows.some((r) => r.cls === 'pool' && r.ref === emu.pool))) {
       throw new ControlError(409, 'SNAPSHOT_INVALID', `snapshot ${name} is of another pool`, [name]);
     }
     await drain(emu, 'restore a snapshot', opts);
-    writeFileSync(marker(emu), name);
-    // every session ends, waking its event.from waiters with SESSION_INVALID
-    let sessions = 0;
-    for (const ref of [...emu.db.table('session').keys()]) {
-      destroySession(emu, ref);
-      sessions++;
-    }
-    for (const ref of [...emu.db.table('task').keys()]) destroyTask(emu, ref);
-    emu.cancelHooks.clear();
-    emu.clientTasks.clear();
-    // the domains go first: their tapdisks close before their files are replaced
-    const xs = emu.hosts.map((h) => ({ x: xenopsOf(emu, h), uuid: String(emu.db.get('host', h)?.uuid) }));
-    for (const { x } of xs) await x.dropDomains();
-    const { changed, copied, removed } = applyFilesAndDb(emu, l);
-    let domains = 0;
-    for (const { x, uuid } of xs) {
-      const s = l.xenopsd[uuid] ?? { nextDomid: 1, metadata: [], suspended: [], domains: [] };
-      await x.importState(s);
-      domains += s.domains.length;
-    }
-    // the API side's resync of what xenopsd reports (a no-op when both sides are the snapshot's)
-    await new Promise((r) => setImmediate(r));
+    // on disk before the restore is marked under way: the next start may have to finish it
+    materialize(emu, l);
+    const srs = l.rows.filter((r) => r.cls === 'SR').map((r) => String((JSON.parse(r.data) as { uuid?: string }).uuid));
+    if (l.live) for (const r of l.live.saved.values()) if (r.cls === 'SR') srs.push(String((JSON.parse(r.data) as { uuid?: string }).uuid));
+    const r = await withSrLocks(emu, srs, () => restoreLocked(emu, name, l));
     // then the modules that keep state of their own beside the database (the simulated guests)
     for (const hook of restoreHooks) await hook(emu);
     emu.db.flush();
-    rmSync(marker(emu), { force: true });
-    return {
-      name: name === INITIAL ? 'initial' : name, objects_changed: changed, sessions_ended: sessions, files_copied: copied, files_removed: removed,
-      domains, ms: Math.round((performance.now() - t0) * 100) / 100,
-    };
+    return { ...r, ms: Math.round((performance.now() - t0) * 100) / 100 };
   });
+}
+
+async function restoreLocked(emu: Emulator, name: string, l: Loaded): Promise<RestoreResult> {
+  writeFileSync(marker(emu), name);
+  // every session ends, waking its event.from waiters with SESSION_INVALID
+  let sessions = 0;
+  for (const ref of [...emu.db.table('session').keys()]) {
+    destroySession(emu, ref);
+    sessions++;
+  }
+  for (const ref of [...emu.db.table('task').keys()]) destroyTask(emu, ref);
+  emu.cancelHooks.clear();
+  emu.clientTasks.clear();
+  // the domains go first: their tapdisks close before their files are replaced
+  const xs = emu.hosts.map((h) => ({ x: xenopsOf(emu, h), uuid: String(emu.db.get('host', h)?.uuid) }));
+  for (const { x } of xs) await x.dropDomains();
+  const { changed, copied, removed } = applyFilesAndDb(emu, l);
+  rmSync(marker(emu), { force: true });
+  let domains = 0;
+  for (const { x, uuid } of xs) {
+    const s = l.xenopsd[uuid] ?? { nextDomid: 1, metadata: [], suspended: [], domains: [] };
+    await x.importState(s);
+    domains += s.domains.length;
+  }
+  // the API side's resync of what xenopsd reports (a no-op when both sides are the snapshot's)
+  await new Promise((r) => setImmediate(r));
+  return {
+    name: name === INITIAL ? 'initial' : name, objects_changed: changed, sessions_ended: sessions, files_copied: copied, files_removed: removed,
+    domains, ms: 0,
+  };
 }
 
 /** Work run at the end of every restore, for state kept outside the database and xenopsd. */
