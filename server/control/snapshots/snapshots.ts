@@ -8,7 +8,11 @@
 // restore first wait for work in flight (tasks, xenopsd operations, storage GC) to end, up to a
 // bound, and refuse with BUSY rather than cut it: a task cut half-way would write into the
 // restored state. Each snapshot remembers how the live state looked when it was last taken or
-// restored (row generations, file stats), so a restore rewrites only what changed since.
+// restored (row generations, file stats), so a restore rewrites only what changed since. The
+// initial snapshot (`reset`) keeps its rows as a copy-on-write image of the database instead
+// (Database.liveImage), so that taking it at every start costs nothing whatever the pool's size.
+// The id counter only goes forward: a ref handed out after the snapshot (an old client's session)
+// is never handed out again.
 //
 // On disk: state.json (everything but the files), info.json (for listing), files/. A snapshot is
 // written in a temporary directory and renamed into place; a restore is marked by a `.restoring`
@@ -364,7 +368,8 @@ export function restoreSnapshot(emu: Emulator, name: string, opts: WaitOptions =
     const srs = l.rows.filter((r) => r.cls === 'SR').map((r) => String((JSON.parse(r.data) as { uuid?: string }).uuid));
     if (l.live) for (const r of l.live.saved.values()) if (r.cls === 'SR') srs.push(String((JSON.parse(r.data) as { uuid?: string }).uuid));
     const r = await withSrLocks(emu, srs, () => restoreLocked(emu, name, l));
-    // then the modules that keep state of their own beside the database (the simulated guests)
+    // then the modules that keep state of their own beside the database: the simulated guests'
+    // resyncGuests is registered here with onRestore, by server/guest
     for (const hook of restoreHooks) await hook(emu);
     emu.db.flush();
     return { ...r, ms: Math.round((performance.now() - t0) * 100) / 100 };
