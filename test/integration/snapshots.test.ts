@@ -7,6 +7,7 @@
 // work in flight holds a snapshot back rather than being cut.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
+import { request } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -328,6 +329,35 @@ describe('work in flight', () => {
     x = await connect(url, 'root', PASSWORD);
     expect(await faultOf(x.call('VM.get_name_label', vm))).toEqual(['HANDLE_INVALID', 'VM', vm]);
   }, 30_000);
+
+  it('an import streaming into a disk, in a task of the client\'s own, holds a restore back until it ends', async () => {
+    const { vdi } = await newVm(x, 'importing', 2 * MiB);
+    await ctl.snapshots.take({ name: 'import', replace: true });
+    const task: string = await x.call('task.create', 'my import', '');
+    const data = pattern(2 * MiB, 11);
+    const req = request(new URL(`/import_raw_vdi?${q({ session_id: x.session, vdi, format: 'raw', task_id: task })}`, url), {
+      method: 'PUT', headers: { 'content-length': String(data.length) },
+    });
+    const answered = new Promise<number>((resolve, reject) => {
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+    });
+    req.write(data.subarray(0, 256 * 1024));
+    // the handler is writing once the task shows progress
+    while ((await x.call('task.get_progress', task)) === 0) await new Promise((r) => setImmediate(r));
+    const e = await errorOf(ctl.snapshots.restore({ name: 'import', wait: 0 }));
+    expect(e.status).toBe(409);
+    expect(e.params.some((p) => p.includes(vdi))).toBe(true);
+    req.end(data.subarray(256 * 1024));
+    expect(await answered).toBe(200);
+    expect(await exportSha(vdi)).toBe(createHash('sha256').update(data).digest('hex'));
+    await ctl.snapshots.restore({ name: 'import' });
+    x = await connect(url, 'root', PASSWORD);
+    expect(await exportSha(vdi)).toBe(createHash('sha256').update(Buffer.alloc(2 * MiB)).digest('hex'));
+  });
 });
 
 describe('names', () => {

@@ -29,6 +29,7 @@ import { destroySession } from '../../api/session.js';
 import { destroyTask } from '../../api/task-runner.js';
 import { gcPending, smReady } from '../../sm/index.js';
 import { withSrLock } from '../../sm/driver.js';
+import { hasWriter } from '../../sm/attachments.js';
 import { ControlError } from '../plugin.js';
 import { restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
 
@@ -138,6 +139,8 @@ function inFlight(emu: Emulator): string[] {
   }
   for (const host of emu.hosts) if (!xenopsOf(emu, host).idle()) busy.push(`xenopsd of host ${host}`);
   for (const sr of emu.db.table('SR').keys()) if (gcPending(emu, sr)) busy.push(`garbage collection of SR ${sr}`);
+  // a write under way into a disk (an import in a task of the client's own, a guest's request)
+  for (const [ref, row] of emu.db.table('VDI')) if (hasWriter(emu, String(row.rec.uuid))) busy.push(`a write into VDI ${ref}`);
   return busy;
 }
 
