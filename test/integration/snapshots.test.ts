@@ -8,6 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -277,6 +279,53 @@ describe('reset', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+/** A CI script's per-test isolation with Python's XenAPI: log in, change the pool, reset through
+ * the control API, find the old session invalid (the SDK logs in again) and the pool as at start. */
+const PYTHON_RESET = `
+import base64, json, sys, urllib.request, xmlrpc.client
+from os_xenapi.client import XenAPI
+url, pwd = sys.argv[1], sys.argv[2]
+s = XenAPI.Session(url)
+s.xenapi.login_with_password('root', pwd, '1.0', 'snapshots-test')
+before = len(s.xenapi.network.get_all())
+s.xenapi.network.create({'name_label': 'made by python', 'name_description': '', 'MTU': '1500', 'other_config': {}, 'tags': []})
+made = len(s.xenapi.network.get_all())
+auth = base64.b64encode(('root:' + pwd).encode()).decode()
+req = urllib.request.Request(url.rstrip('/') + '/xapi-emu/reset', data=b'{}', method='POST',
+                             headers={'content-type': 'application/json', 'authorization': 'Basic ' + auth})
+reset = json.load(urllib.request.urlopen(req))
+first = s._session
+# XenAPI.Session logs in again by itself when a call answers SESSION_INVALID
+s.xenapi.network.get_all()
+raw = xmlrpc.client.ServerProxy(url).network.get_all(first)
+s2 = XenAPI.Session(url)
+s2.xenapi.login_with_password('root', pwd, '1.0', 'snapshots-test')
+labels = [s2.xenapi.network.get_name_label(n) for n in s2.xenapi.network.get_all()]
+print(json.dumps({'before': before, 'made': made, 'after': len(labels), 'left': 'made by python' in labels,
+                  'reset': reset['name'], 'first': first, 'raw': raw, 'relogged': s._session != first}))
+`;
+
+describe('Python XenAPI', () => {
+  it('resets between tests as a CI script does', async () => {
+    const { srv: py } = await startPool(PASSWORD);
+    try {
+      const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', PYTHON_RESET, py.urls[0], PASSWORD], {
+        timeout: 20_000, env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
+      });
+      const out = JSON.parse(stdout);
+      expect(out.made).toBe(out.before + 1);
+      expect(out.reset).toBe('initial');
+      // the old session is gone (a plain XML-RPC call with it fails); the SDK's Session logged in again
+      expect(out.raw).toEqual({ Status: 'Failure', ErrorDescription: ['SESSION_INVALID', out.first] });
+      expect(out.relogged).toBe(true);
+      expect(out.after).toBe(out.before);
+      expect(out.left).toBe(false);
+    } finally {
+      await py.close();
+    }
+  });
 });
 
 describe('running domains', () => {
