@@ -357,6 +357,43 @@ describe('running domains', () => {
   });
 });
 
+describe('running domains of a pool of hosts', () => {
+  it('each host\'s domains come back on that host', async () => {
+    const { srv: p2, x: c0 } = await startPool(PASSWORD, { hosts: 2 });
+    try {
+      const u = p2.urls[0];
+      const k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      const member: string = (await c0.call('host.get_all')).find((h: string) => h !== p2.emu.master);
+      const sr = await localStorage(c0);
+      const vms: string[] = [];
+      for (const [i, host] of [p2.emu.master, member].entries()) {
+        const vm: string = await c0.call('VM.create', vmArgs(`on-host-${i}`));
+        const vdi: string = await c0.call('VDI.create', vdiArgs(sr, 2 * MiB, `on-host-${i}`));
+        // a disk on the master's local SR only attaches there: the member's VM is diskless
+        if (host === p2.emu.master) await c0.call('VBD.create', vbdArgs(vm, vdi, '0'));
+        await c0.call('VM.start_on', vm, host, false, false);
+        vms.push(vm);
+      }
+      const domids = await Promise.all(vms.map((vm) => c0.call('VM.get_domid', vm)));
+      await k.snapshots.take({ name: 'two-hosts' });
+      for (const vm of vms) await c0.call('VM.hard_shutdown', vm);
+      const r = await k.snapshots.restore({ name: 'two-hosts' });
+      expect(r.domains).toBe(2);
+      const c1 = await connect(u, 'root', PASSWORD);
+      for (const [i, host] of [p2.emu.master, member].entries()) {
+        expect(await c1.call('VM.get_power_state', vms[i])).toBe('Running');
+        expect(await c1.call('VM.get_resident_on', vms[i])).toBe(host);
+        expect(await c1.call('VM.get_domid', vms[i])).toBe(domids[i]);
+      }
+      // and they go on: shut down on their hosts
+      for (const vm of vms) await c1.call('VM.clean_shutdown', vm);
+      for (const vm of vms) expect(await c1.call('VM.get_power_state', vm)).toBe('Halted');
+    } finally {
+      await p2.close();
+    }
+  });
+});
+
 describe('work in flight', () => {
   it('a restore waits for a task under way and is refused (state untouched) when it does not end', async () => {
     await ctl.snapshots.take({ name: 'inflight', replace: true });
