@@ -416,6 +416,29 @@ describe('work in flight', () => {
     expect(await faultOf(x.call('VM.get_name_label', vm))).toEqual(['HANDLE_INVALID', 'VM', vm]);
   }, 30_000);
 
+  it('a storage GC waiting for its quiet period does not hold a restore back; it runs after, on the restored SR', async () => {
+    await ctl.clock.set({ frozen: true });
+    try {
+      // a snapshot of a disk, then the disk destroyed: the SR's GC is kicked and waits on the clock
+      const base: string = await x.call('VDI.create', vdiArgs(local, 2 * MiB, 'gc-parent'));
+      await importRaw(base, pattern(2 * MiB, 21));
+      const snap: string = await x.call('VDI.snapshot', base, {});
+      await ctl.snapshots.take({ name: 'gc', replace: true });
+      await x.call('VDI.destroy', snap);
+      const r = await ctl.snapshots.restore({ name: 'gc', wait: 0 });
+      expect(r.objects_changed).toBeGreaterThan(0);
+    } finally {
+      await ctl.clock.set({ frozen: false });
+    }
+    await ctl.clock.advance({ seconds: 600 });
+    x = await connect(url, 'root', PASSWORD);
+    const [base] = await x.call('VDI.get_by_name_label', 'gc-parent');
+    expect(await exportSha(base)).toBe(createHash('sha256').update(pattern(2 * MiB, 21)).digest('hex'));
+    expect((await x.call('VDI.get_snapshots', base)).length).toBe(1);
+    await ctl.snapshots.restore({ name: 'gc' });
+    x = await connect(url, 'root', PASSWORD);
+  });
+
   it('an import streaming into a disk, in a task of the client\'s own, holds a restore back until it ends', async () => {
     const { vdi } = await newVm(x, 'importing', 2 * MiB);
     await ctl.snapshots.take({ name: 'import', replace: true });

@@ -5,7 +5,7 @@
 //
 // A restore is a set of ordinary database changes at new generations (Database.restoreImage), so
 // event tokens never go back; every session ends (SESSION_INVALID, waiters woken). Snapshot and
-// restore first wait for work in flight (tasks, xenopsd operations, storage GC) to end, up to a
+// restore first wait for work in flight (tasks, xenopsd operations, writes into disks) to end, up to a
 // bound, and refuse with BUSY rather than cut it: a task cut half-way would write into the
 // restored state. Each snapshot remembers how the live state looked when it was last taken or
 // restored (row generations, file stats), so a restore rewrites only what changed since. The
@@ -27,7 +27,7 @@ import type { XenopsdState } from '../../xenopsd/index.js';
 import { xenopsOf } from '../../api/xenops-sync.js';
 import { destroySession } from '../../api/session.js';
 import { destroyTask } from '../../api/task-runner.js';
-import { gcPending, smReady } from '../../sm/index.js';
+import { smReady } from '../../sm/index.js';
 import { withSrLock } from '../../sm/driver.js';
 import { hasWriter } from '../../sm/attachments.js';
 import { ControlError } from '../plugin.js';
@@ -130,7 +130,7 @@ export function assertName(name: string): void {
 
 // ---- work in flight ----
 
-/** What is still running: pending tasks that have a runner, xenopsd operations, SR GC runs. */
+/** What is still running: pending tasks that have a runner, xenopsd operations, writes into disks. */
 function inFlight(emu: Emulator): string[] {
   const busy: string[] = [];
   for (const ref of emu.clientTasks) if (!emu.db.has('task', ref)) emu.clientTasks.delete(ref);
@@ -138,7 +138,9 @@ function inFlight(emu: Emulator): string[] {
     if (row.rec.status === 'pending' && !emu.clientTasks.has(ref)) busy.push(`task ${ref} (${String(row.rec.name_label)})`);
   }
   for (const host of emu.hosts) if (!xenopsOf(emu, host).idle()) busy.push(`xenopsd of host ${host}`);
-  for (const sr of emu.db.table('SR').keys()) if (gcPending(emu, sr)) busy.push(`garbage collection of SR ${sr}`);
+  // (a storage GC pass under way has a task, and each of its steps holds the SR lock, which a
+  // snapshot or restore holds throughout; a GC still waiting for its quiet period runs after, on
+  // the SR as the restore left it, as cleanup.py works on whatever the SR holds)
   // a write under way into a disk (an import in a task of the client's own, a guest's request)
   for (const [ref, row] of emu.db.table('VDI')) if (hasWriter(emu, String(row.rec.uuid))) busy.push(`a write into VDI ${ref}`);
   return busy;
