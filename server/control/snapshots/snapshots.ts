@@ -106,7 +106,14 @@ export interface RestoreResult {
   ms: number;
 }
 
-const loaded = new Map<string, Loaded>();
+/** Snapshots in memory, by directory, for each database (gone with it: a closed emulator's too). */
+const caches = new WeakMap<Database, Map<string, Loaded>>();
+
+function cacheOf(emu: Emulator): Map<string, Loaded> {
+  let m = caches.get(emu.db);
+  if (!m) caches.set(emu.db, (m = new Map()));
+  return m;
+}
 const locks = new Map<string, Promise<unknown>>();
 
 export const snapshotsDir = (emu: Emulator) => join(emu.storageDir, 'snapshots');
@@ -205,7 +212,7 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
   try {
     emu.db.flush();
     const dir = dirOf(emu, name);
-    const before = loaded.get(dir);
+    const before = cacheOf(emu).get(dir);
     if (before?.live) emu.db.dropImage(before.live);
     const live = opts.live ? emu.db.liveImage(kept) : undefined;
     const rows = live ? [] : emu.db.image(kept);
@@ -230,7 +237,7 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
       renameSync(tmp, dir);
       rmSync(trash, { recursive: true, force: true });
     } else renameSync(tmp, dir);
-    loaded.set(dir, l);
+    cacheOf(emu).set(dir, l);
     return l;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -249,7 +256,7 @@ function materialize(emu: Emulator, l: Loaded): void {
 /** Before the database closes (a toolstack restart): live snapshots are written out, so that the
  * next API layer, on a database opened anew, finds them on disk. */
 export function materializeSnapshots(emu: Emulator): void {
-  for (const l of loaded.values()) if (l.live && emu.db.holds(l.live)) materialize(emu, l);
+  for (const l of cacheOf(emu).values()) if (l.live && emu.db.holds(l.live)) materialize(emu, l);
 }
 
 export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: boolean } & WaitOptions = {}): Promise<SnapshotInfo> {
@@ -276,10 +283,10 @@ export function takeInitialSnapshot(emu: Emulator): Promise<SnapshotInfo> {
 
 function load(emu: Emulator, name: string): Loaded {
   const dir = dirOf(emu, name);
-  const have = loaded.get(dir);
+  const have = cacheOf(emu).get(dir);
   // a live snapshot holds only while its database is the emulator's (not after a restart)
   if (have && (!have.live || emu.db.holds(have.live))) return have;
-  loaded.delete(dir);
+  cacheOf(emu).delete(dir);
   let state: State;
   try {
     state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as State;
@@ -292,7 +299,7 @@ function load(emu: Emulator, name: string): Loaded {
     rows: state.rows.map(([cls, ref, modified, data]) => ({ cls, ref, modified, data })),
     xenopsd: state.xenopsd, files: state.files, seen: new Map(state.seen), db: null, gens: undefined, materialized: true,
   };
-  loaded.set(dir, l);
+  cacheOf(emu).set(dir, l);
   return l;
 }
 
@@ -332,7 +339,7 @@ export function deleteSnapshot(emu: Emulator, name: string): Promise<void> {
     if (!existsSync(join(dir, 'info.json'))) throw new ControlError(404, 'NOT_FOUND', `no snapshot named ${name}`, [name]);
     const trash = join(snapshotsDir(emu), `.trash-${randomBytes(6).toString('hex')}`);
     renameSync(dir, trash);
-    loaded.delete(dir);
+    cacheOf(emu).delete(dir);
     rmSync(trash, { recursive: true, force: true });
   });
 }
