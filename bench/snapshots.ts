@@ -4,6 +4,7 @@
 //   - taking a snapshot (client round trip);
 //   - restoring it when nothing changed, and after a test-sized change (a VM with a disk and a NIC
 //     created, a VM renamed), as the server measures it and as the client sees it;
+//   - reset (to the initial snapshot, a copy-on-write image of the database) after such a change;
 //   - "restore + first call": the restore, then a fresh client's session.login_with_password and
 //     VM.get_all (on a new connection), which is what each test of a suite pays for isolation.
 // Medians (and p95) of BENCH_SNAPSHOT_RUNS (default 30) runs each.
@@ -55,6 +56,8 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
   const changedServer: number[] = [];
   const changedClient: number[] = [];
   const firstCall: number[] = [];
+  const resetServer: number[] = [];
+  const resetClient: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     let t0 = now();
     const r = await t.ctl.snapshots.restore({ name: 'bench' });
@@ -65,6 +68,12 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
     const c = await t.ctl.snapshots.restore({ name: 'bench' });
     changedClient.push(now() - t0);
     changedServer.push(c.ms);
+    await change(t, i);
+    t0 = now();
+    const z = await t.ctl.snapshots.reset();
+    resetClient.push(now() - t0);
+    resetServer.push(z.ms);
+    await t.ctl.snapshots.restore({ name: 'bench' });
     await change(t, i);
     // restore, then what the next test does first: log in and list VMs on a new connection
     const pool = new Pool(t.base, { connections: 1 });
@@ -86,6 +95,8 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
     row('restore, nothing changed (client)', sameClient),
     row('restore after a test\'s changes (server)', changedServer),
     row('restore after a test\'s changes (client)', changedClient),
+    row('reset (to the start) after a test\'s changes (server)', resetServer),
+    row('reset (to the start) after a test\'s changes (client)', resetClient),
     row('restore + login + VM.get_all (client)', firstCall),
   ];
 }
