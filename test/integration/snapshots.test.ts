@@ -10,13 +10,13 @@ import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { controlClient, ControlApiError, type ControlClient } from '../../server/control/client.js';
 import { connect, connectKeepAlive, faultOf, type Client } from './helpers/jsonrpc.js';
-import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { createSharedSr, localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'snapshots-test';
@@ -217,6 +217,52 @@ describe('snapshot, changes, restore', () => {
     // user snapshots are untouched by a reset
     expect((await ctl.snapshots.list()).snapshots.map((s) => s.name)).toContain('base');
   });
+});
+
+describe('file SRs elsewhere in the data directory', () => {
+  it('a shared SR destroyed after the snapshot comes back with its disk; one made after goes; nothing else of the directory is touched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'xapi-emu-snap-'));
+    const s = await startServer({ port: 0, dataDir: dir, password: PASSWORD, authFailDelay: 0 });
+    try {
+      const u = s.urls[0];
+      let c = await connect(u, 'root', PASSWORD);
+      const k = controlClient({ url: u, username: 'root', password: PASSWORD });
+      const host: string = (await c.call('host.get_all'))[0];
+      const shared: string = await createSharedSr(c, s, host);
+      const vdi: string = await c.call('VDI.create', vdiArgs(shared, 2 * MiB, 'on shared'));
+      const data = pattern(2 * MiB, 33);
+      let r = await fetch(new URL(`/import_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, u), { method: 'PUT', body: new Uint8Array(data) });
+      expect(r.status).toBe(200);
+      await r.arrayBuffer();
+      writeFileSync(join(dir, 'notes.txt'), 'mine');
+      mkdirSync(join(dir, 'mine'));
+      writeFileSync(join(dir, 'mine', 'keep.txt'), 'mine too');
+      await k.snapshots.take({ name: 'shared' });
+
+      await c.call('VDI.destroy', vdi);
+      for (const pbd of await c.call('SR.get_PBDs', shared)) await c.call('PBD.unplug', pbd);
+      await c.call('SR.destroy', shared);
+      const later: string = await c.call('SR.create', host, { location: join(dir, 'later-sr') }, 0, 'Later', '', 'file', 'user', true, {});
+      await c.call('VDI.create', vdiArgs(later, 2 * MiB, 'on later'));
+      expect(existsSync(join(dir, 'later-sr'))).toBe(true);
+
+      await k.snapshots.restore({ name: 'shared' });
+      c = await connect(u, 'root', PASSWORD);
+      expect(await c.call('VDI.get_name_label', vdi)).toBe('on shared');
+      r = await fetch(new URL(`/export_raw_vdi?${q({ session_id: c.session, vdi, format: 'raw' })}`, u));
+      expect(r.status).toBe(200);
+      expect(Buffer.from(await r.arrayBuffer()).equals(data)).toBe(true);
+      expect(await faultOf(c.call('SR.get_name_label', later))).toEqual(['HANDLE_INVALID', 'SR', later]);
+      expect(existsSync(join(dir, 'later-sr'))).toBe(false);
+      expect(readFileSync(join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+      expect(readFileSync(join(dir, 'mine', 'keep.txt'), 'utf8')).toBe('mine too');
+      // and the SR works on: a new disk on it
+      await c.call('VDI.create', vdiArgs(shared, 2 * MiB, 'after restore'));
+    } finally {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe('reset', () => {

@@ -3,12 +3,10 @@
 // copy-on-write clones where the filesystem has them. A restore copies back only the files that
 // changed since the snapshot or the last restore left them, and removes those the snapshot does
 // not have, so that restoring a pool whose disks did not change costs a directory walk.
-import { constants, copyFileSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
-import { dirname, join } from 'node:path';
-
-/** Top-level names of the storage root that are not SR contents: the snapshots themselves. The
- * root's files (database, certificate, SMlog, pid file) are not walked either. */
-const NOT_CONTENT = new Set(['snapshots']);
+import { constants, copyFileSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import type { Emulator } from '../../emulator.js';
+import { isUsableLocation } from '../../sm/paths.js';
 
 /** A file as a restore left it, or as a snapshot found it. */
 export interface KnownFile {
@@ -22,8 +20,12 @@ export interface KnownFile {
 }
 
 export interface FileSet {
+  /** the directories walked, relative to the storage root: sr/ and file SRs' locations */
+  roots: string[];
   /** relative paths (with /) of the files, and of the directories (with a trailing /) */
   entries: string[];
+  /** symbolic links (a file SR's mount point is one, to its location), by relative path */
+  links: Record<string, string>;
   bytes: number;
 }
 
@@ -32,29 +34,41 @@ const RACY_S = 2;
 
 const fromRel = (root: string, rel: string) => join(root, ...rel.split('/').filter(Boolean));
 
-/** Regular files and directories under the root's content directories, by relative path. */
-function walk(root: string): Map<string, BigIntStats | null> {
-  const out = new Map<string, BigIntStats | null>();
-  const visit = (dir: string, rel: string) => {
+/** The directories of the storage root that hold SR contents: the mount points' sr/, and the
+ * locations of file and ISO SRs inside the root. Nothing else of the root (the database, the
+ * snapshots, what a user keeps there) is ever walked. */
+export function contentRoots(emu: Emulator): string[] {
+  const roots = new Set(['sr']);
+  for (const row of emu.db.table('PBD').values()) {
+    const loc = (row.rec.device_config as Record<string, string> | undefined)?.location;
+    if (typeof loc === 'string' && isAbsolute(loc) && isUsableLocation(emu, loc)) roots.add(relative(emu.storageDir, resolve(loc)).split(sep).join('/'));
+  }
+  return [...roots].sort();
+}
+
+type Entry = BigIntStats | null | { link: string };
+
+/** Files, directories and links under the roots, by relative path. */
+function walk(root: string, roots: string[]): Map<string, Entry> {
+  const out = new Map<string, Entry>();
+  const visit = (rel: string) => {
     let names: string[];
     try {
-      names = readdirSync(dir);
+      names = readdirSync(fromRel(root, rel));
     } catch {
       return;
     }
+    out.set(`${rel}/`, null);
     for (const name of names) {
-      if (rel === '' && NOT_CONTENT.has(name)) continue;
-      const p = join(dir, name);
-      const st = lstatSync(p, { bigint: true, throwIfNoEntry: false });
+      const r = `${rel}/${name}`;
+      const st = lstatSync(fromRel(root, r), { bigint: true, throwIfNoEntry: false });
       if (!st) continue;
-      const r = rel + name;
-      if (st.isDirectory()) {
-        out.set(`${r}/`, null);
-        visit(p, `${r}/`);
-      } else if (st.isFile() && rel !== '') out.set(r, st);
+      if (st.isDirectory()) visit(r);
+      else if (st.isFile()) out.set(r, st);
+      else if (st.isSymbolicLink()) out.set(r, { link: readlinkSync(fromRel(root, r)) });
     }
   };
-  visit(root, '');
+  for (const r of roots) visit(r);
   return out;
 }
 
@@ -67,14 +81,21 @@ const same = (st: BigIntStats, k: KnownFile | undefined): boolean =>
 
 const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
+const isStats = (e: Entry | undefined): e is BigIntStats => !!e && !('link' in e);
+
 /** Copies the root's SR files into `dest`. Answers what it copied and how each live file looked. */
-export function saveFiles(root: string, dest: string): { set: FileSet; known: Map<string, KnownFile> } {
+export function saveFiles(root: string, roots: string[], dest: string): { set: FileSet; known: Map<string, KnownFile> } {
   const now = nowNs();
   const entries: string[] = [];
+  const links: Record<string, string> = {};
   const seen = new Map<string, KnownFile>();
   let bytes = 0;
   mkdirSync(dest, { recursive: true });
-  for (const [rel, st] of walk(root)) {
+  for (const [rel, st] of walk(root, roots)) {
+    if (st && 'link' in st) {
+      links[rel] = st.link;
+      continue;
+    }
     entries.push(rel);
     if (!st) {
       mkdirSync(fromRel(dest, rel), { recursive: true });
@@ -86,7 +107,7 @@ export function saveFiles(root: string, dest: string): { set: FileSet; known: Ma
     bytes += Number(st.size);
     seen.set(rel, known(st, now));
   }
-  return { set: { entries, bytes }, known: seen };
+  return { set: { roots, entries, links, bytes }, known: seen };
 }
 
 /**
@@ -94,14 +115,17 @@ export function saveFiles(root: string, dest: string): { set: FileSet; known: Ma
  * differ from what `seen` recorded (or that it did not record) are copied back, others are left
  * alone. A copied file gets an mtime in the past, so that its next change is seen. Updates `seen`.
  */
-export function restoreFiles(root: string, src: string, set: FileSet, seen: Map<string, KnownFile>): { copied: number; removed: number } {
+export function restoreFiles(root: string, liveRoots: string[], src: string, set: FileSet, seen: Map<string, KnownFile>): { copied: number; removed: number } {
   const wanted = new Set(set.entries);
-  const live = walk(root);
+  const live = walk(root, [...new Set([...set.roots, ...liveRoots])]);
   let copied = 0;
   let removed = 0;
-  // files first, then directories deepest first
+  // files and links first, then directories deepest first
   for (const [rel, st] of live) {
-    if (st && !wanted.has(rel)) {
+    if (st === null) continue;
+    if ('link' in st) {
+      if (set.links[rel] !== st.link) unlinkSync(fromRel(root, rel));
+    } else if (!wanted.has(rel)) {
       unlinkSync(fromRel(root, rel));
       seen.delete(rel);
       removed++;
@@ -119,12 +143,20 @@ export function restoreFiles(root: string, src: string, set: FileSet, seen: Map<
       continue;
     }
     const st = live.get(rel);
-    if (st && same(st, seen.get(rel))) continue;
+    if (isStats(st) && same(st, seen.get(rel))) continue;
     mkdirSync(dirname(target), { recursive: true });
     copyFileSync(fromRel(src, rel), target, constants.COPYFILE_FICLONE);
     utimesSync(target, stamp, stamp);
     seen.set(rel, known(statSync(target, { bigint: true }), now));
     copied++;
+  }
+  for (const [rel, to] of Object.entries(set.links)) {
+    const st = live.get(rel);
+    if (st && 'link' in st && st.link === to) continue;
+    const target = fromRel(root, rel);
+    mkdirSync(dirname(target), { recursive: true });
+    rmSync(target, { recursive: true, force: true });
+    symlinkSync(to, target);
   }
   return { copied, removed };
 }

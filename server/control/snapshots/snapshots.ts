@@ -31,7 +31,7 @@ import { smReady } from '../../sm/index.js';
 import { withSrLock } from '../../sm/driver.js';
 import { hasWriter } from '../../sm/attachments.js';
 import { ControlError } from '../plugin.js';
-import { restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
+import { contentRoots, restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
 
 /** Names users give snapshots: no path separators, no leading dot (the initial snapshot's). */
 export const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -45,7 +45,7 @@ export interface WaitOptions {
   wait?: number;
 }
 
-const FORMAT = 1;
+const FORMAT = 2;
 /** Classes a snapshot leaves out: a restore ends every session, and a task is a session's work. */
 const LEFT_OUT = new Set(['session', 'task']);
 const kept = (cls: string) => !LEFT_OUT.has(cls);
@@ -219,7 +219,7 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
     const xenopsd: Record<string, XenopsdState> = {};
     for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
     // in the same tick as the rows: nothing writes to the files in between
-    const { set, known } = saveFiles(emu.storageDir, join(tmp, 'files'));
+    const { set, known } = saveFiles(emu.storageDir, contentRoots(emu), join(tmp, 'files'));
     const info: SnapshotInfo = { name, created: new Date().toISOString(), size: set.bytes, ...countsOf(emu, xenopsd) };
     const l: Loaded = {
       dir, info, pool: emu.pool, ids: { counter: emu.ids.counter }, rows, xenopsd, files: set, seen: known, db: emu.db,
@@ -350,7 +350,7 @@ const marker = (emu: Emulator) => join(snapshotsDir(emu), '.restoring');
 
 /** Files and database, synchronously (nothing else runs in between). */
 function applyFilesAndDb(emu: Emulator, l: Loaded): { changed: number; copied: number; removed: number } {
-  const { copied, removed } = restoreFiles(emu.storageDir, join(l.dir, 'files'), l.files, l.seen);
+  const { copied, removed } = restoreFiles(emu.storageDir, contentRoots(emu), join(l.dir, 'files'), l.files, l.seen);
   let changed: number;
   if (l.live && emu.db.holds(l.live)) changed = emu.db.restoreLive(l.live);
   else {
