@@ -3,7 +3,7 @@
 // copy-on-write clones where the filesystem has them. A restore copies back only the files that
 // changed since the snapshot or the last restore left them, and removes those the snapshot does
 // not have, so that restoring a pool whose disks did not change costs a directory walk.
-import { constants, copyFileSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
+import { constants, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Emulator } from '../../emulator.js';
 import { isUsableLocation } from '../../sm/paths.js';
@@ -83,8 +83,25 @@ const nowNs = () => BigInt(Date.now()) * 1_000_000n;
 
 const isStats = (e: Entry | undefined): e is BigIntStats => !!e && !('link' in e);
 
+/** A previous snapshot's copies (files/ of it), and how the live files looked when it had them:
+ * a live file that still looks so has the content of that copy, which is linked, not copied
+ * (snapshot copies are never written to, so they can share their data). */
+export interface Reuse {
+  dir: string;
+  seen: Map<string, KnownFile>;
+}
+
+function tryLink(from: string, to: string): boolean {
+  try {
+    linkSync(from, to);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Copies the root's SR files into `dest`. Answers what it copied and how each live file looked. */
-export function saveFiles(root: string, roots: string[], dest: string): { set: FileSet; known: Map<string, KnownFile> } {
+export function saveFiles(root: string, roots: string[], dest: string, reuse?: Reuse): { set: FileSet; known: Map<string, KnownFile> } {
   const now = nowNs();
   const entries: string[] = [];
   const links: Record<string, string> = {};
@@ -103,7 +120,9 @@ export function saveFiles(root: string, roots: string[], dest: string): { set: F
     }
     const target = fromRel(dest, rel);
     mkdirSync(dirname(target), { recursive: true });
-    copyFileSync(fromRel(root, rel), target, constants.COPYFILE_FICLONE);
+    if (!(reuse && same(st, reuse.seen.get(rel)) && tryLink(fromRel(reuse.dir, rel), target))) {
+      copyFileSync(fromRel(root, rel), target, constants.COPYFILE_FICLONE);
+    }
     bytes += Number(st.size);
     seen.set(rel, known(st, now));
   }

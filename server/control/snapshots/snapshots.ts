@@ -14,7 +14,9 @@
 // The id counter only goes forward: a ref handed out after the snapshot (an old client's session)
 // is never handed out again.
 //
-// On disk: state.json (everything but the files), info.json (for listing), files/. A snapshot is
+// On disk: state.json (everything but the files), info.json (for listing), files/ and files.json
+// (what was copied, and how the live files looked: a later snapshot of the same name links the
+// copies of files that did not change instead of copying them again). A snapshot is
 // written in a temporary directory and renamed into place; a restore is marked by a `.restoring`
 // file naming it until done, and the next start finishes an interrupted one (restoreInterrupted).
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -31,7 +33,7 @@ import { smReady } from '../../sm/index.js';
 import { withSrLock } from '../../sm/driver.js';
 import { hasWriter } from '../../sm/attachments.js';
 import { ControlError } from '../plugin.js';
-import { contentRoots, restoreFiles, saveFiles, type FileSet, type KnownFile } from './files.js';
+import { contentRoots, restoreFiles, saveFiles, type FileSet, type KnownFile, type Reuse } from './files.js';
 
 /** Names users give snapshots: no path separators, no leading dot (the initial snapshot's). */
 export const SNAPSHOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -219,7 +221,7 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
     const xenopsd: Record<string, XenopsdState> = {};
     for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
     // in the same tick as the rows: nothing writes to the files in between
-    const { set, known } = saveFiles(emu.storageDir, contentRoots(emu), join(tmp, 'files'));
+    const { set, known } = saveFiles(emu.storageDir, contentRoots(emu), join(tmp, 'files'), reuseOf(dir, before));
     const info: SnapshotInfo = { name, created: new Date().toISOString(), size: set.bytes, ...countsOf(emu, xenopsd) };
     const l: Loaded = {
       dir, info, pool: emu.pool, ids: { counter: emu.ids.counter }, rows, xenopsd, files: set, seen: known, db: emu.db,
@@ -231,6 +233,7 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
       info.size += json.length;
     }
     writeFileSync(join(tmp, 'info.json'), JSON.stringify(info));
+    writeFileSync(join(tmp, 'files.json'), JSON.stringify({ files: set, seen: [...known] }));
     if (existsSync(dir)) {
       const trash = join(root, `.trash-${randomBytes(6).toString('hex')}`);
       renameSync(dir, trash);
@@ -241,6 +244,17 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
     return l;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The copies of the snapshot a new one replaces, for the files that did not change since. */
+function reuseOf(dir: string, before: Loaded | undefined): Reuse | undefined {
+  if (before) return { dir: join(dir, 'files'), seen: before.seen };
+  try {
+    const f = JSON.parse(readFileSync(join(dir, 'files.json'), 'utf8')) as { seen: [string, KnownFile][] };
+    return { dir: join(dir, 'files'), seen: new Map(f.seen) };
+  } catch {
+    return undefined;
   }
 }
 
