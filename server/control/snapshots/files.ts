@@ -3,7 +3,7 @@
 // copy-on-write clones where the filesystem has them. A restore copies back only the files that
 // changed since the snapshot or the last restore left them, and removes those the snapshot does
 // not have, so that restoring a pool whose disks did not change costs a directory walk.
-import { constants, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
+import { constants, copyFileSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, type BigIntStats } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Emulator } from '../../emulator.js';
 import { isUsableLocation } from '../../sm/paths.js';
@@ -164,8 +164,11 @@ export function restoreFiles(root: string, liveRoots: string[], src: string, set
     const st = live.get(rel);
     if (isStats(st) && same(st, seen.get(rel))) continue;
     mkdirSync(dirname(target), { recursive: true });
-    copyFileSync(fromRel(src, rel), target, constants.COPYFILE_FICLONE);
-    utimesSync(target, stamp, stamp);
+    // a new file renamed into place: another name of the old one (SM's hard links) keeps its data
+    const tmp = `${target}.restoring`;
+    copyFileSync(fromRel(src, rel), tmp, constants.COPYFILE_FICLONE);
+    utimesSync(tmp, stamp, stamp);
+    renameSync(tmp, target);
     seen.set(rel, known(statSync(target, { bigint: true }), now));
     copied++;
   }
