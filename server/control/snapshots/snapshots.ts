@@ -116,6 +116,8 @@ function cacheOf(emu: Emulator): Map<string, Loaded> {
   if (!m) caches.set(emu.db, (m = new Map()));
   return m;
 }
+
+/** the tail of each storage root's snapshot operations */
 const locks = new Map<string, Promise<unknown>>();
 
 export const snapshotsDir = (emu: Emulator) => join(emu.storageDir, 'snapshots');
@@ -149,8 +151,8 @@ function inFlight(emu: Emulator): string[] {
   for (const host of emu.hosts) if (!xenopsOf(emu, host).idle()) busy.push(`xenopsd of host ${host}`);
   // (a storage GC pass under way has a task, and each of its steps holds the SR lock, which a
   // snapshot or restore holds throughout; a GC still waiting for its quiet period runs after, on
-  // the SR as the restore left it, as cleanup.py works on whatever the SR holds)
-  // a write under way into a disk (an import in a task of the client's own, a guest's request)
+  // the SR as the restore left it, as cleanup.py works on whatever the SR holds).
+  // A write under way into a disk: an import in a task of the client's own, a guest's request.
   for (const [ref, row] of emu.db.table('VDI')) if (hasWriter(emu, String(row.rec.uuid))) busy.push(`a write into VDI ${ref}`);
   return busy;
 }
