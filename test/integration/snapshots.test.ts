@@ -1,10 +1,13 @@
-// State snapshots through the control API, with real clients over real sockets: a snapshot, then
-// changes (VMs created, a VDI written through /import_raw_vdi, objects destroyed), then a restore
-// gives back byte-identical VDIs and identical records, refs and uuids; connected clients' sessions
-// end with SESSION_INVALID, their event.from waiters wake with it, and event tokens go forward;
-// reset goes back to the start; a running VM keeps running with its tapdisk serving the restored
-// bytes; snapshots survive a toolstack restart and a restart of the process; bad names are refused;
-// work in flight holds a snapshot back rather than being cut.
+// State snapshots through the control API, with real clients over real sockets (JSON-RPC, Python's
+// XenAPI): a snapshot, then changes (VMs created, a VDI written through /import_raw_vdi, objects
+// destroyed), then a restore gives back byte-identical VDIs and identical records, refs and uuids;
+// connected clients' sessions end with SESSION_INVALID, their event.from waiters wake with it, and
+// event tokens go forward; reset goes back to the start, again and again; running VMs keep running
+// on their hosts with their tapdisks serving the restored bytes; file SRs elsewhere in the data
+// directory come back, and nothing else of it is touched; snapshots survive a toolstack restart and
+// a restart of the process, and a restore cut by a kill is finished by the next start; work in
+// flight (a task, an import in a task of the client's own) holds a restore back, a GC waiting for
+// its quiet period does not; bad names are refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
