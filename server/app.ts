@@ -22,6 +22,7 @@ import type { GuestProfile } from './guest/profile.js';
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
+import { materializeSnapshots, restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -276,6 +277,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const loadIt = fx ? (dataDir === null ? true : prepareDataDir(dataDir, fx)) : false;
 
   let emu = new Emulator(emuOpts);
+  restoreInterrupted(emu);
   emu.start();
   if (fx && loadIt) {
     try {
@@ -288,6 +290,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     }
     if (dataDir !== null) finishDataDir(dataDir, fx);
   }
+  // what `reset` goes back to
+  await takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
@@ -390,6 +394,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
         // so that none of it runs on into the next one, or into a removed data directory
         await smReady(emu);
+        // snapshots that live in the database's memory go to disk before it closes
+        if (dataDir !== null) materializeSnapshots(emu);
         emu.close();
         if (dataDir === null) {
           // nothing to re-open from: the same in-memory database, minus what xapi does not persist
@@ -398,6 +404,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           emu.db.flush();
         } else {
           emu = new Emulator({ ...emuOpts, conf, clock: emu.clock });
+          restoreInterrupted(emu);
         }
         emu.start();
         await listen();

@@ -53,6 +53,9 @@ export class Emulator {
   readonly noTaskClasses = new Set(model.classes.filter((c) => c.no_task_id).map((c) => c.name));
   /** running operations that can be cancelled, by task ref */
   readonly cancelHooks = new Map<string, () => void>();
+  /** tasks made by task.create: a client's own, with no work of the emulator behind them (a state
+   * snapshot waits for the others to end) */
+  readonly clientTasks = new Set<string>();
   /** the session that owns each task (task.session is an internal field of the datamodel) */
   readonly taskSessions = new Map<string, string>();
   /** Where SR contents live (<storageDir>/sr/<sr-uuid>/): the data directory, or with no data

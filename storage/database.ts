@@ -64,6 +64,23 @@ export interface Changes { gen: number; rows: Row[]; deleted: { cls: string; ref
 
 export const NULL_REF = 'OpaqueRef:NULL';
 
+/** A row in a state snapshot: its record as JSON, and the generation it had when taken. */
+export interface ImageRow { cls: string; ref: string; data: string; modified: number }
+
+/**
+ * A copy-on-write image of the database (Database.liveImage): the rows as they were at generation
+ * `gen`. A row still at a generation up to `gen` is unchanged since; a row's record is saved
+ * (serialized) before its first change after, so the image holds only what changed.
+ */
+export interface LiveImage {
+  readonly gen: number;
+  readonly keep: (cls: string) => boolean;
+  /** rows changed or destroyed since, as they were in the image */
+  readonly saved: Map<string, ImageRow>;
+  /** rows a restore put back as the image has them, at the generation it gave them */
+  readonly known: Map<string, number>;
+}
+
 /** rows per transaction when derived changes are written in the background */
 const DERIVED_BATCH = 100;
 /** meta key: '1' when the last commit left derived changes unwritten */
@@ -119,6 +136,8 @@ export class Database {
   private notifyScheduled = false;
   /** extra meta entries written with every flush (the id counter) */
   metaHook: () => Record<string, string> = () => ({});
+  /** live images (copy-on-write snapshots) that rows are saved into before they change */
+  private readonly images = new Set<LiveImage>();
   private stmts?: { put: BetterSqlite3.Statement; del: BetterSqlite3.Statement; meta: BetterSqlite3.Statement };
 
   constructor(opts: DatabaseOptions) {
@@ -279,6 +298,7 @@ export class Database {
       if (!changed) {
         changed = true;
         encoded.changed(row.rec); // before the first write: no encoding of the old record survives it
+        if (this.images.size > 0) this.preserve(row);
       }
       row.rec[k] = after;
       if (k === 'uuid') {
@@ -304,6 +324,7 @@ export class Database {
   touch(cls: string, ref: string): void {
     const row = this.table(cls).get(ref);
     if (!row) return;
+    if (this.images.size > 0) this.preserve(row);
     row.modified = ++this.generation;
     this.touched(row);
   }
@@ -312,6 +333,7 @@ export class Database {
     const table = this.table(cls);
     const row = table.get(ref);
     if (!row) return;
+    if (this.images.size > 0) this.preserve(row);
     table.delete(ref);
     encoded.untrack(row.rec);
     this.uuids.get(cls)?.delete(row.rec.uuid as string);
@@ -344,6 +366,7 @@ export class Database {
   }
 
   private bumpSet(o: Row, field: string, value: string[]): void {
+    if (this.images.size > 0) this.preserve(o);
     encoded.changed(o.rec);
     o.rec[field] = value;
     o.modified = ++this.generation;
@@ -498,6 +521,171 @@ export class Database {
       } else if (this.tables.get(e.cls)!.get(e.ref)?.modified === e.gen) kept.push(e);
     }
     this.log = kept;
+  }
+
+  // ---- images (state snapshots) ----
+
+  /**
+   * Every row of the classes `keep` accepts, each record serialized: JSON gives a deep copy that no
+   * later write can reach, and parses back into a fresh record (in fast mode) on restore.
+   */
+  image(keep: (cls: string) => boolean): ImageRow[] {
+    const out: ImageRow[] = [];
+    for (const [cls, t] of this.tables) {
+      if (!keep(cls)) continue;
+      for (const row of t.values()) out.push({ cls, ref: row.ref, data: JSON.stringify(row.rec), modified: row.modified });
+    }
+    return out;
+  }
+
+  /**
+   * Makes the classes `keep` accepts hold exactly the image's rows, as a set of ordinary changes
+   * at new generations: a row that differs is replaced (mod), a missing one created (add), one not
+   * in the image destroyed (del), so event.from tokens keep going forward and waiters see the
+   * difference. `unchanged` names, by `cls\0ref`, the generation at which each live row was last
+   * known equal to the image (rows keep their generation until written, and every write takes a
+   * new one): such a row is kept as it is. Answers that map for the rows as the restore left them.
+   * Relations need no mirroring: the image's rows are consistent among themselves.
+   */
+  restoreImage(rows: Iterable<ImageRow>, keep: (cls: string) => boolean, unchanged?: Map<string, number>): { known: Map<string, number>; changed: number } {
+    const wanted = new Map<string, ImageRow>();
+    for (const r of rows) wanted.set(`${r.cls}\u0000${r.ref}`, r);
+    const known = new Map<string, number>();
+    let changed = 0;
+    // deletions first: a restored row may take back a uuid that another row holds now
+    for (const [cls, t] of this.tables) {
+      if (!keep(cls)) continue;
+      for (const [ref, row] of [...t]) {
+        if (wanted.has(`${cls}\u0000${ref}`)) continue;
+        this.dropRow(row);
+        changed++;
+      }
+    }
+    for (const [key, img] of wanted) {
+      if (!classes.has(img.cls) || !keep(img.cls)) continue;
+      const row = this.tables.get(img.cls)!.get(img.ref);
+      if (row && unchanged?.get(key) === row.modified) {
+        known.set(key, row.modified);
+        continue;
+      }
+      known.set(key, this.putRow(img, row));
+      changed++;
+    }
+    return { known, changed };
+  }
+
+  /** A copy-on-write image of the classes `keep` accepts, as they are now: taking it costs
+   * nothing; each row is saved into it (serialized) the first time it changes afterwards. */
+  liveImage(keep: (cls: string) => boolean): LiveImage {
+    const img: LiveImage = { gen: this.generation, keep, saved: new Map(), known: new Map() };
+    this.images.add(img);
+    return img;
+  }
+
+  /** Stops saving rows into an image. */
+  dropImage(img: LiveImage): void {
+    this.images.delete(img);
+  }
+
+  /** Whether a live image was taken of this database (and is still kept up). */
+  holds(img: LiveImage): boolean {
+    return this.images.has(img);
+  }
+
+  private preserve(row: Row): void {
+    const key = `${row.cls}\u0000${row.ref}`;
+    for (const img of this.images) {
+      if (img.saved.has(key) || !img.keep(row.cls)) continue;
+      // unchanged since the image: as it was then (a row made after the image has nothing to save)
+      if (row.modified <= img.gen || img.known.get(key) === row.modified) {
+        img.saved.set(key, { cls: row.cls, ref: row.ref, data: JSON.stringify(row.rec), modified: row.modified });
+      }
+    }
+  }
+
+  /** Whether a live row is as the image has it. */
+  private asInImage(img: LiveImage, key: string, row: Row): boolean {
+    return row.modified <= img.gen || img.known.get(key) === row.modified;
+  }
+
+  /** The rows of a live image, serialized. */
+  liveRows(img: LiveImage): ImageRow[] {
+    const out: ImageRow[] = [...img.saved.values()];
+    for (const [cls, t] of this.tables) {
+      if (!img.keep(cls)) continue;
+      for (const [ref, row] of t) {
+        const key = `${cls}\u0000${ref}`;
+        if (!img.saved.has(key) && this.asInImage(img, key, row)) out.push({ cls, ref, data: JSON.stringify(row.rec), modified: row.modified });
+      }
+    }
+    return out;
+  }
+
+  /** restoreImage for a live image: only the rows changed since (saved ones) are rewritten. */
+  restoreLive(img: LiveImage): number {
+    let changed = 0;
+    for (const [cls, t] of this.tables) {
+      if (!img.keep(cls)) continue;
+      for (const [ref, row] of [...t]) {
+        const key = `${cls}\u0000${ref}`;
+        if (img.saved.has(key) || this.asInImage(img, key, row)) continue;
+        this.dropRow(row); // made after the image
+        changed++;
+      }
+    }
+    for (const [key, saved] of img.saved) {
+      const row = this.tables.get(saved.cls)!.get(saved.ref);
+      if (row && img.known.get(key) === row.modified) continue;
+      img.known.set(key, this.putRow(saved, row));
+      changed++;
+    }
+    return changed;
+  }
+
+  /** Destroys a row as a restore does (no relation to mirror: the image's rows agree). */
+  private dropRow(row: Row): void {
+    if (this.images.size > 0) this.preserve(row);
+    const { cls, ref } = row;
+    this.tables.get(cls)!.delete(ref);
+    encoded.untrack(row.rec);
+    const uuids = this.uuids.get(cls);
+    if (uuids?.get(row.rec.uuid as string) === ref) uuids.delete(row.rec.uuid as string);
+    this.log.push({ gen: ++this.generation, cls, ref, deleted: { created: row.created } });
+    this.deletedCount++;
+    this.markDirty({ cls, ref, gone: true });
+  }
+
+  /** Puts an image's row in place of `row` (or anew), at a new generation; answers it. */
+  private putRow(img: ImageRow, row: Row | undefined): number {
+    const c = classes.get(img.cls)!;
+    const rec = JSON.parse(img.data) as Rec;
+    for (const f of c.fields) if (!(f.name in rec)) rec[f.name] = defaultFor(f);
+    if (row && this.images.size > 0) this.preserve(row);
+    const gen = ++this.generation;
+    const uuids = this.uuids.get(img.cls);
+    if (row) {
+      if (uuids?.get(row.rec.uuid as string) === img.ref) uuids.delete(row.rec.uuid as string);
+      encoded.untrack(row.rec);
+      row.rec = rec;
+      row.modified = gen;
+      encoded.track(rec);
+      this.indexUuid(row);
+      this.touched(row);
+    } else {
+      const fresh: Row = { cls: img.cls, ref: img.ref, rec, created: gen, modified: gen };
+      encoded.track(rec);
+      this.tables.get(img.cls)!.set(img.ref, fresh);
+      this.indexUuid(fresh);
+      this.touched(fresh);
+    }
+    return gen;
+  }
+
+  /** The generation of each row of the classes `keep` accepts, by `cls\0ref`. */
+  generations(keep: (cls: string) => boolean): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [cls, t] of this.tables) if (keep(cls)) for (const [ref, row] of t) out.set(`${cls}\u0000${ref}`, row.modified);
+    return out;
   }
 
   close(): void {

@@ -28,7 +28,9 @@ const guarded = (name: string) => (call: Call, self: string, ...rest: unknown[])
 
 registerProvider('task', {
   create(call, label: string, description: string) {
-    return createTask(call.emu, { label, description, session: call.session, host: call.host, subtaskOf: call.task });
+    const ref = createTask(call.emu, { label, description, session: call.session, host: call.host, subtaskOf: call.task });
+    call.emu.clientTasks.add(ref);
+    return ref;
   },
   destroy(call, self: string) {
     assertOwnTask(call, self);

@@ -83,6 +83,18 @@ export interface Domain {
 
 export type Progress = (fraction: number) => void;
 
+/** A xenopsd's state as a state snapshot keeps it (plain data). */
+export interface XenopsdState {
+  nextDomid: number;
+  metadata: VmSpec[];
+  suspended: string[];
+  domains: (Omit<Domain, 'vbds' | 'vifs'> & {
+    id: string;
+    vbds: { spec: VbdSpec; plugged: boolean; active: boolean; tapdisk: boolean }[];
+    vifs: { spec: VifSpec; plugged: boolean; active: boolean }[];
+  })[];
+}
+
 export interface XenopsdInternals {
   clock: Clock;
   domains: Map<string, Domain>;
@@ -122,6 +134,8 @@ export class Xenopsd {
   private readonly suspended = new Set<string>();
   /** Xen hands out domids in increasing order (dom0 is 0) */
   private nextDomid = 1;
+  /** domains dropped for an import, announced when it is done */
+  private readonly dropped = new Set<string>();
 
   constructor(readonly host: HostSpec, private env: XenopsdEnv) {}
 
@@ -547,6 +561,93 @@ export class Xenopsd {
       storage: this.storage,
       updates: this.updates,
     };
+  }
+
+  // ---- state snapshots ----
+
+  /** Whether no operation is queued or running on any VM. */
+  idle(): boolean {
+    return this.queues.size === 0;
+  }
+
+  /** What a state snapshot keeps of this xenopsd: metadata, suspended VMs and domains with their
+   * devices' states (a disk's tapdisk as a flag: tapdisks are processes, rebuilt on import). */
+  exportState(): XenopsdState {
+    return structuredClone({
+      nextDomid: this.nextDomid,
+      metadata: [...this.metadata.values()],
+      suspended: [...this.suspended],
+      domains: [...this.domains].map(([id, d]) => ({
+        id, domid: d.domid, domainType: d.domainType, paused: d.paused, built: d.built, qemu: d.qemu, memory: d.memory,
+        memoryTarget: d.memoryTarget, vcpus: d.vcpus, createTime: d.createTime, pvDrivers: d.pvDrivers,
+        vbds: [...d.vbds.values()].map((v) => ({ spec: v.spec, plugged: v.plugged, active: v.active, tapdisk: v.tapdisk !== null })),
+        vifs: [...d.vifs.values()].map((v) => ({ spec: v.spec, plugged: v.plugged, active: v.active })),
+      })),
+    });
+  }
+
+  /** The first half of an import: the domains go and their tapdisks close (their files are then
+   * free to be replaced), without an update: the API layer hears of it once the import is done. */
+  async dropDomains(): Promise<void> {
+    for (const [id, d] of [...this.domains]) {
+      for (const v of d.vbds.values()) {
+        const t = v.tapdisk;
+        v.tapdisk = null;
+        await t?.destroy();
+      }
+      this.domains.delete(id);
+      this.dropped.add(id);
+    }
+  }
+
+  /**
+   * Replaces this xenopsd's state with a snapshot's, at once (no simulated durations): the current
+   * domains are dropped (dropDomains), the snapshot's are rebuilt and their attached disks
+   * get new tapdisks on the (restored) files. Then one update per VM either side, so the API layer
+   * resyncs. Answers the disks whose tapdisk could not be opened again (left unplugged).
+   */
+  async importState(s: XenopsdState): Promise<string[]> {
+    await this.dropDomains();
+    const vms = new Set(this.dropped);
+    this.dropped.clear();
+    this.metadata.clear();
+    this.suspended.clear();
+    for (const m of s.metadata) this.metadata.set(m.id, structuredClone(m));
+    for (const id of s.suspended) this.suspended.add(id);
+    this.nextDomid = s.nextDomid;
+    const failed: string[] = [];
+    const rebuilt: [string, Domain, { spec: VbdSpec; tapdisk: boolean }[]][] = [];
+    for (const x of s.domains) {
+      const d: Domain = {
+        domid: x.domid, domainType: x.domainType, paused: x.paused, built: x.built, qemu: x.qemu, memory: x.memory,
+        memoryTarget: x.memoryTarget, vcpus: x.vcpus, createTime: x.createTime, pvDrivers: x.pvDrivers,
+        vbds: new Map(x.vbds.map((v) => [v.spec.id, { spec: structuredClone(v.spec), plugged: v.plugged, active: v.active, tapdisk: null }])),
+        vifs: new Map(x.vifs.map((v) => [v.spec.id, { spec: structuredClone(v.spec), plugged: v.plugged, active: v.active }])),
+      };
+      this.domains.set(x.id, d);
+      vms.add(x.id);
+      rebuilt.push([x.id, d, x.vbds]);
+    }
+    for (const [id, d, vbds] of rebuilt) {
+      for (const v of vbds) {
+        const rt = d.vbds.get(v.spec.id)!;
+        if (!v.tapdisk || !rt.spec.backend) continue;
+        try {
+          rt.tapdisk = await Tapdisk.create(this.blktap, this.storage, rt.spec.backend.sr, rt.spec.backend.vdi, rt.spec.mode === 'RO');
+        } catch {
+          rt.plugged = false;
+          rt.active = false;
+          failed.push(`${id}/${v.spec.id}`);
+        }
+      }
+    }
+    for (const id of vms) {
+      this.changedVm(id);
+      const d = this.domains.get(id);
+      for (const v of d?.vbds.keys() ?? []) this.updates.add(`VBD/${id}/${v}`);
+      for (const v of d?.vifs.keys() ?? []) this.updates.add(`VIF/${id}/${v}`);
+    }
+    return failed;
   }
 
   /** The host goes down: every domain is destroyed at once and the tapdisks close. */

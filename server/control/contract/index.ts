@@ -1,17 +1,19 @@
 // The whole control API, by area. The server, the client and the OpenAPI document all read this.
 import type { Contract } from './route.js';
 import { clock } from './clock.js';
-import { status } from './status.js';
-import { fixture } from './fixture.js';
-import { guests } from './guests.js';
+import { snapshots } from './snapshots.js';
 import { faults } from './faults.js';
+import { guests } from './guests.js';
+import { fixture } from './fixture.js';
+import { status } from './status.js';
 
 export const contract = {
   clock,
-  status,
-  fixture,
-  guests,
+  snapshots,
   faults,
+  guests,
+  fixture,
+  status,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

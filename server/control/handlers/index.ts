@@ -7,6 +7,7 @@ import { statusHandlers } from './status.js';
 import { fixtureHandlers } from './fixture.js';
 import { guestsHandlers } from './guests.js';
 import { faultsHandlers } from './faults.js';
+import { snapshotsHandlers } from './snapshots.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -26,4 +27,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   fixture: fixtureHandlers,
   guests: guestsHandlers,
   faults: faultsHandlers,
+  snapshots: snapshotsHandlers,
 };
