@@ -225,6 +225,29 @@ describe('the boot, in simulated time', () => {
     }
   });
 
+  it('a state restore taken mid-boot gives back the booting guest, whose agent reports once its boot time has passed', async () => {
+    const vm = await fromTemplate('Debian Bookworm 12', 'restored-boot');
+    await ctl.clock.set({ frozen: true });
+    try {
+      await whileAdvancing(x.call('VM.start', vm, false, false));
+      expect((await ctl.guests.get({ vm })).agent).toBe('booting');
+      await ctl.snapshots.take({ name: 'mid-boot', replace: true });
+      await ctl.clock.advance({ seconds: 60 });
+      expect((await gmOf(vm)).networks['0/ip']).toMatch(/^10\.0\./);
+      await ctl.snapshots.restore({ name: 'mid-boot' });
+      x = await connect(srv.urls[0], 'root', PASSWORD);
+      // the snapshot's guest: drivers up, no report yet, its boot under way again
+      expect((await ctl.guests.get({ vm })).agent).toBe('booting');
+      expect((await gmOf(vm)).networks).toEqual({});
+      await ctl.clock.advance({ seconds: 60 });
+      expect((await gmOf(vm)).networks['0/ip']).toMatch(/^10\.0\./);
+      await whileAdvancing(x.call('VM.hard_shutdown', vm));
+    } finally {
+      await ctl.clock.set({ frozen: false });
+      await ctl.snapshots.delete({ name: 'mid-boot' }).catch(() => undefined);
+    }
+  });
+
   it('after a reboot the stale metrics stay until the new boot\'s agent reports; a stopped agent runs again', async () => {
     const { vm } = await newVm('reboot-timeline');
     await x.call('VM.start', vm, false, false);
