@@ -56,6 +56,7 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
   const changedServer: number[] = [];
   const changedClient: number[] = [];
   const firstCall: number[] = [];
+  const callAlone: number[] = [];
   const resetServer: number[] = [];
   const resetClient: number[] = [];
   for (let i = 0; i < RUNS; i++) {
@@ -86,6 +87,16 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
     } finally {
       await pool.close();
     }
+    // the baseline: the same first calls on a new connection, without a restore before them
+    const alone = new Pool(t.base, { connections: 1 });
+    try {
+      t0 = now();
+      const session = await login(t.base, alone);
+      await jsonCall(t.base, 'VM.get_all', [session], alone);
+      callAlone.push(now() - t0);
+    } finally {
+      await alone.close();
+    }
   }
   const row = (what: string, xs: number[]) => [`${label}: ${what}`, String(xs.length), fmt(median(xs), 2), fmt(pct(xs, 95), 2)];
   return [
@@ -98,6 +109,8 @@ async function measure(label: string, t: Target): Promise<(string | number)[][]>
     row('reset (to the start) after a test\'s changes (server)', resetServer),
     row('reset (to the start) after a test\'s changes (client)', resetClient),
     row('restore + login + VM.get_all (client)', firstCall),
+    row('baseline: login + VM.get_all alone (client)', callAlone),
+    [`${label}: per-test restore overhead (median difference)`, '', fmt(median(firstCall) - median(callAlone), 2), `x${fmt(median(firstCall) / median(callAlone), 2)} of the baseline`],
   ];
 }
 
