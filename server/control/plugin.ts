@@ -82,8 +82,9 @@ async function controlRoutes(app: FastifyInstance, ctx: HttpPluginContext): Prom
   app.setNotFoundHandler((req, reply) => {
     sendControlError(reply, new ControlError(404, 'NOT_FOUND', `no control route ${req.method} ${req.url.split('?')[0]}`));
   });
+  // bodies are JSON whatever their content type says (`curl -d '{...}'` sends a form's type);
   // an empty body is an empty input
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+  const parseJson = (_req: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
     const text = String(body);
     if (text.trim() === '') return done(null, undefined);
     try {
@@ -91,7 +92,9 @@ async function controlRoutes(app: FastifyInstance, ctx: HttpPluginContext): Prom
     } catch {
       done(new ControlError(400, 'INVALID_INPUT', 'the body is not valid JSON'), undefined);
     }
-  });
+  };
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, parseJson);
   let doc: unknown;
   app.get('/openapi.json', async (req, reply) => {
     try {

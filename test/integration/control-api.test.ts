@@ -94,6 +94,14 @@ describe('input and errors', () => {
     expect((await post('/xapi-emu/clock/advance', '[1]')).status).toBe(400);
   });
 
+  it('reads a JSON body sent with another content type, as curl -d sends it', async () => {
+    const res = await fetch(new URL('/xapi-emu/clock/advance', pool.url), {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', ...basic('root', pool.password) }, body: '{"seconds":0}',
+    });
+    expect(res.status).toBe(200);
+    expect((await res.json()).scale).toBe(0);
+  });
+
   it('answers 404 NOT_FOUND for an unknown route, as JSON', async () => {
     const res = await fetch(new URL('/xapi-emu/no/such/route', pool.url), { headers: basic('root', pool.password) });
     expect(res.status).toBe(404);
