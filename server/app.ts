@@ -13,8 +13,7 @@ import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
 import { smReady } from './sm/index.js';
 import type { UserSpec } from './auth/users.js';
-import { loadFixture } from './control/fixture/load.js';
-import { finishDataDir, fixtureHosts, prepareDataDir, readFixtureOption, type FixtureOption } from './control/fixture/startup.js';
+import type { FixtureOption } from './control/fixture/startup.js';
 import { guardConnections, type ConnectionTimeouts } from './transport/timeouts.js';
 import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } from './transport/rpc-plugin.js';
 import type { GuestProfile } from './guest/profile.js';
@@ -269,29 +268,32 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const grace = (opts.closeGrace ?? 2) * 1000;
 
   // a fixture makes the pool with its hosts, and its users log in as those of --users do
-  const fx = opts.fixture === undefined ? undefined : readFixtureOption(opts.fixture);
+  // (the fixture modules are loaded only when a fixture is given: they cost a start without one)
+  const fxm = opts.fixture === undefined ? undefined : { ...(await import('./control/fixture/startup.js')), ...(await import('./control/fixture/load.js')) };
+  const fx = fxm && opts.fixture !== undefined ? fxm.readFixtureOption(opts.fixture) : undefined;
   if (fx) {
-    emuOpts.hosts = fixtureHosts(fx.fixture) ?? emuOpts.hosts;
+    emuOpts.hosts = fxm!.fixtureHosts(fx.fixture) ?? emuOpts.hosts;
     emuOpts.users = [...(emuOpts.users ?? []), ...(fx.fixture.users ?? [])];
   }
-  const loadIt = fx ? (dataDir === null ? true : prepareDataDir(dataDir, fx)) : false;
+  const loadIt = fx ? (dataDir === null ? true : fxm!.prepareDataDir(dataDir, fx)) : false;
 
   let emu = new Emulator(emuOpts);
   restoreInterrupted(emu);
   emu.start();
   if (fx && loadIt) {
     try {
-      await loadFixture(emu, fx.fixture, { baseDir: fx.baseDir });
+      await fxm!.loadFixture(emu, fx.fixture, { baseDir: fx.baseDir });
     } catch (e) {
       await smReady(emu);
       emu.close();
       emu.dispose();
       throw e;
     }
-    if (dataDir !== null) finishDataDir(dataDir, fx);
+    if (dataDir !== null) fxm!.finishDataDir(dataDir, fx);
   }
   // what `reset` goes back to
-  await takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
+  // (its files are taken once the storage start-up is done, before any client's storage call)
+  takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];

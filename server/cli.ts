@@ -6,8 +6,6 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { userSpecs, type UserSpec } from './auth/users.js';
-import { FixtureError } from './control/fixture/schema.js';
-import { readFixtureOption } from './control/fixture/startup.js';
 import { GUEST_PROFILES, isGuestProfile, type GuestProfile } from './guest/profile.js';
 import { startServer, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_RPC_BODY_LIMIT, type RunningServer } from './app.js';
 
@@ -126,16 +124,20 @@ function readUsers(file: string): UserSpec[] {
   return r.data;
 }
 
-function fixtureUsage(e: FixtureError, file: string): UsageError {
+// (the fixture modules are loaded only when a fixture is given: they cost a start without one)
+const fixtureErrorClass = async () => (await import('./control/fixture/schema.js')).FixtureError;
+
+function fixtureUsage(e: Error, file: string): UsageError {
   const lines = e.message.split('\n');
   return new UsageError(`--fixture ${file}: ${lines.length > 1 ? `\n  ${lines.join('\n  ')}` : lines[0]}`);
 }
 
-function checkedFixture(file: string): string {
+async function checkedFixture(file: string): Promise<string> {
+  const { readFixtureOption } = await import('./control/fixture/startup.js');
   try {
     readFixtureOption(file);
   } catch (e) {
-    if (e instanceof FixtureError) throw fixtureUsage(e, file);
+    if (e instanceof (await fixtureErrorClass())) throw fixtureUsage(e as Error, file);
     throw e;
   }
   return file;
@@ -242,7 +244,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       bodyLimit: num(values['max-rpc-size'], 'max-rpc-size', { int: true, min: 1024 }),
       log: values.log === true,
       // read and checked now: a bad fixture is a usage error, before anything is made
-      fixture: values.fixture === undefined ? undefined : checkedFixture(resolve(String(values.fixture))),
+      fixture: values.fixture === undefined ? undefined : await checkedFixture(resolve(String(values.fixture))),
     };
     if (opts.httpPort !== undefined && !opts.https) throw new UsageError('--http-port goes with --https (plain HTTP is on --port otherwise)');
 
@@ -260,7 +262,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
     try {
       server = await startServer(opts);
     } catch (e) {
-      if (e instanceof FixtureError) throw fixtureUsage(e, String(values.fixture));
+      if (values.fixture !== undefined && e instanceof (await fixtureErrorClass())) throw fixtureUsage(e as Error, String(values.fixture));
       console.error(`xapi-emu: ${(e as Error).message}`);
       return 1;
     }

@@ -86,6 +86,14 @@ export function smReady(emu: Emulator): Promise<void> {
   return ready.get(emu) ?? Promise.resolve();
 }
 
+/** Runs fn once the storage start-up work is done, before any SM call that comes after this one
+ * (they wait for fn too): what must see the SRs as the start left them, untouched by clients. */
+export function afterStorageStartup<T>(emu: Emulator, fn: () => Promise<T>): Promise<T> {
+  const p = smReady(emu).then(fn);
+  setReady(emu, p.then(() => undefined));
+  return p;
+}
+
 /** Runs a driver call under the SR lock, with SM faults turned into API errors. */
 export async function smCall<T>(ctx: SrCtx, fn: () => Promise<T>, errCtx: { vdi?: string; onUnimplemented?: () => XapiError; startup?: boolean } = {}): Promise<T> {
   try {

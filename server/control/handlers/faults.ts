@@ -2,7 +2,7 @@
 // server/control/faults/.
 import type { Emulator } from '../../emulator.js';
 import type { AreaHandlers } from './index.js';
-import { ControlError } from '../plugin.js';
+import { ControlError } from '../errors.js';
 import { clearRules, createRule, engineOf, findRule, releaseRule, removeRule } from '../faults/index.js';
 
 function ruleOf(emu: Emulator, id: string) {

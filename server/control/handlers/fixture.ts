@@ -1,6 +1,6 @@
 // The fixture routes.
 import type { AreaHandlers } from './index.js';
-import { ControlError } from '../plugin.js';
+import { ControlError } from '../errors.js';
 import { exportFixture, fixtureText } from '../fixture/export.js';
 import { loadFixture } from '../fixture/load.js';
 import { FixtureError } from '../fixture/schema.js';

@@ -1,7 +1,7 @@
 // The simulated guests' routes.
 import type { Emulator } from '../../emulator.js';
 import type { AreaHandlers } from './index.js';
-import { ControlError } from '../plugin.js';
+import { ControlError } from '../errors.js';
 import { BOOT_SECONDS, guestOsOf } from '../../guest/os.js';
 import { agentState } from '../../guest/agent.js';
 import { hasPvDrivers, profileOf } from '../../guest/profile.js';

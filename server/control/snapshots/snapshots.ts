@@ -29,10 +29,10 @@ import type { XenopsdState } from '../../xenopsd/index.js';
 import { xenopsOf } from '../../api/xenops-sync.js';
 import { destroySession } from '../../api/session.js';
 import { destroyTask } from '../../api/task-runner.js';
-import { smReady } from '../../sm/index.js';
+import { afterStorageStartup, smReady } from '../../sm/index.js';
 import { withSrLock } from '../../sm/driver.js';
 import { hasWriter } from '../../sm/attachments.js';
-import { ControlError } from '../plugin.js';
+import { ControlError } from '../errors.js';
 import { contentRoots, restoreFiles, saveFiles, type FileSet, type KnownFile, type Reuse } from './files.js';
 import { resyncGuests } from '../../guest/events.js';
 
@@ -210,7 +210,19 @@ function stateOf(l: Loaded, rows: ImageRow[]): State {
  * its state.json is written only when needed (materialize): the initial snapshot, taken at every
  * start, costs a start nothing but its SR files.
  */
-function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Loaded {
+/** What the initial snapshot takes at once, before its files. */
+interface Prepared {
+  live: LiveImage;
+  xenopsd: Record<string, XenopsdState>;
+}
+
+function domainsOf(emu: Emulator): Record<string, XenopsdState> {
+  const xenopsd: Record<string, XenopsdState> = {};
+  for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
+  return xenopsd;
+}
+
+function takeNow(emu: Emulator, name: string, opts: { live?: boolean; prepared?: Prepared } = {}): Loaded {
   const root = snapshotsDir(emu);
   mkdirSync(root, { recursive: true });
   const tmp = join(root, `.tmp-${randomBytes(6).toString('hex')}`);
@@ -218,11 +230,10 @@ function takeNow(emu: Emulator, name: string, opts: { live?: boolean } = {}): Lo
     emu.db.flush();
     const dir = dirOf(emu, name);
     const before = cacheOf(emu).get(dir);
-    if (before?.live) emu.db.dropImage(before.live);
-    const live = opts.live ? emu.db.liveImage(kept) : undefined;
+    if (before?.live && before.live !== opts.prepared?.live) emu.db.dropImage(before.live);
+    const live = opts.prepared?.live ?? (opts.live ? emu.db.liveImage(kept) : undefined);
     const rows = live ? [] : emu.db.image(kept);
-    const xenopsd: Record<string, XenopsdState> = {};
-    for (const host of emu.hosts) xenopsd[String(emu.db.get('host', host)?.uuid)] = xenopsOf(emu, host).exportState();
+    const xenopsd = opts.prepared?.xenopsd ?? domainsOf(emu);
     // in the same tick as the rows: nothing writes to the files in between
     const { set, known } = saveFiles(emu.storageDir, contentRoots(emu), join(tmp, 'files'), reuseOf(dir, before));
     const info: SnapshotInfo = { name, created: new Date().toISOString(), size: set.bytes, ...countsOf(emu, xenopsd) };
@@ -290,10 +301,12 @@ export function takeSnapshot(emu: Emulator, name: string, opts: { replace?: bool
 /** The snapshot `reset` goes back to: taken once the pool is loaded (at start, or after a fixture
  * is loaded), replacing the previous one. */
 export function takeInitialSnapshot(emu: Emulator): Promise<SnapshotInfo> {
-  return serial(emu, async () => {
-    await drain(emu, 'take the initial snapshot');
-    return withSrLocks(emu, [], async () => takeNow(emu, INITIAL, { live: true }).info);
-  });
+  // the database and the domains as the start left them, now, before any client is served (the
+  // image is copy-on-write: free); the SR files once the storage start-up has reconciled them, and
+  // before any storage call of a client (they wait for it), so the start is not held back
+  const prepared: Prepared = { live: emu.db.liveImage(kept), xenopsd: domainsOf(emu) };
+  const files = afterStorageStartup(emu, () => withSrLocks(emu, [], async () => takeNow(emu, INITIAL, { live: true, prepared }).info));
+  return serial(emu, () => files);
 }
 
 // ---- reading ----

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpPluginContext } from '../../app.js';
 import { authorizeControl } from '../auth.js';
-import { ControlError, sendControlError } from '../plugin.js';
+import { ControlError, sendControlError } from '../errors.js';
 import { CONTROL_PREFIX } from '../prefix.js';
 import { streamEvents, streamParams, streamsOf } from './events.js';
 
