@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Xapi } from 'xen-api';
 import type { RunningServer } from '../../server/app.js';
 import { startPool } from './helpers/pool.js';
+import { controlClient } from '../../server/control/client.js';
 import { GiB, MiB, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -68,7 +69,7 @@ describe.skipIf(!found)(found ? 'the status page in Chromium' : `the status page
   it('shows the pool, then a VM started from a client as Running without a reload', async () => {
     const [sr] = await xapi.call<string[]>('SR.get_by_name_label', 'Local storage');
     const [net] = await xapi.call<string[]>('network.get_all_where', 'field "bridge" = "xenbr0"');
-    const vm = await xapi.call<string>('VM.create', vmArgs('page-vm', memory(1 * GiB, 512 * MiB)));
+    const vm = await xapi.call<string>('VM.create', vmArgs('page-vm', { ...memory(1 * GiB, 512 * MiB), other_config: { 'xapi-emu-guest-profile': 'agent' } }));
     const vdi = await xapi.call<string>('VDI.create', vdiArgs(sr, 16 * MiB, 'page-disk'));
     await xapi.call('VBD.create', vbdArgs(vm, vdi, '0'));
     await xapi.call('VIF.create', vifArgs(vm, net));
@@ -109,6 +110,12 @@ describe.skipIf(!found)(found ? 'the status page in Chromium' : `the status page
     expect(row[3]).toBe(hostName);
     // the started guest's disk is served by a tapdisk, shown on the datapath
     await page.waitForFunction(() => document.querySelectorAll('#datapath tr[data-tapdisk]').length > 0);
+    // its agent reports an address, and a fault rule shows with its hits
+    await page.waitForFunction((u: string) => /\b10\.0\.\d+\.\d+\b/.test(document.querySelector(`tr[data-vm="${u}"]`)?.textContent ?? ''), {}, uuid);
+    await controlClient({ url: srv.urls[0], username: 'root', password: PASSWORD }).faults.create({
+      match: { method: 'VM.clean_reboot' }, effect: { error: { code: 'VM_BAD_POWER_STATE', params: [] } },
+    });
+    await page.waitForFunction(() => (document.querySelector('#faults')?.textContent ?? '').includes('VM.clean_reboot'));
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'status-page.png'), fullPage: true });
