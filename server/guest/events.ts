@@ -38,11 +38,21 @@ export interface GuestLoad {
 }
 
 /** A VM by ref or uuid. */
+/** A VM named by ref, uuid, or the name_label of exactly one VM that is not a template or snapshot. */
 export function vmRef(emu: Emulator, vm: string): string {
   if (emu.db.has('VM', vm)) return vm;
   const ref = emu.db.refByUuid('VM', vm);
-  if (!ref) throw new XapiError(vm.startsWith('OpaqueRef:') ? 'HANDLE_INVALID' : 'UUID_INVALID', ['VM', vm]);
-  return ref;
+  if (ref) return ref;
+  if (!vm.startsWith('OpaqueRef:')) {
+    const named: string[] = [];
+    for (const [r, row] of emu.db.table('VM')) {
+      const v = row.rec;
+      if (v.name_label === vm && v.is_a_template !== true && v.is_a_snapshot !== true) named.push(r);
+    }
+    if (named.length === 1) return named[0];
+    if (named.length > 1) throw new GuestError('AMBIGUOUS_NAME', `${named.length} VMs are named ${vm}: name one by ref or uuid`);
+  }
+  throw new XapiError(vm.startsWith('OpaqueRef:') ? 'HANDLE_INVALID' : 'UUID_INVALID', ['VM', vm]);
 }
 
 function runningRec(emu: Emulator, vm: string): Rec {

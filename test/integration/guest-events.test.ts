@@ -214,4 +214,13 @@ describe('the guest agent', () => {
     expect((await controlError(ctl.guests.setLoad({ vm, cpu: 2 }))).code).toBe('INVALID_INPUT');
     expect(await controlError(ctl.guests.get({ vm: 'OpaqueRef:nope' }))).toEqual({ status: 404, code: 'HANDLE_INVALID' });
   });
+
+  it('a VM may be named by its name label when no other VM has it', async () => {
+    const { vm } = await newVm('named-once');
+    expect((await ctl.guests.get({ vm: 'named-once' })).vm).toBe(vm);
+    await newVm('named-twice');
+    await newVm('named-twice');
+    expect(await controlError(ctl.guests.get({ vm: 'named-twice' }))).toEqual({ status: 409, code: 'AMBIGUOUS_NAME' });
+    expect(await controlError(ctl.guests.get({ vm: 'named-never' }))).toEqual({ status: 404, code: 'UUID_INVALID' });
+  });
 });

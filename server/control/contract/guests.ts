@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { route } from './route.js';
 
-const vm = z.string().min(1).describe('the VM, by ref or uuid');
+const vm = z.string().min(1).describe('the VM, by ref, uuid or name label (of exactly one VM)');
 
 export const guestProfile = z.enum(['agent', 'pv-drivers', 'no-drivers', 'no-os']);
 

@@ -25,6 +25,9 @@ async function guardedAsync<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The VM a route names (an ambiguous name label is a 409 AMBIGUOUS_NAME). */
+const vmOf = (emu: Emulator, vm: string): string => guarded(() => vmRef(emu, vm));
+
 function stateOf(emu: Emulator, vm: string) {
   const rec = emu.db.get('VM', vm)!;
   const profile = profileOf(emu, rec);
@@ -42,30 +45,30 @@ function stateOf(emu: Emulator, vm: string) {
 }
 
 const exit = (how: GuestExit) => async ({ emu }: { emu: Emulator }, input: { vm: string }) => {
-  const vm = vmRef(emu, input.vm);
+  const vm = vmOf(emu, input.vm);
   const { action } = await guardedAsync(() => guestExit(emu, vm, how));
   return { vm, action };
 };
 
 export const guestsHandlers: AreaHandlers<'guests'> = {
-  get: ({ emu }, input) => stateOf(emu, vmRef(emu, input.vm)),
+  get: ({ emu }, input) => stateOf(emu, vmOf(emu, input.vm)),
   shutdown: exit('shutdown'),
   reboot: exit('reboot'),
   crash: exit('crash'),
   agent: ({ emu }, input) => {
-    const vm = vmRef(emu, input.vm);
+    const vm = vmOf(emu, input.vm);
     guarded(() => setAgentRunning(emu, vm, input.running));
     return stateOf(emu, vm);
   },
   ip: ({ emu }, input) => {
-    const vm = vmRef(emu, input.vm);
+    const vm = vmOf(emu, input.vm);
     const address = guarded(() => changeAddress(emu, vm, input.vif, input.address));
     return { vm, vif: input.vif, address };
   },
-  getLoad: ({ emu }, input) => loadOf(emu, vmRef(emu, input.vm)),
+  getLoad: ({ emu }, input) => loadOf(emu, vmOf(emu, input.vm)),
   setLoad: ({ emu }, input) => {
     const { vm, ...load } = input;
-    const ref = vmRef(emu, vm);
+    const ref = vmOf(emu, vm);
     return guarded(() => setLoad(emu, ref, load));
   },
 };
