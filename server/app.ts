@@ -7,7 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createServer as createHttpServer, type Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { model } from '../schema/index.js';
 import { Emulator, type EmulatorOptions } from './emulator.js';
 import { readConf, type XapiConf } from './config.js';
@@ -21,6 +21,8 @@ import type { GuestProfile } from './guest/profile.js';
 import './http/index.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
+import { ControlError, sendControlError } from './control/errors.js';
+import { CONTROL_PREFIX } from './control/prefix.js';
 import { materializeSnapshots, restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
@@ -104,6 +106,14 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
   };
   const app = Fastify({
     logger: opts.log ?? false,
+    // a request line Fastify cannot route (a bad escape in the path ...): the control API answers
+    // its own JSON error, other paths a bare 400
+    frameworkErrors: (err, req, res) => {
+      const reply = res as unknown as FastifyReply;
+      if (req.url.startsWith(`${CONTROL_PREFIX}/`) || req.url === CONTROL_PREFIX) {
+        void sendControlError(reply, new ControlError(400, 'INVALID_INPUT', err.message));
+      } else void reply.code(400).header('content-type', 'text/plain').send(`${err.message}\n`);
+    },
     // every listening address is served by the same instance: building one per host costs
     // milliseconds each, a second for a 64-host pool
     serverFactory: (h: RequestHandler) => {

@@ -11,7 +11,11 @@ function ruleOf(emu: Emulator, id: string) {
   return r;
 }
 
-const view = (emu: Emulator, id: string) => engineOf(emu)!.view(ruleOf(emu, id));
+const view = (emu: Emulator, id: string) => {
+  // (the rule first: with no rule at all there is no engine either)
+  const r = ruleOf(emu, id);
+  return engineOf(emu)!.view(r);
+};
 
 export const faultsHandlers: AreaHandlers<'faults'> = {
   list: ({ emu }) => {
