@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { startEmulator, contract, type EmulatorHandle } from '../../server/index.js';
 import type { Route } from '../../server/control/contract/route.js';
 import { connect } from '../integration/helpers/jsonrpc.js';
+import { Rng } from '../../robustness/lib.js';
 
 let pool: EmulatorHandle;
 beforeAll(async () => {
@@ -15,20 +16,9 @@ beforeAll(async () => {
 });
 afterAll(() => pool?.stop());
 
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 it('2,000 hostile control requests: only JSON answers below 500, and XAPI still answers', async () => {
-  const r = rng(20261203);
+  const seeded = new Rng(20261203);
+  const r = () => seeded.next();
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
   const routes = Object.entries(contract).flatMap(([area, ops]) =>
     Object.entries(ops as Record<string, Route>)
