@@ -320,6 +320,23 @@ const internalSetter = (field: string) => (call: Call, self: string, value: unkn
   call.emu.db.update('VDI', self, { [field]: value });
 };
 
+// Xapi_vdi.get_nbd_info: one entry per host that has the SR attached and a PIF on a network whose
+// purpose is nbd or insecure_nbd. Without such a network (the default: xapi adds none) it is [].
+// No NBD server runs here yet, so a pool with an NBD network is answered NOT_IMPLEMENTED rather
+// than with addresses nothing listens on.
+registerProvider('VDI', {
+  get_nbd_info(call: Call, self: string) {
+    const { emu } = call;
+    const rec = recordOf(emu, 'VDI', self);
+    if (rec.type === 'cbt_metadata') throw new XapiError('VDI_INCOMPATIBLE_TYPE', [self, 'cbt_metadata']);
+    for (const [, row] of emu.db.table('network')) {
+      const purpose = row.rec.purpose as string[];
+      if (purpose.includes('nbd') || purpose.includes('insecure_nbd')) throw new XapiError('NOT_IMPLEMENTED', ['VDI.get_nbd_info']);
+    }
+    return [];
+  },
+});
+
 registerProvider('VDI', {
   create(call, args: VdiCreateArgs) {
     return createVdi(call, args);

@@ -434,6 +434,26 @@ registerProvider('VM', {
   },
 });
 
+// Xapi_vm.update_allowed_operations: the VM's devices first (VBDs and their VDIs, VIFs), then the VM.
+// Xapi_vm.set_is_default_template: a plain write of the field (hidden, but XO calls it).
+registerProvider('VM', {
+  update_allowed_operations(call: Call, self: string) {
+    const { emu } = call;
+    const rec = recordOf(emu, 'VM', self);
+    for (const vbd of rec.VBDs as string[]) {
+      updateAllowedOperations(emu, 'VBD', vbd);
+      const b = emu.db.get('VBD', vbd);
+      if (b && b.empty !== true) updateAllowedOperations(emu, 'VDI', String(b.VDI));
+    }
+    for (const vif of rec.VIFs as string[]) updateAllowedOperations(emu, 'VIF', vif);
+    updateAllowedOperations(emu, 'VM', self);
+  },
+  set_is_default_template(call: Call, vm: string, value: boolean) {
+    recordOf(call.emu, 'VM', vm);
+    call.emu.db.update('VM', vm, { is_default_template: value });
+  },
+});
+
 // blocked_operations change allowed_operations
 for (const name of ['add_to_blocked_operations', 'remove_from_blocked_operations', 'set_blocked_operations']) {
   registerProvider('VM', {
