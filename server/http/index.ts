@@ -4,7 +4,9 @@ import { registerHttpPlugin } from '../app.js';
 import { importRawVdiPlugin } from './import-raw-vdi.js';
 import { exportRawVdiPlugin } from './export-raw-vdi.js';
 import { guestPlugin } from './guest.js';
+import { exportXvaPlugin } from './export-xva.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
 registerHttpPlugin(guestPlugin);
+registerHttpPlugin(exportXvaPlugin);
