@@ -3,12 +3,13 @@
 // chunks with their checksums (server/xva/). Like xapi, the answer has no Content-Length (it is
 // streamed as the disks are read) and the VM is marked with the `export` operation meanwhile.
 // use_compression=zstd uses Node's zstd where it has one, else the zstd program (as xapi does).
+// GET /export_metadata: the same ova.xml without disks, for one VM and its snapshots or for all.
 import type { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { HttpPluginContext } from '../app.js';
 import type { Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
-import { withOperation, POLICY_FAIL_QUICKLY } from '../api/operations.js';
+import { withOperation, withOperations, POLICY_FAIL_QUICKLY } from '../api/operations.js';
 import { openVdi } from '../sm/index.js';
 import { NULL_REF } from '../../storage/database.js';
 import { vmMetadata } from '../xva/ova.js';
@@ -196,10 +197,84 @@ async function writeXva(call: HttpCall, sink: TarSink, xml: string, disks: Retur
   await sink.write(tarEnd());
 }
 
+const DEVICE_TYPES = ['VIF', 'VBD', 'VGPU', 'VTPM'];
+
+/** Devicetype.of_string over a comma-separated list ("" is none). */
+function excludedDevicesOf(call: HttpCall): Set<string> {
+  const v = call.params.get('excluded_device_types');
+  const out = new Set<string>();
+  if (v === undefined || v === '') return out;
+  for (const x of v.split(',')) {
+    const t = x.toUpperCase();
+    if (!DEVICE_TYPES.includes(t)) {
+      throw new XapiError('INTERNAL_ERROR', [`Type '${x}' not one of [${DEVICE_TYPES.map((d) => d.toLowerCase()).join('; ')}]`]);
+    }
+    out.add(t);
+  }
+  return out;
+}
+
+/** `all`: every VM but the default templates (and the control domains unless include_dom0). */
+function metadataVms(call: HttpCall): string[] {
+  const { emu } = call;
+  if (!boolParam(call, 'all', false)) return [vmOfRequest(call)];
+  const includeDom0 = boolParam(call, 'include_dom0', true);
+  const out: string[] = [];
+  for (const [ref, row] of emu.db.table('VM')) {
+    const r = row.rec;
+    const oc = r.other_config as Record<string, string>;
+    const defaultTemplate = r.is_default_template === true || (r.is_a_template === true && oc.default_template === 'true');
+    if (defaultTemplate || (r.is_control_domain === true && !includeDom0)) continue;
+    out.push(ref);
+  }
+  return out;
+}
+
+/**
+ * GET /export_metadata?uuid=|ref=|all=true[&export_snapshots][&include_vhd_parents]
+ * [&include_dom0][&excluded_device_types=vif,vbd,...] (Export.metadata_handler): ova.xml alone,
+ * with the VMs' snapshots unless export_snapshots=false, power states as they are. The archive is
+ * small and made whole before it is sent, with its Content-Length, as xapi does.
+ */
+async function exportMetadata(call: HttpCall): Promise<HttpOutcome> {
+  const { emu, res } = call;
+  const includeVhdParents = boolParam(call, 'include_vhd_parents', false);
+  const exportSnapshots = boolParam(call, 'export_snapshots', true);
+  const excludedDevices = excludedDevicesOf(call);
+  const vms = metadataVms(call);
+  if (vms.length === 0) throw new XapiError('INTERNAL_ERROR', ['need to specify at least one VM']);
+  const opCall = { emu, task: call.task, session: call.session, host: call.host, label: 'VM.export_metadata' } as unknown as Call;
+  const marks = vms.map((ref) => ({ cls: 'VM', ref, op: 'metadata_export' }));
+  const body = await withOperations(
+    opCall,
+    marks,
+    () => {
+      const { xml } = vmMetadata(emu, call.host, vms, { preservePowerState: true, withSnapshotMetadata: exportSnapshots, includeVhdParents, excludedDevices });
+      const ova = Buffer.from(xml, 'utf8');
+      const now = Math.floor(emu.clock.now() / 1000);
+      return Buffer.concat([tarHeader('ova.xml', ova.length, now), ova, tarPadding(ova.length), tarEnd()]);
+    },
+    { policy: POLICY_FAIL_QUICKLY },
+  );
+  res.writeHead(
+    200,
+    okHeaders(call.task, {
+      'content-type': 'application/octet-stream',
+      'content-length': body.length,
+      'content-disposition': 'attachment; filename="export.xva"',
+    }),
+  );
+  await new Promise<void>((resolve) => res.end(body, resolve));
+}
+
 export function exportXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): void {
   const handler = (req: Parameters<typeof runHttpHandler>[1], reply: Parameters<typeof runHttpHandler>[2]) =>
     runHttpHandler(ctx, req, reply, { action: 'get_export', label: 'VM.export' }, exportXva);
   // xapi matches handlers by path prefix: XO asks for /export/
   app.get('/export', { exposeHeadRoute: false }, handler);
   app.get('/export/*', { exposeHeadRoute: false }, handler);
+  const metadata = (req: Parameters<typeof runHttpHandler>[1], reply: Parameters<typeof runHttpHandler>[2]) =>
+    runHttpHandler(ctx, req, reply, { action: 'get_export_metadata', label: 'VM.export_metadata' }, exportMetadata);
+  app.get('/export_metadata', { exposeHeadRoute: false }, metadata);
+  app.get('/export_metadata/*', { exposeHeadRoute: false }, metadata);
 }

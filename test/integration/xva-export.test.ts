@@ -1,4 +1,4 @@
-// GET /export over real sockets: the XVA of a halted VM read back with Debian's tar and Python's
+// GET /export and /export_metadata over real sockets: the XVA of a halted VM read back with Debian's tar and Python's
 // tarfile, ova.xml parsed as XML-RPC (version header, the VM and its devices with references
 // inside the archive), each disk's 1 MiB chunks and their XXH64 checksum files reassembling to the
 // bytes written through /import_raw_vdi, empty chunks left out but the first and the last; gzip,
@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import xxhash from 'xxhash-wasm';
@@ -249,3 +249,62 @@ async function cut(big: string, use_compression: string): Promise<void> {
     expect([use_compression, await x.call('task.get_status', task)]).toEqual([use_compression, 'failure']);
     expect(await x.call('VM.get_current_operations', big)).toEqual({});
 }
+
+describe('GET /export_metadata', () => {
+  /** The archive's members (Debian's tar) and ova.xml parsed. */
+  async function metadata(params: Record<string, string>): Promise<{ names: string[]; ova: any; length: string | null }> {
+    const file = join(scratch, 'meta.xva');
+    const { status, headers } = await download(`/export_metadata?${q({ session_id: x.session, ...params })}`, file);
+    expect(status).toBe(200);
+    const names = execFileSync('tar', ['-tf', file]).toString().trim().split('\n');
+    const ova = parseOva(execFileSync('tar', ['-xOf', file, 'ova.xml']).toString());
+    return { names, ova, length: headers.get('content-length') };
+  }
+  const ofClass = (ova: any, c: string) => ova.objects.filter((o: any) => o.class === c);
+
+  it('ova.xml alone, with the VM\'s snapshots unless export_snapshots=false', async () => {
+    const snap = await x.call('VM.snapshot', vm, 'xva-snap');
+    const snapUuid = await x.call('VM.get_uuid', snap);
+    const { names, ova, length } = await metadata({ uuid: await x.call('VM.get_uuid', vm) });
+    expect(names).toEqual(['ova.xml']);
+    expect(Number(length)).toBe(statSync(join(scratch, 'meta.xva')).size);
+    const vms = ofClass(ova, 'VM');
+    expect(vms).toHaveLength(2);
+    const s = vms.find((v: any) => v.snapshot.uuid === snapUuid);
+    const v = vms.find((v: any) => v.snapshot.uuid !== snapUuid);
+    expect(s.snapshot.is_a_snapshot).toBe(true);
+    expect(s.snapshot.snapshot_of).toBe(v.id);
+    // the snapshot's own disks come along
+    expect(ofClass(ova, 'VDI').length).toBe(4);
+    expect(await x.call('VM.get_current_operations', vm)).toEqual({});
+
+    const alone = await metadata({ ref: vm, export_snapshots: 'false' });
+    expect(ofClass(alone.ova, 'VM').map((o: any) => o.snapshot.uuid)).toEqual([v.snapshot.uuid]);
+  });
+
+  it('excluded_device_types leaves devices out; an unknown type fails the task', async () => {
+    const { ova } = await metadata({ ref: vm, export_snapshots: 'false', excluded_device_types: 'vif' });
+    expect(ofClass(ova, 'VIF')).toHaveLength(0);
+    expect(ofClass(ova, 'network')).toHaveLength(0);
+    expect(ofClass(ova, 'VBD').length).toBeGreaterThan(0);
+    expect(ofClass(ova, 'VM')[0].snapshot.VIFs).toEqual([]);
+    const task = await x.call('task.create', 'bad metadata export', '');
+    const r = await fetch(new URL(`/export_metadata?${q({ session_id: x.session, ref: vm, excluded_device_types: 'vif,nic', task_id: task })}`, url));
+    expect(r.status).toBe(500);
+    await r.arrayBuffer();
+    expect(await x.call('task.get_error_info', task)).toEqual(['INTERNAL_ERROR', "Type 'nic' not one of [vif; vbd; vgpu; vtpm]"]);
+  });
+
+  it('all=true: every VM but default templates, the control domain unless include_dom0=false', async () => {
+    const { ova } = await metadata({ all: 'true', include_dom0: 'false' });
+    const uuids = new Set(ofClass(ova, 'VM').map((o: any) => o.snapshot.uuid));
+    expect(uuids.has(await x.call('VM.get_uuid', vm))).toBe(true);
+    for (const [ref, r] of Object.entries<any>(await x.call('VM.get_all_records'))) {
+      const dflt = r.is_default_template || (r.is_a_template && r.other_config.default_template === 'true');
+      expect([ref, uuids.has(r.uuid)]).toEqual([ref, !dflt && !r.is_control_domain]);
+    }
+    const withDom0 = await metadata({ all: 'true' });
+    expect(ofClass(withDom0.ova, 'VM').some((o: any) => o.snapshot.is_control_domain)).toBe(true);
+  });
+});
+
