@@ -1,0 +1,207 @@
+// NBD: network purposes (network.add_purpose / remove_purpose and their checks), VDI.get_nbd_info
+// on an insecure_nbd network, and the NBD server read by independent clients (libnbd's nbdinfo and
+// nbdcopy, qemu-img), bytes compared with what /import_raw_vdi wrote and /export_raw_vdi gives.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
+import type { RunningServer } from '../../server/app.js';
+import { XapiFault, type Client } from './helpers/jsonrpc.js';
+import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { MiB, vdiArgs } from './helpers/records.js';
+
+const run = promisify(execFile);
+const PASSWORD = 'nbd-test';
+const SIZE = 16 * MiB;
+const BLOCK = 2 * MiB;
+
+let srv: RunningServer;
+let x: Client;
+let net: string;
+let vdi: string;
+let vdiUuid: string;
+let scratch: string;
+let written: Buffer;
+
+/** 2 MiB blocks 1, 2 and 5 stay zero (never written, so unallocated in the VHD); the rest hold a pattern. */
+const HOLES = new Set([1, 2, 5]);
+function pattern(): Buffer {
+  const b = Buffer.alloc(SIZE);
+  for (let off = 0; off < SIZE; off += 4096) {
+    if (!HOLES.has(Math.floor(off / BLOCK))) b.write(`nbd@${off};`.repeat(300), off, 4096, 'latin1');
+  }
+  return b;
+}
+
+async function fault(p: Promise<unknown>): Promise<string[]> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof XapiFault) return e.description;
+    throw e;
+  }
+  throw new Error('expected a XAPI error');
+}
+
+/** An nbd:// URI for an export name as get_nbd_info gives it. */
+const uriOf = (info: { address: string; port: number; exportname: string }) =>
+  `nbd://${info.address}:${info.port}/${encodeURIComponent(info.exportname)}`;
+
+beforeAll(async () => {
+  ({ srv, x } = await startPool(PASSWORD));
+  scratch = mkdtempSync(join(tmpdir(), 'xapi-emu-nbd-'));
+  net = await xenbr0(x);
+  vdi = await x.call('VDI.create', vdiArgs(await localStorage(x), SIZE, 'nbd'));
+  vdiUuid = await x.call('VDI.get_uuid', vdi);
+  written = pattern();
+  // /import_raw_vdi skips all-zero blocks: the holes stay unallocated in the VHD
+  const r = await fetch(new URL(`/import_raw_vdi?session_id=${x.session}&vdi=${vdi}&format=raw`, srv.urls[0]), { method: 'PUT', body: written });
+  expect(r.status).toBe(200);
+});
+
+afterAll(async () => {
+  await srv?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+describe('network purposes', () => {
+  it('add_purpose adds once, refuses nbd beside insecure_nbd (NETWORK_INCOMPATIBLE_PURPOSES), remove_purpose removes', async () => {
+    const other = await x.call('network.create', { name_label: 'nbd-tls', name_description: '', MTU: 1500, other_config: {}, tags: [] });
+    expect(await x.call('network.get_purpose', net)).toEqual([]);
+    await x.call('network.add_purpose', net, 'insecure_nbd');
+    await x.call('network.add_purpose', net, 'insecure_nbd');
+    expect(await x.call('network.get_purpose', net)).toEqual(['insecure_nbd']);
+    expect(await fault(x.call('network.add_purpose', other, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
+    expect(await fault(x.call('network.add_purpose', net, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
+    await x.call('network.remove_purpose', net, 'insecure_nbd');
+    await x.call('network.remove_purpose', net, 'insecure_nbd');
+    expect(await x.call('network.get_purpose', net)).toEqual([]);
+    // with TLS wanted instead, the other way round
+    await x.call('network.add_purpose', other, 'nbd');
+    expect(await fault(x.call('network.add_purpose', net, 'insecure_nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'insecure_nbd', 'nbd']);
+    await x.call('network.remove_purpose', other, 'nbd');
+    await x.call('network.destroy', other);
+  });
+});
+
+describe('VDI.get_nbd_info', () => {
+  it('is [] while no network has an NBD purpose', async () => {
+    expect(await x.call('VDI.get_nbd_info', vdi)).toEqual([]);
+  });
+
+  it('gives the address of each PIF on an insecure_nbd network, the NBD port and the export name with the session', async () => {
+    await x.call('network.add_purpose', net, 'insecure_nbd');
+    try {
+      const infos = await x.call('VDI.get_nbd_info', vdi);
+      const pifs: string[] = await x.call('network.get_PIFs', net);
+      const ips: string[] = await Promise.all(pifs.map((p) => x.call('PIF.get_IP', p)));
+      expect(infos.map((i: { address: string }) => i.address).sort()).toEqual(ips.sort());
+      for (const i of infos) {
+        expect(i.exportname).toBe(`/${vdiUuid}?session_id=${x.session}`);
+        expect(i.port).toBeGreaterThan(0);
+        expect(typeof i.cert).toBe('string');
+        expect(i.subject).toBeTruthy();
+      }
+    } finally {
+      await x.call('network.remove_purpose', net, 'insecure_nbd');
+    }
+  });
+
+  it('is NOT_IMPLEMENTED with an nbd (TLS) network: no TLS server listens', async () => {
+    await x.call('network.add_purpose', net, 'nbd');
+    try {
+      expect((await fault(x.call('VDI.get_nbd_info', vdi)))[0]).toBe('NOT_IMPLEMENTED');
+    } finally {
+      await x.call('network.remove_purpose', net, 'nbd');
+    }
+  });
+});
+
+describe('the NBD server', () => {
+  let info: { address: string; port: number; exportname: string };
+  let uri: string;
+  beforeAll(async () => {
+    await x.call('network.add_purpose', net, 'insecure_nbd');
+    [info] = await x.call('VDI.get_nbd_info', vdi);
+    uri = uriOf(info);
+  });
+  afterAll(async () => {
+    await x.call('network.remove_purpose', net, 'insecure_nbd');
+  });
+
+  it('nbdinfo: the export size, read-only', async () => {
+    const { stdout } = await run('nbdinfo', ['--json', uri]);
+    const j = JSON.parse(stdout);
+    expect(j.protocol).toBe('newstyle-fixed');
+    expect(j.exports[0]['export-size']).toBe(SIZE);
+    expect(j.exports[0]['is_read_only']).toBe(true);
+  });
+
+  it('nbdinfo --map: base:allocation holes where the VHD allocates no block', async () => {
+    const { stdout } = await run('nbdinfo', ['--map', '--json', uri]);
+    const map: { offset: number; length: number; type: number }[] = JSON.parse(stdout);
+    const holes = new Set<number>();
+    let end = 0;
+    for (const e of map) {
+      expect(e.offset).toBe(end);
+      end += e.length;
+      for (let b = e.offset / BLOCK; b < (e.offset + e.length) / BLOCK; b++) if (e.type === 3) holes.add(b);
+      expect([0, 3]).toContain(e.type);
+    }
+    expect(end).toBe(SIZE);
+    expect([...holes].sort()).toEqual([...HOLES].sort());
+  });
+
+  it('nbdcopy and qemu-img convert read what /import_raw_vdi wrote, as /export_raw_vdi gives it', async () => {
+    const viaNbdcopy = join(scratch, 'nbdcopy.raw');
+    await run('nbdcopy', [uri, viaNbdcopy]);
+    expect(readFileSync(viaNbdcopy).equals(written)).toBe(true);
+
+    const viaQemu = join(scratch, 'qemu.raw');
+    const spec = { driver: 'nbd', server: { type: 'inet', host: info.address, port: String(info.port) }, export: info.exportname };
+    await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `json:${JSON.stringify({ file: spec })}`, viaQemu]);
+    expect(readFileSync(viaQemu).equals(written)).toBe(true);
+
+    const r = await fetch(new URL(`/export_raw_vdi?session_id=${x.session}&vdi=${vdi}&format=raw`, srv.urls[0]));
+    expect(Buffer.from(await r.arrayBuffer()).equals(readFileSync(viaNbdcopy))).toBe(true);
+  });
+
+  it('refuses an export whose session is not valid, or a VDI that does not exist', async () => {
+    const badSession = uriOf({ ...info, exportname: `/${vdiUuid}?session_id=OpaqueRef:00000000-0000-0000-0000-000000000000` });
+    await expect(run('nbdinfo', [badSession])).rejects.toThrow();
+    const noSession = uriOf({ ...info, exportname: `/${vdiUuid}` });
+    await expect(run('nbdinfo', [noSession])).rejects.toThrow();
+    const noVdi = uriOf({ ...info, exportname: `/00000000-0000-0000-0000-000000000000?session_id=${x.session}` });
+    await expect(run('nbdinfo', [noVdi])).rejects.toThrow();
+  });
+
+  it('nbdinfo --list: the server answers LIST (no export is listed without a session)', async () => {
+    const { stdout } = await run('nbdinfo', ['--list', '--json', `nbd://${info.address}:${info.port}/`]);
+    expect(JSON.parse(stdout).exports).toEqual([]);
+  });
+
+  it('a write is refused (read-only) and the disk keeps its bytes', async () => {
+    const src = join(scratch, 'zeros.raw');
+    await run('truncate', ['-s', String(SIZE), src]);
+    await expect(run('nbdcopy', ['--allocated', src, uri])).rejects.toThrow();
+    const out = join(scratch, 'after.raw');
+    await run('nbdcopy', [uri, out]);
+    expect(readFileSync(out).equals(written)).toBe(true);
+  });
+
+  it('a client that cuts the handshake or sends garbage is dropped; the server keeps serving', async () => {
+    for (const bytes of [Buffer.alloc(0), Buffer.from('garbage that is not NBD at all........')]) {
+      await new Promise<void>((resolve) => {
+        const s = netConnect({ host: info.address, port: info.port }, () => s.end(bytes));
+        s.on('data', () => undefined);
+        s.on('close', () => resolve());
+        s.on('error', () => resolve());
+      });
+    }
+    const { stdout } = await run('nbdinfo', ['--size', uri]);
+    expect(Number(stdout)).toBe(SIZE);
+  });
+});
