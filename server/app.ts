@@ -357,7 +357,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     urls = openedUrls;
     if (nbdPort !== null) {
       try {
-        nbd = await startNbd(emu, plan, nbdPort, tls?.cert.match(/-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----\n?/)?.[0] ?? '');
+        // the host's certificate, made when an NBD client or VDI.get_nbd_info first needs it
+        const hostCert = () => (tls ? Promise.resolve(tls) : certificate(dataDir, [host, address, ...plan.map((p) => p.addr)]));
+        nbd = await startNbd(emu, plan, nbdPort, hostCert);
       } catch (e) {
         await closeListeners();
         throw e;

@@ -324,18 +324,16 @@ const internalSetter = (field: string) => (call: Call, self: string, value: unkn
 // Xapi_vdi._get_nbd_info: one entry per IP of each PIF on a network whose purpose is nbd or
 // insecure_nbd, on each host that has the VDI's SR attached; [] without such a network (the
 // default: xapi adds none). The port is that of the host's NBD listener (10809 unless the server
-// was told otherwise). The NBD server speaks plain NBD only: a network with the `nbd` purpose (TLS)
-// is answered NOT_IMPLEMENTED rather than with addresses where no TLS server listens.
+// was told otherwise); the certificate is the host's, as Host.get_server_certificate gives it.
 registerProvider('VDI', {
-  get_nbd_info(call: Call, self: string) {
+  async get_nbd_info(call: Call, self: string) {
     const { emu } = call;
     const rec = recordOf(emu, 'VDI', self);
     if (rec.type === 'cbt_metadata') throw new XapiError('VDI_INCOMPATIBLE_TYPE', [self, 'cbt_metadata']);
     const nbdNetworks = new Set<string>();
     for (const [ref, row] of emu.db.table('network')) {
       const purpose = row.rec.purpose as string[];
-      if (purpose.includes('nbd')) throw new XapiError('NOT_IMPLEMENTED', ['VDI.get_nbd_info with a network of purpose nbd (TLS)']);
-      if (purpose.includes('insecure_nbd')) nbdNetworks.add(ref);
+      if (purpose.includes('nbd') || purpose.includes('insecure_nbd')) nbdNetworks.add(ref);
     }
     if (nbdNetworks.size === 0) return [];
     const exportname = `/${String(rec.uuid)}?session_id=${call.session}`;
@@ -351,10 +349,12 @@ registerProvider('VDI', {
         return r.IP ? [String(r.IP), ...v6] : v6;
       });
       if (ips.length === 0) continue;
+      // an emulator without its servers (embedded without listeners) has no NBD to offer
       const listener = nbdListenerOf(emu, host);
       if (!listener) throw new XapiError('NOT_IMPLEMENTED', ['VDI.get_nbd_info without an NBD server']);
-      const subject = certificateSubject(listener.cert) ?? String(recordOf(emu, 'host', host).hostname);
-      for (const address of ips) out.push({ address, port: listener.port, cert: listener.cert, exportname, subject });
+      const { cert } = await listener.tls();
+      const subject = certificateSubject(cert) ?? String(recordOf(emu, 'host', host).hostname);
+      for (const address of ips) out.push({ address, port: listener.port, cert, exportname, subject });
     }
     return out;
   },

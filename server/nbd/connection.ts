@@ -2,6 +2,7 @@
 // transmission phase on one VDI opened read-only through the SR layer. The export name is the one
 // VDI.get_nbd_info hands out, `/<vdi-uuid>?session_id=<ref>`, and the session in it is checked.
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Emulator } from '../emulator.js';
 import { checkSession } from '../auth/access.js';
 import { openVdi } from '../sm/sm.js';
@@ -21,18 +22,26 @@ class Reader {
   private len = 0;
   private ended = false;
   private wake: (() => void) | null = null;
-  constructor(sock: Socket) {
-    sock.on('data', (c: Buffer) => {
-      this.chunks.push(c);
-      this.len += c.length;
-      this.notify();
-    });
-    const end = () => {
-      this.ended = true;
-      this.notify();
-    };
-    sock.on('end', end);
-    sock.on('close', end);
+  private readonly onData = (c: Buffer) => {
+    this.chunks.push(c);
+    this.len += c.length;
+    this.notify();
+  };
+  private readonly onEnd = () => {
+    this.ended = true;
+    this.notify();
+  };
+  constructor(private readonly sock: Socket) {
+    sock.on('data', this.onData);
+    sock.on('end', this.onEnd);
+    sock.on('close', this.onEnd);
+  }
+  /** stops reading (the socket is handed to TLS); false if bytes came that were not read */
+  detach(): boolean {
+    this.sock.off('data', this.onData);
+    this.sock.off('end', this.onEnd);
+    this.sock.off('close', this.onEnd);
+    return this.len === 0;
   }
   private notify(): void {
     const w = this.wake;
@@ -57,7 +66,14 @@ class Reader {
 export interface NbdHost {
   emu: Emulator;
   host: string;
+  tls(): Promise<{ key: string; cert: string }>;
 }
+
+/** xapi-nbd serves TLS only when a network has the `nbd` purpose; `insecure_nbd` is plain NBD. */
+const tlsRequired = (emu: Emulator): boolean => {
+  for (const [, row] of emu.db.table('network')) if ((row.rec.purpose as string[]).includes('nbd')) return true;
+  return false;
+};
 
 type Export = { vdi: string; size: number } | { error: number; message: string };
 
@@ -93,8 +109,9 @@ function resolveExport({ emu, host }: NbdHost, name: string): Export {
 }
 
 /** Runs one connection to its end; never rejects. */
-export async function serveConnection(sock: Socket, h: NbdHost): Promise<void> {
-  const reader = new Reader(sock);
+export async function serveConnection(raw: Socket, h: NbdHost): Promise<void> {
+  let sock: Socket = raw;
+  let reader = new Reader(sock);
   let io: VdiIo | null = null;
   const write = (b: Buffer): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -113,6 +130,7 @@ export async function serveConnection(sock: Socket, h: NbdHost): Promise<void> {
     const noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
     let structured = false;
     let allocationContext = false;
+    const mustTls = tlsRequired(h.emu);
 
     const reply = (opt: number, type: number, data: Buffer = Buffer.alloc(0)) => {
       const b = Buffer.alloc(20 + data.length);
@@ -132,6 +150,27 @@ export async function serveConnection(sock: Socket, h: NbdHost): Promise<void> {
       const len = head.readUInt32BE(12);
       if (len > MAX_OPTION) return; // nothing legitimate is that long
       const data = await reader.read(len);
+
+      if (opt === OPT.STARTTLS) {
+        if (sock instanceof TLSSocket) await replyError(opt, REP.ERR_INVALID, 'TLS is already on');
+        else if (len) await replyError(opt, REP.ERR_INVALID, 'STARTTLS takes no data');
+        else {
+          const creds = await h.tls();
+          await reply(opt, REP.ACK);
+          if (!reader.detach()) return; // bytes sent before the TLS handshake: a confused or hostile client
+          const secure = new TLSSocket(sock, { isServer: true, key: creds.key, cert: creds.cert });
+          secure.on('error', () => undefined);
+          sock = secure;
+          reader = new Reader(secure);
+        }
+        continue;
+      }
+      if (mustTls && !(sock instanceof TLSSocket) && opt !== OPT.ABORT) {
+        // EXPORT_NAME has no error reply: the connection ends
+        if (opt === OPT.EXPORT_NAME) return;
+        await replyError(opt, REP.ERR_TLS_REQD, 'TLS is required');
+        continue;
+      }
 
       if (opt === OPT.EXPORT_NAME) {
         const ex = resolveExport(h, data.toString('utf8'));
@@ -220,7 +259,6 @@ export async function serveConnection(sock: Socket, h: NbdHost): Promise<void> {
         if (opt === OPT.GO) break;
         continue;
       }
-      // STARTTLS included: this server speaks plain NBD (the insecure_nbd purpose)
       await replyError(opt, REP.ERR_UNSUP, 'option not supported');
     }
 
@@ -230,6 +268,7 @@ export async function serveConnection(sock: Socket, h: NbdHost): Promise<void> {
     if (!(e instanceof Closed)) console.error(`xapi-emu: nbd: ${(e as Error).message}`);
   } finally {
     sock.destroy();
+    raw.destroy();
     await io?.close().catch(() => undefined);
   }
 }

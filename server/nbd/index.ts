@@ -7,10 +7,16 @@ import { serveConnection } from './connection.js';
 
 export const NBD_PORT = 10809;
 
+/** The host's key and certificate (PEM). */
+export interface HostTls {
+  key: string;
+  /** the certificate alone, as Host.get_server_certificate gives it */
+  cert: string;
+}
+
 export interface NbdListener {
   port: number;
-  /** the host's certificate (PEM), as Host.get_server_certificate gives it; "" without one */
-  cert: string;
+  tls(): Promise<HostTls>;
 }
 
 const listeners = new WeakMap<Emulator, Map<string, NbdListener>>();
@@ -40,7 +46,21 @@ export interface RunningNbd {
  * Listens on each host's address (`plan`), the same port for all (port 0: the first picks one).
  * Closing ends every connection and waits for their disks to close.
  */
-export async function startNbd(emu: Emulator, plan: { addr: string; hostRef: string }[], port: number, cert: string): Promise<RunningNbd> {
+export async function startNbd(
+  emu: Emulator,
+  plan: { addr: string; hostRef: string }[],
+  port: number,
+  hostCertificate: () => Promise<{ key: string; cert: string }>,
+): Promise<RunningNbd> {
+  let made: Promise<HostTls> | null = null;
+  const tls = (): Promise<HostTls> =>
+    (made ??= hostCertificate().then(({ key, cert }) => ({
+      key,
+      cert: cert.match(/-----BEGIN CERTIFICATE-----[^]*?-----END CERTIFICATE-----\n?/)?.[0] ?? cert,
+    })).catch((e: unknown) => {
+      made = null; // tried again at the next use
+      throw e;
+    }));
   const servers: Server[] = [];
   const sockets = new Set<Socket>();
   const running = new Set<Promise<void>>();
@@ -56,7 +76,7 @@ export async function startNbd(emu: Emulator, plan: { addr: string; hostRef: str
       const server = createServer({ noDelay: true }, (sock) => {
         sockets.add(sock);
         sock.on('error', () => undefined);
-        const p = serveConnection(sock, { emu, host: hostRef }).finally(() => {
+        const p = serveConnection(sock, { emu, host: hostRef, tls }).finally(() => {
           sockets.delete(sock);
           running.delete(p);
         });
@@ -71,7 +91,7 @@ export async function startNbd(emu: Emulator, plan: { addr: string; hostRef: str
       });
       servers.push(server);
       port = (server.address() as { port: number }).port;
-      byHost.set(hostRef, { port, cert });
+      byHost.set(hostRef, { port, tls });
     }
   } catch (e) {
     await close();
