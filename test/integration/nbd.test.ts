@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as netConnect } from 'node:net';
 import type { RunningServer } from '../../server/app.js';
-import { XapiFault, type Client } from './helpers/jsonrpc.js';
+import { XapiFault, connect, type Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, vdiArgs } from './helpers/records.js';
 
@@ -220,3 +220,48 @@ describe('the NBD server', () => {
     expect(Number(stdout)).toBe(SIZE);
   });
 });
+
+describe('a pool of two hosts', () => {
+  let srv2: RunningServer;
+  let c: Client;
+  afterAll(async () => {
+    await srv2?.close();
+  });
+
+  it("each host serves the disks of the SRs it has attached, on its own address; a toolstack restart keeps the port", async () => {
+    ({ srv: srv2, x: c } = await startPool(PASSWORD, { hosts: 2 }));
+    const member = srv2.emu.hosts[1];
+    const pbds: string[] = await c.call('PBD.get_all_where', `field "host" = "${member}"`);
+    const srs: string[] = await Promise.all(pbds.map((p) => c.call('PBD.get_SR', p)));
+    const types: string[] = await Promise.all(srs.map((s) => c.call('SR.get_type', s)));
+    const memberSr = srs[types.findIndex((t) => t === 'ext' || t === 'file')];
+    const disk = await c.call('VDI.create', vdiArgs(memberSr, 4 * MiB, 'member disk'));
+    const bytes = Buffer.alloc(4 * MiB, 0x5a);
+    // the master redirects to the host that has the SR
+    const put = (u: URL | string) => fetch(u, { method: 'PUT', body: new Uint8Array(bytes), redirect: 'manual' });
+    const probe = await fetch(new URL(`/import_raw_vdi?session_id=${c.session}&vdi=${disk}&format=raw`, srv2.urls[0]), { method: 'PUT', body: '', redirect: 'manual' });
+    expect(probe.status).toBe(302);
+    const r = await put(probe.headers.get('location')!);
+    expect(r.status).toBe(200);
+    await c.call('network.add_purpose', await xenbr0(c), 'insecure_nbd');
+
+    const infos = await c.call('VDI.get_nbd_info', disk);
+    expect(infos.map((i: { address: string }) => i.address)).toEqual([await c.call('host.get_address', member)]);
+    const out = join(scratch, 'member.raw');
+    await run('nbdcopy', [uriOf(infos[0]), out]);
+    expect(readFileSync(out).equals(bytes)).toBe(true);
+    // the master has not attached that SR: its server has no such export
+    const master = await c.call('host.get_address', srv2.emu.master);
+    await expect(run('nbdinfo', [uriOf({ ...infos[0], address: master })])).rejects.toThrow();
+
+    await srv2.toolstackRestart();
+    // the restart closed the connections (a pooled one fails once) and ended the sessions
+    const c2 = await startPoolClient(srv2).catch(() => startPoolClient(srv2));
+    const [again] = await c2.call('VDI.get_nbd_info', disk);
+    expect(again.port).toBe(infos[0].port);
+    const { stdout } = await run('nbdinfo', ['--size', uriOf(again)]);
+    expect(Number(stdout)).toBe(4 * MiB);
+  });
+});
+
+const startPoolClient = (s: RunningServer) => connect(s.urls[0], 'root', PASSWORD);
