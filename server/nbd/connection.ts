@@ -175,7 +175,8 @@ export async function serveConnection(raw: Socket, h: NbdHost): Promise<void> {
       if (opt === OPT.EXPORT_NAME) {
         const ex = resolveExport(h, data.toString('utf8'));
         if ('error' in ex) return; // this option has no error reply: the connection ends
-        io = await openVdi(h.emu, ex.vdi, { readOnly: true });
+        io = await openVdi(h.emu, ex.vdi, { readOnly: true }).catch(() => null);
+        if (!io) return;
         const b = Buffer.alloc(noZeroes ? 10 : 134);
         b.writeBigUInt64BE(BigInt(io.virtualSize), 0);
         b.writeUInt16BE(TRANSMISSION_FLAGS, 8);
@@ -239,7 +240,13 @@ export async function serveConnection(raw: Socket, h: NbdHost): Promise<void> {
         }
         let size = ex.size;
         if (opt === OPT.GO) {
-          io = await openVdi(h.emu, ex.vdi, { readOnly: true });
+          try {
+            io = await openVdi(h.emu, ex.vdi, { readOnly: true });
+          } catch (e) {
+            // the SR went away, the disk cannot be read ...: the client may try another export
+            await replyError(opt, REP.ERR_UNKNOWN, (e as Error).message);
+            continue;
+          }
           size = io.virtualSize;
         }
         const info = Buffer.alloc(12);
@@ -324,6 +331,38 @@ function extents(io: VdiIo, offset: number, end: number, one: boolean): Buffer {
   return b;
 }
 
+/** A structured read: unallocated 2 MiB blocks go as holes (no bytes on the wire), the rest as data. */
+async function structuredRead(
+  io: VdiIo,
+  cookie: Buffer,
+  offset: number,
+  length: number,
+  chunk: (cookie: Buffer, type: number, payload: Buffer, done?: boolean) => Promise<void>,
+): Promise<void> {
+  const pieces: { at: number; len: number; hole: boolean }[] = [];
+  for (let at = offset, end = offset + length; at < end; ) {
+    const block = Math.floor(at / BLOCK_SIZE);
+    const stop = Math.min(end, (block + 1) * BLOCK_SIZE);
+    const hole = io.hasData ? !io.hasData(block) : false;
+    const last = pieces[pieces.length - 1];
+    if (last && last.hole === hole) last.len += stop - at;
+    else pieces.push({ at, len: stop - at, hole });
+    at = stop;
+  }
+  if (pieces.length === 0) return chunk(cookie, REPLY_TYPE.NONE, Buffer.alloc(0));
+  for (const [i, p] of pieces.entries()) {
+    const done = i === pieces.length - 1;
+    const head = Buffer.alloc(p.hole ? 12 : 8);
+    head.writeBigUInt64BE(BigInt(p.at), 0);
+    if (p.hole) {
+      head.writeUInt32BE(p.len, 8);
+      await chunk(cookie, REPLY_TYPE.OFFSET_HOLE, head, done);
+    } else {
+      await chunk(cookie, REPLY_TYPE.OFFSET_DATA, Buffer.concat([head, await io.read(p.at, p.len)]), done);
+    }
+  }
+}
+
 async function transmission(io: VdiIo, reader: Reader, write: (b: Buffer) => Promise<void>, structured: boolean, allocation: boolean): Promise<void> {
   const size = io.virtualSize;
   const simple = (cookie: Buffer, error: number, data?: Buffer) => {
@@ -333,10 +372,10 @@ async function transmission(io: VdiIo, reader: Reader, write: (b: Buffer) => Pro
     cookie.copy(b, 8);
     return write(data ? Buffer.concat([b, data]) : b);
   };
-  const chunk = (cookie: Buffer, type: number, payload: Buffer) => {
+  const chunk = (cookie: Buffer, type: number, payload: Buffer, done = true) => {
     const b = Buffer.alloc(20);
     b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-    b.writeUInt16BE(REPLY_FLAG_DONE, 4);
+    b.writeUInt16BE(done ? REPLY_FLAG_DONE : 0, 4);
     b.writeUInt16BE(type, 6);
     cookie.copy(b, 8);
     b.writeUInt32BE(payload.length, 16);
@@ -369,18 +408,12 @@ async function transmission(io: VdiIo, reader: Reader, write: (b: Buffer) => Pro
         if (length > MAX_REQUEST) await fail(cookie, ERRNO.EOVERFLOW, 'request too large');
         else if (!inRange) await fail(cookie, ERRNO.EINVAL, 'beyond the end of the disk');
         else {
-          let data: Buffer;
           try {
-            data = await io.read(offset, length);
+            if (!structured) await simple(cookie, 0, await io.read(offset, length));
+            else await structuredRead(io, cookie, offset, length, chunk);
           } catch (e) {
+            if (e instanceof Closed) throw e;
             await fail(cookie, ERRNO.EIO, (e as Error).message);
-            break;
-          }
-          if (!structured) await simple(cookie, 0, data);
-          else {
-            const off = Buffer.alloc(8);
-            off.writeBigUInt64BE(BigInt(offset));
-            await chunk(cookie, REPLY_TYPE.OFFSET_DATA, Buffer.concat([off, data]));
           }
         }
         break;

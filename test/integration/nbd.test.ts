@@ -184,6 +184,25 @@ describe('the NBD server', () => {
     expect(Buffer.from(await r.arrayBuffer()).equals(readFileSync(viaNbdcopy))).toBe(true);
   });
 
+  it('qemu-io: a read across data and unallocated blocks (structured reply: data and hole chunks), holes read as zeros', async () => {
+    const spec = { driver: 'nbd', server: { type: 'inet', host: info.address, port: String(info.port) }, export: info.exportname };
+    const img = `json:${JSON.stringify({ driver: 'raw', file: spec })}`;
+    const io = (cmd: string) => run('qemu-io', ['-r', '-c', cmd, img]).then(({ stdout }) => stdout);
+    // blocks 0..7 in one request: data, two holes, data, data, a hole, data, data
+    expect(await io(`read 0 ${SIZE}`)).toMatch(/read 16777216\/16777216 bytes/);
+    expect(await io(`read -P 0 ${BLOCK} ${2 * BLOCK}`)).toMatch(/read 4194304\/4194304 bytes/);
+    // a data block is not zeros: the pattern check fails there
+    const mismatch = await io(`read -P 0 ${BLOCK - 4096} 8192`).then(() => '', (e: { stdout: string }) => e.stdout);
+    expect(mismatch).toMatch(/Pattern verification failed/);
+    // and what a mixed read gives is the disk's bytes
+    const out = join(scratch, 'qemu-io.raw');
+    await run('qemu-io', ['-r', '-c', `read -v ${3 * BLOCK - 4096} 8192`, img]).then(({ stdout }) => {
+      const hex = stdout.split('\n').filter((l) => /^[0-9a-f]{8}:/.test(l)).map((l) => l.slice(10, 10 + 16 * 3).replace(/ /g, '')).join('');
+      writeFileSync(out, Buffer.from(hex, 'hex'));
+    });
+    expect(readFileSync(out).equals(written.subarray(3 * BLOCK - 4096, 3 * BLOCK + 4096))).toBe(true);
+  });
+
   it('refuses an export whose session is not valid, or a VDI that does not exist', async () => {
     const badSession = uriOf({ ...info, exportname: `/${vdiUuid}?session_id=OpaqueRef:00000000-0000-0000-0000-000000000000` });
     await expect(run('nbdinfo', [badSession])).rejects.toThrow();
