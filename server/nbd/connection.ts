@@ -16,6 +16,9 @@ import {
 
 class Closed extends Error {}
 
+/** bytes buffered from a client before reading from it pauses: a full request and then some */
+const HIGH_WATER = MAX_REQUEST + 1024 * 1024;
+
 /** Reads exact byte counts from a socket as they arrive. */
 class Reader {
   private chunks: Buffer[] = [];
@@ -25,6 +28,8 @@ class Reader {
   private readonly onData = (c: Buffer) => {
     this.chunks.push(c);
     this.len += c.length;
+    // a client that sends requests without reading the replies is not buffered without end
+    if (this.len > HIGH_WATER) this.sock.pause();
     this.notify();
   };
   private readonly onEnd = () => {
@@ -49,15 +54,36 @@ class Reader {
     w?.();
   }
   async read(n: number): Promise<Buffer> {
+    if (n === 0) return Buffer.alloc(0);
     while (this.len < n) {
       if (this.ended) throw new Closed();
+      if (this.sock.isPaused()) this.sock.resume();
       await new Promise<void>((r) => (this.wake = r));
     }
-    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.len = rest.length;
+    // take whole chunks up to n, splitting the last: no copy of what stays buffered
+    let out: Buffer;
+    if (this.chunks[0].length >= n) {
+      out = this.chunks[0].subarray(0, n);
+      this.chunks[0] = this.chunks[0].subarray(n);
+      if (this.chunks[0].length === 0) this.chunks.shift();
+    } else {
+      const parts: Buffer[] = [];
+      let need = n;
+      while (need > 0) {
+        const c = this.chunks[0];
+        if (c.length <= need) {
+          parts.push(c);
+          this.chunks.shift();
+          need -= c.length;
+        } else {
+          parts.push(c.subarray(0, need));
+          this.chunks[0] = c.subarray(need);
+          need = 0;
+        }
+      }
+      out = Buffer.concat(parts, n);
+    }
+    this.len -= n;
     return out;
   }
 }
@@ -113,10 +139,12 @@ export async function serveConnection(raw: Socket, h: NbdHost): Promise<void> {
   let sock: Socket = raw;
   let reader = new Reader(sock);
   let io: VdiIo | null = null;
-  const write = (b: Buffer): Promise<void> =>
+  const write = (...bufs: Buffer[]): Promise<void> =>
     new Promise((resolve, reject) => {
       if (sock.destroyed) return reject(new Closed());
-      sock.write(b, (e) => (e ? reject(new Closed()) : resolve()));
+      sock.cork();
+      for (const [i, b] of bufs.entries()) sock.write(b, i === bufs.length - 1 ? (e) => (e ? reject(new Closed()) : resolve()) : undefined);
+      sock.uncork();
     });
   try {
     // ---- handshake ----
@@ -337,7 +365,7 @@ async function structuredRead(
   cookie: Buffer,
   offset: number,
   length: number,
-  chunk: (cookie: Buffer, type: number, payload: Buffer, done?: boolean) => Promise<void>,
+  chunk: (cookie: Buffer, type: number, payload: Buffer, done?: boolean, data?: Buffer) => Promise<void>,
 ): Promise<void> {
   const pieces: { at: number; len: number; hole: boolean }[] = [];
   for (let at = offset, end = offset + length; at < end; ) {
@@ -358,28 +386,28 @@ async function structuredRead(
       head.writeUInt32BE(p.len, 8);
       await chunk(cookie, REPLY_TYPE.OFFSET_HOLE, head, done);
     } else {
-      await chunk(cookie, REPLY_TYPE.OFFSET_DATA, Buffer.concat([head, await io.read(p.at, p.len)]), done);
+      await chunk(cookie, REPLY_TYPE.OFFSET_DATA, head, done, await io.read(p.at, p.len));
     }
   }
 }
 
-async function transmission(io: VdiIo, reader: Reader, write: (b: Buffer) => Promise<void>, structured: boolean, allocation: boolean): Promise<void> {
+async function transmission(io: VdiIo, reader: Reader, write: (...b: Buffer[]) => Promise<void>, structured: boolean, allocation: boolean): Promise<void> {
   const size = io.virtualSize;
   const simple = (cookie: Buffer, error: number, data?: Buffer) => {
     const b = Buffer.alloc(16);
     b.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     b.writeUInt32BE(error, 4);
     cookie.copy(b, 8);
-    return write(data ? Buffer.concat([b, data]) : b);
+    return data ? write(b, data) : write(b);
   };
-  const chunk = (cookie: Buffer, type: number, payload: Buffer, done = true) => {
+  const chunk = (cookie: Buffer, type: number, payload: Buffer, done = true, data?: Buffer) => {
     const b = Buffer.alloc(20);
     b.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
     b.writeUInt16BE(done ? REPLY_FLAG_DONE : 0, 4);
     b.writeUInt16BE(type, 6);
     cookie.copy(b, 8);
-    b.writeUInt32BE(payload.length, 16);
-    return write(Buffer.concat([b, payload]));
+    b.writeUInt32BE(payload.length + (data?.length ?? 0), 16);
+    return data ? write(b, payload, data) : write(b, payload);
   };
   const fail = (cookie: Buffer, errno: number, message = '') => {
     if (!structured) return simple(cookie, errno);
