@@ -226,6 +226,65 @@ describe('the NBD server', () => {
     expect(readFileSync(out).equals(written)).toBe(true);
   });
 
+  it('a raw client: a read past the end gets EINVAL, a write EPERM, an oversized option or a bad request magic ends the connection', async () => {
+    const sock = netConnect({ host: info.address, port: info.port });
+    let got = Buffer.alloc(0);
+    let wake: (() => void) | null = null;
+    let closed = false;
+    sock.on('data', (c: Buffer) => { got = Buffer.concat([got, c]); wake?.(); });
+    sock.on('close', () => { closed = true; wake?.(); });
+    const take = async (n: number) => {
+      while (got.length < n) {
+        if (closed) throw new Error('closed');
+        await new Promise<void>((r) => (wake = r));
+      }
+      const out = got.subarray(0, n);
+      got = got.subarray(n);
+      return out;
+    };
+    const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; };
+    const u16 = (v: number) => { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; };
+    const request = (type: number, offset: number, length: number) => {
+      const b = Buffer.alloc(28);
+      b.writeUInt32BE(0x25609513, 0);
+      b.writeUInt16BE(type, 6);
+      b.writeBigUInt64BE(7n, 8);
+      b.writeBigUInt64BE(BigInt(offset), 16);
+      b.writeUInt32BE(length, 24);
+      return b;
+    };
+    expect((await take(18)).subarray(0, 16).toString()).toBe('NBDMAGICIHAVEOPT');
+    const name = Buffer.from(info.exportname);
+    const go = Buffer.concat([u32(name.length), name, u16(0)]);
+    sock.write(Buffer.concat([u32(3), Buffer.from('IHAVEOPT'), u32(7), u32(go.length), go]));
+    // NBD_REP_INFO (export), then NBD_REP_ACK
+    const info1 = await take(20);
+    expect(info1.readUInt32BE(12)).toBe(3);
+    const export1 = await take(info1.readUInt32BE(16));
+    expect(Number(export1.readBigUInt64BE(2))).toBe(SIZE);
+    expect((await take(20)).readUInt32BE(12)).toBe(1);
+
+    sock.write(request(0, SIZE - 512, 1024));
+    const past = await take(16);
+    expect([past.readUInt32BE(0), past.readUInt32BE(4)]).toEqual([0x67446698, 22]);
+    sock.write(Buffer.concat([request(1, 0, 512), Buffer.alloc(512, 1)]));
+    const write = await take(16);
+    expect(write.readUInt32BE(4)).toBe(1);
+    sock.write(request(0, 0, 4096));
+    const read = await take(16);
+    expect(read.readUInt32BE(4)).toBe(0);
+    expect((await take(4096)).equals(written.subarray(0, 4096))).toBe(true);
+    sock.write(Buffer.alloc(28, 0xee));
+    await expect(take(1)).rejects.toThrow('closed');
+
+    // an option announcing more than any name or query needs is not waited for
+    const other = netConnect({ host: info.address, port: info.port });
+    const end = new Promise<void>((r) => other.on('close', () => r()));
+    other.on('data', () => undefined);
+    other.write(Buffer.concat([u32(3), Buffer.from('IHAVEOPT'), u32(7), u32(0x7fffffff)]));
+    await end;
+  });
+
   it('a client that cuts the handshake or sends garbage is dropped; the server keeps serving', async () => {
     for (const bytes of [Buffer.alloc(0), Buffer.from('garbage that is not NBD at all........')]) {
       await new Promise<void>((resolve) => {
