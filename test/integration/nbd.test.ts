@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as netCreateServer } from 'node:net';
+import { startServer } from '../../server/app.js';
 import type { RunningServer } from '../../server/app.js';
 import { XapiFault, connect, type Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
@@ -343,3 +344,44 @@ describe('a pool of two hosts', () => {
 });
 
 const startPoolClient = (s: RunningServer) => connect(s.urls[0], 'root', PASSWORD);
+
+describe('the NBD port', () => {
+  it('with a fixed API port and 10809 taken, the server still starts and serves NBD on a free port; an explicit nbdPort that is taken fails the start', async () => {
+    const { createServer } = await import('node:net');
+    // hold 10809 (or find it held already): a server started with a fixed port must still start
+    const holder = createServer();
+    await new Promise<void>((resolve) => {
+      holder.once('error', () => resolve());
+      holder.listen({ host: '127.0.0.1', port: 10809 }, () => resolve());
+    });
+    try {
+      const fixed = await startServer({ port: await freePort(), memory: true, password: PASSWORD, authFailDelay: 0 });
+      try {
+        const c2 = await connect(fixed.urls[0], 'root', PASSWORD);
+        await c2.call('network.add_purpose', await xenbr0(c2), 'insecure_nbd');
+        const d = await c2.call('VDI.create', vdiArgs(await localStorage(c2), 2 * MiB, 'port'));
+        const [i] = await c2.call('VDI.get_nbd_info', d);
+        expect(i.port).not.toBe(10809);
+        const { stdout } = await run('nbdinfo', ['--size', uriOf(i)]);
+        expect(Number(stdout)).toBe(2 * MiB);
+      } finally {
+        await fixed.close();
+      }
+      // asked for explicitly, a taken port is an error
+      await expect(startServer({ port: 0, nbdPort: 10809, memory: true, password: PASSWORD })).rejects.toThrow(/EADDRINUSE/);
+    } finally {
+      holder.close();
+    }
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = netCreateServer();
+    s.once('error', reject);
+    s.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
