@@ -359,11 +359,13 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       try {
         // the host's certificate, made when an NBD client or VDI.get_nbd_info first needs it
         const hostCert = () => (tls ? Promise.resolve(tls) : certificate(dataDir, [host, address, ...plan.map((p) => p.addr)]));
-        nbd = await startNbd(emu, plan, nbdPort, hostCert).catch((e: NodeJS.ErrnoException) => {
+        // one listener per host on loopback; elsewhere the hosts share the one address
+        const nbdPlan = loopback ? plan.map((p) => ({ addr: p.addr, hosts: [p.hostRef] })) : [{ addr: host, hosts: [...emu.hosts] }];
+        nbd = await startNbd(emu, nbdPlan, nbdPort, hostCert).catch((e: NodeJS.ErrnoException) => {
           // a second emulator on this machine: the default NBD port is taken, any free one serves
           if (opts.nbdPort !== undefined || e.code !== 'EADDRINUSE') throw e;
           console.error(`xapi-emu: NBD port ${nbdPort} in use, the NBD server takes a free port`);
-          return startNbd(emu, plan, 0, hostCert);
+          return startNbd(emu, nbdPlan, 0, hostCert);
         });
       } catch (e) {
         await closeListeners();

@@ -88,10 +88,10 @@ class Reader {
   }
 }
 
-/** The host this listener stands for; exports are served for SRs attached there only. */
+/** The hosts this listener stands for; exports are served for SRs attached there only. */
 export interface NbdHost {
   emu: Emulator;
-  host: string;
+  hosts: string[];
   tls(): Promise<{ key: string; cert: string }>;
 }
 
@@ -107,7 +107,7 @@ const TRANSMISSION_FLAGS = TFLAG.HAS_FLAGS | TFLAG.READ_ONLY | TFLAG.CAN_MULTI_C
 
 /** The VDI an export name stands for, if the session in it is valid and the VDI is on an SR this
  * host has attached. */
-function resolveExport({ emu, host }: NbdHost, name: string): Export {
+function resolveExport({ emu, hosts }: NbdHost, name: string): Export {
   let uuid: string;
   let session: string | null;
   try {
@@ -128,7 +128,7 @@ function resolveExport({ emu, host }: NbdHost, name: string): Export {
   if (vdi === undefined || !rec || rec.type === 'cbt_metadata') return { error: REP.ERR_UNKNOWN, message: `no such VDI: ${uuid}` };
   const attached = (emu.db.get('SR', String(rec.SR))?.PBDs as string[] | undefined ?? []).some((p) => {
     const pbd = emu.db.get('PBD', p);
-    return pbd?.host === host && pbd.currently_attached === true;
+    return pbd !== undefined && hosts.includes(String(pbd.host)) && pbd.currently_attached === true;
   });
   if (!attached) return { error: REP.ERR_UNKNOWN, message: `the SR of VDI ${uuid} is not attached on this host` };
   return { vdi, size: Number(rec.virtual_size) };

@@ -43,12 +43,13 @@ export interface RunningNbd {
 }
 
 /**
- * Listens on each host's address (`plan`), the same port for all (port 0: the first picks one).
+ * Listens on each address of `plan` for the hosts it stands for (one host per loopback address;
+ * every host on a shared address), the same port for all (port 0: the first picks one).
  * Closing ends every connection and waits for their disks to close.
  */
 export async function startNbd(
   emu: Emulator,
-  plan: { addr: string; hostRef: string }[],
+  plan: { addr: string; hosts: string[] }[],
   port: number,
   hostCertificate: () => Promise<{ key: string; cert: string }>,
 ): Promise<RunningNbd> {
@@ -72,11 +73,11 @@ export async function startNbd(
     await Promise.all([...running]);
   };
   try {
-    for (const { addr, hostRef } of plan) {
+    for (const { addr, hosts } of plan) {
       const server = createServer({ noDelay: true }, (sock) => {
         sockets.add(sock);
         sock.on('error', () => undefined);
-        const p = serveConnection(sock, { emu, host: hostRef, tls }).finally(() => {
+        const p = serveConnection(sock, { emu, hosts, tls }).finally(() => {
           sockets.delete(sock);
           running.delete(p);
         });
@@ -91,7 +92,7 @@ export async function startNbd(
       });
       servers.push(server);
       port = (server.address() as { port: number }).port;
-      byHost.set(hostRef, { port, tls });
+      for (const h of hosts) byHost.set(h, { port, tls });
     }
   } catch (e) {
     await close();
