@@ -24,6 +24,7 @@ import './control/index.js';
 import { ControlError, sendControlError } from './control/errors.js';
 import { CONTROL_PREFIX } from './control/prefix.js';
 import { materializeSnapshots, restoreInterrupted, takeInitialSnapshot } from './control/snapshots/index.js';
+import { NBD_PORT, nbdListenerOf, startNbd, type RunningNbd } from './nbd/index.js';
 
 export { DEFAULT_RPC_BODY_LIMIT };
 /** root's password when none is given. Only accepted on loopback addresses (see cli.ts). */
@@ -186,6 +187,9 @@ export interface ServerOptions {
   plugins?: HttpPlugin[];
   /** seconds in-flight requests get when listeners close before their connections are cut (default 2) */
   closeGrace?: number;
+  /** the NBD server's port on every host address (default 10809, or any free port when `port` is 0;
+   * null: no NBD server) */
+  nbdPort?: number | null;
   /** a fixture (a YAML/JSON file, or a document) loaded into the new pool before the listeners open
    * (see control/fixture/startup.ts for a data directory that already holds a pool) */
   fixture?: FixtureOption;
@@ -319,6 +323,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   let port = opts.port ?? (opts.https ? 443 : DEFAULT_PORT);
   let httpPort = opts.https ? opts.httpPort : undefined;
 
+  let nbdPort = opts.nbdPort === undefined ? (opts.port === 0 ? 0 : NBD_PORT) : opts.nbdPort;
+  let nbd: RunningNbd | null = null;
   let apps: FastifyInstance[] = [];
   let urls: string[] = [];
   const runtime: ServerRuntime = { urls: () => urls, toolstackRestart: () => running.toolstackRestart() };
@@ -349,9 +355,30 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     }
     apps = opened;
     urls = openedUrls;
+    if (nbdPort !== null) {
+      try {
+        // the host's certificate, made when an NBD client or VDI.get_nbd_info first needs it
+        const hostCert = () => (tls ? Promise.resolve(tls) : certificate(dataDir, [host, address, ...plan.map((p) => p.addr)]));
+        // one listener per host on loopback; elsewhere the hosts share the one address
+        const nbdPlan = loopback ? plan.map((p) => ({ addr: p.addr, hosts: [p.hostRef] })) : [{ addr: host, hosts: [...emu.hosts] }];
+        nbd = await startNbd(emu, nbdPlan, nbdPort, hostCert).catch((e: NodeJS.ErrnoException) => {
+          // a second emulator on this machine: the default NBD port is taken, any free one serves
+          if (opts.nbdPort !== undefined || e.code !== 'EADDRINUSE') throw e;
+          console.error(`xapi-emu: NBD port ${nbdPort} in use, the NBD server takes a free port`);
+          return startNbd(emu, nbdPlan, 0, hostCert);
+        });
+      } catch (e) {
+        await closeListeners();
+        throw e;
+      }
+      // a toolstack restart comes back on the same port
+      nbdPort = nbdListenerOf(emu, emu.master)?.port ?? nbdPort;
+    }
   }
 
   async function closeListeners(): Promise<void> {
+    await nbd?.close();
+    nbd = null;
     await Promise.all(
       apps.map(async (app) => {
         // idle keep-alive connections close at once; in-flight calls (event.from long polls) get a grace

@@ -20,6 +20,7 @@ import {
 } from '../sm/sm.js';
 import { isUuid } from '../sm/paths.js';
 import { assertSmSession } from './SR.js';
+import { certificateSubject, nbdListenerOf } from '../nbd/index.js';
 
 // ---- allowed_operations (Xapi_vdi.check_operation_error) ----
 
@@ -320,20 +321,42 @@ const internalSetter = (field: string) => (call: Call, self: string, value: unkn
   call.emu.db.update('VDI', self, { [field]: value });
 };
 
-// Xapi_vdi.get_nbd_info: one entry per host that has the SR attached and a PIF on a network whose
-// purpose is nbd or insecure_nbd. Without such a network (the default: xapi adds none) it is [].
-// No NBD server runs here yet, so a pool with an NBD network is answered NOT_IMPLEMENTED rather
-// than with addresses nothing listens on.
+// Xapi_vdi._get_nbd_info: one entry per IP of each PIF on a network whose purpose is nbd or
+// insecure_nbd, on each host that has the VDI's SR attached; [] without such a network (the
+// default: xapi adds none). The port is that of the host's NBD listener (10809 unless the server
+// was told otherwise); the certificate is the host's, as Host.get_server_certificate gives it.
 registerProvider('VDI', {
-  get_nbd_info(call: Call, self: string) {
+  async get_nbd_info(call: Call, self: string) {
     const { emu } = call;
     const rec = recordOf(emu, 'VDI', self);
     if (rec.type === 'cbt_metadata') throw new XapiError('VDI_INCOMPATIBLE_TYPE', [self, 'cbt_metadata']);
-    for (const [, row] of emu.db.table('network')) {
+    const nbdNetworks = new Set<string>();
+    for (const [ref, row] of emu.db.table('network')) {
       const purpose = row.rec.purpose as string[];
-      if (purpose.includes('nbd') || purpose.includes('insecure_nbd')) throw new XapiError('NOT_IMPLEMENTED', ['VDI.get_nbd_info']);
+      if (purpose.includes('nbd') || purpose.includes('insecure_nbd')) nbdNetworks.add(ref);
     }
-    return [];
+    if (nbdNetworks.size === 0) return [];
+    const exportname = `/${String(rec.uuid)}?session_id=${call.session}`;
+    const out: Record<string, unknown>[] = [];
+    for (const pbd of recordOf(emu, 'SR', String(rec.SR)).PBDs as string[]) {
+      const p = emu.db.get('PBD', pbd);
+      if (p?.currently_attached !== true) continue;
+      const host = String(p.host);
+      const ips = (recordOf(emu, 'host', host).PIFs as string[]).flatMap((pif) => {
+        const r = emu.db.get('PIF', pif);
+        if (!r || r.currently_attached !== true || !nbdNetworks.has(String(r.network))) return [];
+        const v6 = (r.IPv6 as string[]).filter((a) => a !== '');
+        return r.IP ? [String(r.IP), ...v6] : v6;
+      });
+      if (ips.length === 0) continue;
+      // an emulator without its servers (embedded without listeners) has no NBD to offer
+      const listener = nbdListenerOf(emu, host);
+      if (!listener) throw new XapiError('NOT_IMPLEMENTED', ['VDI.get_nbd_info without an NBD server']);
+      const { cert } = await listener.tls();
+      const subject = certificateSubject(cert) ?? String(recordOf(emu, 'host', host).hostname);
+      for (const address of ips) out.push({ address, port: listener.port, cert, exportname, subject });
+    }
+    return out;
   },
 });
 

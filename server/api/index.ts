@@ -10,5 +10,6 @@ import './PBD.js';
 import './VDI.js';
 import './VBD.js';
 import './VIF.js';
+import './network.js';
 import './host.js';
 import './pool-ops.js';
