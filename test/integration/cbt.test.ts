@@ -2,9 +2,13 @@
 // VHD) and through a running guest's disk, snapshots carrying the log, VDI.list_changed_blocks
 // decoded (xapi's base64 bitmap, block i is bit 7 - i%8 of byte i/8) against the blocks written,
 // a snapshot's deletion keeping its changes, VDI.data_destroy, SR.scan, disable_cbt, and the errors.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
-import { faultOf, type Client } from './helpers/jsonrpc.js';
+import { fileSrProblems, runSrGc } from '../../server/sm/index.js';
+import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool } from './helpers/pool.js';
 import { GiB, MiB, memory, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
@@ -193,6 +197,46 @@ describe('changed block tracking', () => {
 
     // no VDI of type cbt_metadata is created by hand
     expect((await faultOf(x.call('VDI.create', vdiArgs(local, 8 * MiB, 'meta', { type: 'cbt_metadata' }))))[0]).toBe('VDI_INCOMPATIBLE_TYPE');
+  });
+});
+
+describe('changed block tracking across a restart', () => {
+  it('keeps the logs and the flags, tracks writes after the restart, and leaves the SR consistent', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'xapi-emu-cbt-'));
+    const saved = { srv, x, url, local };
+    try {
+      ({ srv, x } = await startPool(PASSWORD, { memory: false, dataDir }));
+      url = srv.urls[0];
+      local = await localStorage(x);
+      const vdi: string = await x.call('VDI.create', vdiArgs(local, 16 * MiB, 'cbt-durable'));
+      await x.call('VDI.enable_cbt', vdi);
+      expect(await importBytes(vdi, fill(KiB64, 1))).toBe(200);
+      const s1: string = await x.call('VDI.snapshot', vdi, {});
+      expect(await importBytes(vdi, fill(3 * KiB64, 2))).toBe(200);
+      const s2: string = await x.call('VDI.snapshot', vdi, {});
+      await x.call('VDI.data_destroy', s1);
+      // the GC's pass over the chain data_destroy shortened, done before the stop
+      await runSrGc(srv.emu, local);
+      await srv.close();
+
+      ({ srv } = await startPool(PASSWORD, { memory: false, dataDir }));
+      url = srv.urls[0];
+      x = await connect(url, 'root', PASSWORD);
+      expect(await x.call('VDI.get_cbt_enabled', vdi)).toBe(true);
+      expect(await x.call('VDI.get_type', s1)).toBe('cbt_metadata');
+      expect((await lcb(s1, s2)).blocks).toEqual([0, 1, 2]);
+      expect(await importBytes(vdi, Buffer.concat([Buffer.alloc(9 * KiB64), fill(KiB64, 3)]))).toBe(200);
+      const s3: string = await x.call('VDI.snapshot', vdi, {});
+      expect((await lcb(s2, s3)).blocks).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect((await lcb(s1, s3)).blocks).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      const problems: string[] = [];
+      for (const [ref] of srv.emu.db.table('SR')) problems.push(...(await fileSrProblems(srv.emu, ref)));
+      expect(problems).toEqual([]);
+    } finally {
+      await srv.close();
+      ({ srv, x, url, local } = saved);
+      await rm(dataDir, { recursive: true, force: true, maxRetries: 10 });
+    }
   });
 });
 
