@@ -163,6 +163,36 @@ describe('changed block tracking', () => {
     expect((await lcb(s5, s6)).blocks).toEqual([0, 1]);
   });
 
+  it('follows VM.snapshot as a backup does: changed blocks between the snapshots\' disks, then data_destroy of the older one', async () => {
+    const vm: string = await x.call('VM.create', vmArgs('cbt-backup', { ...memory(1 * GiB, 512 * MiB) }));
+    const vdi: string = await x.call('VDI.create', vdiArgs(local, 32 * MiB, 'cbt-backup-disk'));
+    await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+    await x.call('VDI.enable_cbt', vdi);
+    const diskOf = async (snapVm: string) => {
+      for (const vbd of await x.call('VM.get_VBDs', snapVm)) {
+        const d: string = await x.call('VBD.get_VDI', vbd);
+        if ((await x.call('VDI.get_snapshot_of', d)) === vdi) return d;
+      }
+      throw new Error('no snapshot disk');
+    };
+    await x.call('VM.start', vm, false, false);
+    const snap1: string = await x.call('VM.snapshot', vm, 'backup-1');
+    const w: [number, number] = [17 * MiB + 3, 200 * 1024];
+    await guestWrite(vm, w[0], fill(w[1], 8));
+    const snap2: string = await x.call('VM.snapshot', vm, 'backup-2');
+    const [d1, d2] = [await diskOf(snap1), await diskOf(snap2)];
+    expect(await x.call('VDI.get_cbt_enabled', d2)).toBe(true);
+    expect((await lcb(d1, d2)).blocks).toEqual(blocksOf(w));
+    // the snapshot VM still holds the disk: data_destroy waits for its VBDs, then gives up
+    expect(await faultOf(x.call('VDI.data_destroy', d1))).toEqual(['VDI_IN_USE', d1, 'data_destroy']);
+    expect(await x.call('VDI.get_type', d1)).toBe('user');
+    await x.call('VM.destroy', snap1);
+    await x.call('VDI.data_destroy', d1);
+    expect(await x.call('VDI.get_type', d1)).toBe('cbt_metadata');
+    expect((await lcb(d1, d2)).blocks).toEqual(blocksOf(w));
+    await x.call('VM.hard_shutdown', vm);
+  });
+
   it('answers xapi\'s errors', async () => {
     const vdi: string = await x.call('VDI.create', vdiArgs(local, 8 * MiB, 'cbt-errors'));
     const plain: string = await x.call('VDI.snapshot', vdi, {});
