@@ -193,6 +193,25 @@ describe('changed block tracking', () => {
     await x.call('VM.hard_shutdown', vm);
   });
 
+  it('grows the log with the disk (VDI.resize): bitmaps of the larger size, the earlier changes kept', async () => {
+    const vdi: string = await x.call('VDI.create', vdiArgs(local, 8 * MiB, 'cbt-resize'));
+    await x.call('VDI.enable_cbt', vdi);
+    expect(await importBytes(vdi, fill(KiB64, 1))).toBe(200);
+    const s1: string = await x.call('VDI.snapshot', vdi, {});
+    expect(await importBytes(vdi, Buffer.concat([Buffer.alloc(2 * KiB64), fill(KiB64, 2)]))).toBe(200);
+    await x.call('VDI.resize', vdi, 16 * MiB);
+    const tail = Buffer.concat([Buffer.alloc(16 * MiB - KiB64), fill(KiB64, 3)]);
+    expect(await importBytes(vdi, tail)).toBe(200);
+    const s2: string = await x.call('VDI.snapshot', vdi, {});
+    const r = await lcb(s1, s2);
+    expect(r.bytes).toBe(16 * MiB / KiB64 / 8);
+    // the second import wrote the whole 16 MiB range
+    expect(r.blocks).toEqual(blocksOf([0, 16 * MiB]));
+    expect(await importBytes(vdi, fill(KiB64, 4))).toBe(200);
+    const s3: string = await x.call('VDI.snapshot', vdi, {});
+    expect(await lcb(s2, s3)).toEqual({ blocks: [0], bytes: 16 * MiB / KiB64 / 8 });
+  });
+
   it('answers xapi\'s errors', async () => {
     const vdi: string = await x.call('VDI.create', vdiArgs(local, 8 * MiB, 'cbt-errors'));
     const plain: string = await x.call('VDI.snapshot', vdi, {});
