@@ -15,8 +15,8 @@ import {
 } from './operations.js';
 import { featuresOf } from '../sm/capabilities.js';
 import {
-  assertPbdPlugged, choosePbd, dbForget, dbIntroduce, openVdi, smVdiCreate, smVdiDelete, smVdiIntroduce, smVdiResize, smVdiSnapshot,
-  smVdiUpdate, srCtx,
+  assertPbdPlugged, choosePbd, dbForget, dbIntroduce, openVdi, smVdiConfigureCbt, smVdiCreate, smVdiDataDestroy, smVdiDelete, smVdiIntroduce,
+  smVdiListChangedBlocks, smVdiResize, smVdiSnapshot, smVdiUpdate, srCtx,
 } from '../sm/sm.js';
 import { isUuid } from '../sm/paths.js';
 import { assertSmSession } from './SR.js';
@@ -49,7 +49,10 @@ function vdiCheck(emu: Emulator, ref: string, rec: Rec, op: string): XapiError |
   // 2. VBDs using it
   const vbds = (rec.VBDs as string[]).map((v) => emu.db.get('VBD', v)).filter((v): v is Rec => !!v);
   const active = vbds.filter((v) => v.currently_attached === true || v.reserved === true);
-  const blocked = LIVE_OPS.has(op) ? false : op === 'copy' ? active.some((v) => v.mode === 'RW') : active.length > 0;
+  // list_changed_blocks is allowed on a VDI attached to snapshot VMs only (VM.checkpoint marks their VBDs attached)
+  const onSnapshotVm = (v: Rec) => emu.db.get('VM', String(v.VM))?.is_a_snapshot === true;
+  const blocked = LIVE_OPS.has(op) ? false : op === 'copy' ? active.some((v) => v.mode === 'RW')
+    : op === 'list_changed_blocks' ? !active.every(onSnapshotVm) : active.length > 0;
   if (blocked) return new XapiError('VDI_IN_USE', [ref, op]);
   const busy = vbds.find((v) => currentOperations(v).length > 0);
   if (busy && op !== 'data_destroy') {
@@ -530,4 +533,67 @@ registerProvider('VDI', {
   set_snapshot_time: internalSetter('snapshot_time'),
   set_metadata_of_pool: internalSetter('metadata_of_pool'),
   set_cbt_enabled: internalSetter('cbt_enabled'),
+});
+
+// ---- changed block tracking (Xapi_vdi.enable_cbt, disable_cbt, list_changed_blocks, data_destroy) ----
+
+/** Xapi_vdi.change_cbt_status: nothing to do when CBT already is as asked. */
+async function changeCbtStatus(call: Call, vdi: string, enable: boolean): Promise<void> {
+  const op = enable ? 'enable_cbt' : 'disable_cbt';
+  await withOperations(call, marks(call, vdi, `vdi_${op}`, op), async () => {
+    forward(call, vdi);
+    const rec = vdiRec(call, vdi);
+    if (rec.cbt_enabled === enable) return;
+    const sr = String(rec.SR);
+    assertPbdPlugged(call.emu, sr);
+    await smVdiConfigureCbt(srCtx(call.emu, sr), vdi, enable);
+  });
+}
+
+/** VBDs of the VDI (Xapi_vdi.wait_for_vbds_to_be_unplugged_and_destroyed looks at all of them). */
+async function waitForVbdsGone(call: Call, vdi: string, seconds: number): Promise<void> {
+  if ((vdiRec(call, vdi).VBDs as string[]).length === 0) return;
+  await call.emu.clock.sleep(seconds);
+  if ((vdiRec(call, vdi).VBDs as string[]).length > 0) throw new XapiError('VDI_IN_USE', [vdi, 'data_destroy']);
+}
+
+registerProvider('VDI', {
+  enable_cbt(call: Call, self: string) {
+    return changeCbtStatus(call, self, true);
+  },
+
+  disable_cbt(call: Call, self: string) {
+    return changeCbtStatus(call, self, false);
+  },
+
+  list_changed_blocks(call: Call, vdi_from: string, vdi_to: string) {
+    const { emu } = call;
+    recordOf(emu, 'VDI', vdi_from);
+    return withOperations(call, marks(call, vdi_to, 'vdi_list_changed_blocks', 'list_changed_blocks'), () => {
+      forward(call, vdi_to);
+      return smVdiListChangedBlocks(srCtx(emu, String(vdiRec(call, vdi_to).SR)), vdi_from, vdi_to);
+    });
+  },
+
+  async data_destroy(call: Call, self: string) {
+    const { emu } = call;
+    await withOperations(call, marks(call, self, 'vdi_data_destroy', 'data_destroy'), async () => {
+      forward(call, self);
+      const type = String(vdiRec(call, self).type);
+      if (type === 'cbt_metadata') return;
+      // marked cbt_metadata first, so that no new VBD takes the VDI meanwhile (Xapi_vdi._data_destroy)
+      emu.db.update('VDI', self, { type: 'cbt_metadata' });
+      try {
+        const sr = String(vdiRec(call, self).SR);
+        assertPbdPlugged(emu, sr);
+        assertManaged(call, self);
+        await waitForVbdsGone(call, self, 4);
+        await smVdiDataDestroy(srCtx(emu, sr), self);
+        for (const v of [...(vdiRec(call, self).VBDs as string[])]) emu.db.destroy('VBD', v);
+      } catch (e) {
+        if (emu.db.has('VDI', self)) emu.db.update('VDI', self, { type });
+        throw e;
+      }
+    });
+  },
 });

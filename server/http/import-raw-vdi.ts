@@ -14,7 +14,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
 import { dispatch } from '../dispatch/dispatch.js';
-import { withVdiFile, refreshVdi, vdiPath } from '../sm/index.js';
+import { withVdiFile, refreshVdi, vdiPath, markVdiChanged } from '../sm/index.js';
 import { importRaw, importVhd, VhdError } from '../../storage/vhd/index.js';
 import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
@@ -108,6 +108,8 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
         const size = Math.min(length, Number(rec.virtual_size));
         body.limit = size;
         body.progress = progressOf(call, size);
+        // the whole range is written: marked in the VDI's CBT log first
+        await markVdiChanged(emu, target, 0, size);
         await importRaw(path, body, size);
         if (body.received < length) {
           // the whole disk came in and the client cut the rest of its declared length: written, as
@@ -117,7 +119,8 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
         }
       } else {
         if (length !== undefined) body.progress = progressOf(call, length);
-        await importVhd(path, body);
+        const cbt = emu.db.get('VDI', target)?.cbt_enabled === true;
+        await importVhd(path, body, cbt ? { onChange: (o, n) => markVdiChanged(emu, target, o, n) } : {});
       }
     } catch (e) {
       if (e instanceof XapiError) throw e;

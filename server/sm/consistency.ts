@@ -62,6 +62,11 @@ export async function fileSrProblems(emu: Pick<Emulator, 'db' | 'storageDir'>, s
     }
     const loc = String(r.location);
     recorded.add(loc);
+    // a cbt_metadata VDI (VDI.data_destroy) has only its CBT log
+    if (r.type === 'cbt_metadata' && !disks.has(loc)) {
+      if (!names.includes(`${loc}.cbtlog`)) problems.push(`SR ${srUuid}: cbt_metadata VDI ${r.uuid} (${v}) has no CBT log ${loc}.cbtlog`);
+      continue;
+    }
     const d = disks.get(loc);
     if (!d) {
       if (!names.includes(vhdName(loc)) && !names.includes(rawName(loc))) problems.push(`SR ${srUuid}: VDI ${r.uuid} (${v}) has no file ${vhdName(loc)}`);

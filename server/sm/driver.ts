@@ -96,8 +96,9 @@ export interface SrDriver {
   /** SR.update: the SR's sizes */
   update(ctx: SrCtx): Promise<SrStat>;
   vdiCreate(ctx: SrCtx, req: { uuid: string; size: number; smConfig: Record<string, string> }): Promise<DiskInfo>;
-  /** removes the disk's data; `vdi` is the VDI record */
-  vdiDelete(ctx: SrCtx, vdi: Rec): Promise<void>;
+  /** removes the disk's data; `vdi` is the VDI record. `dataOnly` (VDI.data_destroy): the data
+   * goes, the CBT log stays. */
+  vdiDelete(ctx: SrCtx, vdi: Rec, opts?: { dataOnly?: boolean }): Promise<void>;
   /** VDI.snapshot / VDI.clone (sm vdi_snapshot / vdi_clone); `kind` from driver_params:type.
    * `newUuid` is asked for the base copy's uuid first, then for a DOUBLE snapshot's new leaf. */
   vdiSnapshot(ctx: SrCtx, vdi: Rec, opts: { clone: boolean; kind: SnapshotKind }, newUuid: () => string): Promise<SnapshotResult>;

@@ -21,6 +21,7 @@ import {
 import { inside, isUsableLocation, isUuid, srBase, srFile } from './paths.js';
 import { fsyncPath, renameDurably } from './durable.js';
 import { smLog } from './smlog.js';
+import { cbtDelete, cbtLogPath, cbtLogUuids, cbtResize, cbtSnapshot, cbtUndoSnapshot, readLog, trackWrites } from './cbt.js';
 
 const GiB = 1024 ** 3;
 /** size of an ext SR's device when nothing says otherwise (the default pool's local disk partition) */
@@ -322,6 +323,7 @@ export async function growVhd(file: string, size: number): Promise<void> {
 export async function undoSnapshot(ctx: SrCtx, srcUuid: string, baseUuid: string, dstUuid: string | null): Promise<void> {
   const src = srFile(ctx.emu, ctx.uuid, vhdName(srcUuid));
   const base = srFile(ctx.emu, ctx.uuid, vhdName(baseUuid));
+  if (dstUuid) await cbtUndoSnapshot(ctx, srcUuid, dstUuid);
   if (dstUuid) await rm(srFile(ctx.emu, ctx.uuid, vhdName(dstUuid)), { force: true });
   await rm(srFile(ctx.emu, ctx.uuid, snapshotTmpName(srcUuid)), { force: true });
   const hasBase = Boolean(await stat(base).catch(() => null));
@@ -427,6 +429,17 @@ const fileSr: SrDriver = {
       if (d.hidden && !children.has(d.uuid)) continue;
       out.push(diskInfo(d, { read_only: children.has(d.uuid) }));
     }
+    // a CBT log without its disk is a cbt_metadata VDI (a snapshot whose data was destroyed)
+    for (const uuid of await cbtLogUuids(ctx)) {
+      if (disks.has(uuid) || bad.some((b) => b.uuid === uuid)) continue;
+      const log = await readLog(ctx, uuid).catch(() => null);
+      if (!log) continue;
+      const size = (await stat(cbtLogPath(ctx, uuid)).catch(() => null))?.size ?? 0;
+      out.push({
+        uuid, location: uuid, name_label: '', name_description: '', virtual_size: log.size, physical_utilisation: size,
+        read_only: false, managed: true, hidden: false, parent: null, sm_config: {}, type: 'cbt_metadata',
+      });
+    }
     return { disks: out, stat: await stats(ctx, disks), unreadable: bad.map((b) => b.uuid) };
   },
 
@@ -469,8 +482,10 @@ const fileSr: SrDriver = {
     return diskInfo(d, { sm_config: type === 'raw' ? { type: 'raw' } : {} });
   },
 
-  async vdiDelete(ctx, vdi) {
+  async vdiDelete(ctx, vdi, opts = {}) {
     await assertMounted(ctx);
+    // the log's bits go to the next one of its chain first (VDI.delete); data_destroy keeps it
+    if (!opts.dataOnly && isUuid(String(vdi.location))) await cbtDelete(ctx, String(vdi.location));
     const d = await diskOf(ctx, vdi);
     if (!d) return;
     // a disk other disks descend from (scanned in with its children) is hidden rather than
@@ -490,7 +505,7 @@ const fileSr: SrDriver = {
     }
   },
 
-  async vdiSnapshot(ctx, vdi, { kind }, newUuid): Promise<SnapshotResult> {
+  async vdiSnapshot(ctx, vdi, { kind, clone }, newUuid): Promise<SnapshotResult> {
     await assertMounted(ctx);
     const d = await diskOf(ctx, vdi);
     if (!d) throw smError('VDIUnavailable', `VDI ${vdi.location} not found`);
@@ -519,6 +534,8 @@ const fileSr: SrDriver = {
       await setHidden(base, true);
       await fsyncPath(base);
       await fsyncPath(ctx.path);
+      // a user snapshot (DOUBLE, not a clone) carries the leaf's CBT log (FileVDI._snapshot)
+      if (dst && !clone) await cbtSnapshot(ctx, d.uuid, destUuid!);
     } catch (e) {
       await undoSnapshot(ctx, d.uuid, baseUuid, destUuid).catch(() => undefined);
       throw smError('VDIClone', `VDI clone failed error ${e instanceof VhdError ? (e.errno ?? e.code) : String(e)}`);
@@ -557,6 +574,7 @@ const fileSr: SrDriver = {
     } catch {
       throw smError('VDISize', 'resize operation failed');
     }
+    await cbtResize(ctx, d.uuid, rounded);
     return diskInfo((await readDisk(d.file, d.uuid, 'vhd'))!);
   },
 
@@ -582,7 +600,10 @@ const fileSr: SrDriver = {
     const d = await diskOf(ctx, vdi);
     if (!d) throw smError('VDIUnavailable', `VDI ${vdi.location} not found`);
     if (d.kind === 'raw') return RawFile.open(d.file, readOnly);
-    return Vhd.open(d.file, { readOnly });
+    const v = await Vhd.open(d.file, { readOnly });
+    // tapdisk opened read-write with the VDI's CBT log (blktap2 activate): writes mark it
+    if (!readOnly) trackWrites(ctx, String(vdi.uuid), d.uuid, v);
+    return v;
   },
 };
 

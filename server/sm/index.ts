@@ -18,7 +18,7 @@ import { setReady, smSrAttach, srCtx } from './sm.js';
 import { startSrGc } from './gc.js';
 
 export { driverFor, registerDriver, smError, toXapiError, type SrDriver, type SrCtx, type DiskInfo, type VdiIo } from './driver.js';
-export { vdiPath, openVdi, withVdiFile, refreshVdi, srCtx, choosePbd, smReady, afterStorageStartup } from './sm.js';
+export { vdiPath, openVdi, withVdiFile, refreshVdi, srCtx, choosePbd, smReady, afterStorageStartup, markVdiChanged } from './sm.js';
 export { runSrGc, kickGc, gcPending, type GcResult } from './gc.js';
 export { hasCapability, featuresOf } from './capabilities.js';
 export { fileSrProblems } from './consistency.js';

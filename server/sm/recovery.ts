@@ -235,7 +235,9 @@ export async function reconcileSr(ctx: SrCtx): Promise<number> {
     if (p) parents.add(p);
   }
   const orphans = [...files.keys()].filter((u) => !records.has(u));
-  const missing = [...records.keys()].filter((l) => isUuid(l) && !files.has(l));
+  // a cbt_metadata VDI (VDI.data_destroy) has only its CBT log: not missing while the log is there
+  const onlyLog = (l: string) => emu.db.get('VDI', records.get(l)!)?.type === 'cbt_metadata' && names.includes(`${l}.cbtlog`);
+  const missing = [...records.keys()].filter((l) => isUuid(l) && !files.has(l) && !onlyLog(l));
   if (orphans.length || missing.length) await reconcileListing(ctx, files, records, parents, orphans, missing, log);
   if (actions) {
     // as after SR.scan: the virtual allocation is that of the records

@@ -11,7 +11,7 @@ import { NULL_REF } from '../../storage/database.js';
 import { EPOCH } from '../../storage/defaults.js';
 import { XapiError } from '../dispatch/errors.js';
 import { updateAllowedOperations } from '../api/operations.js';
-import { driverFor, toXapiError, withSrLock, type DiskInfo, type SrCtx, type SrDriver, type SrStat, type VdiIo, type SnapshotKind } from './driver.js';
+import { driverFor, smError, toXapiError, withSrLock, type DiskInfo, type SrCtx, type SrDriver, type SrStat, type VdiIo, type SnapshotKind } from './driver.js';
 import { smOf } from './capabilities.js';
 import { isUuid, srPath } from './paths.js';
 import { attachVdi, pauseVdis } from './attachments.js';
@@ -20,6 +20,7 @@ import { journalCreate, journalName, journalRemove, journalsOf, type Journal } f
 import { resolveJournal } from './recovery.js';
 import { smLog } from './smlog.js';
 import { BLOCK_SIZE, Vhd } from '../../storage/vhd/index.js';
+import { cbtDisable, cbtEnable, cbtListChangedBlocks, cbtLogUuids, cbtMark, logExists } from './cbt.js';
 
 // ---- PBDs and contexts ----
 
@@ -311,6 +312,15 @@ export async function smSrScan(ctx: SrCtx): Promise<void> {
         dbForget(emu, ref);
       }
     }
+    if (d.vhdBased) {
+      // FileSR.scan: a disk with a log has CBT enabled (a log alone is a cbt_metadata VDI, above)
+      const logs = await cbtLogUuids(ctx);
+      for (const v of emu.db.get('SR', sr)!.VDIs as string[]) {
+        const r = emu.db.get('VDI', v)!;
+        const on = logs.has(String(r.location));
+        if (r.cbt_enabled !== on) emu.db.update('VDI', v, { cbt_enabled: on });
+      }
+    }
     let valloc = 0;
     for (const v of emu.db.get('SR', sr)!.VDIs as string[]) valloc += Number(emu.db.get('VDI', v)!.virtual_size);
     setSrStat(emu, sr, { ...res.stat, virtual_allocation: valloc });
@@ -423,6 +433,8 @@ async function snapshotRecords(ctx: SrCtx, d: SrDriver, vdi: string, rec: Rec, o
       if (!created) created = baseRef;
     }
     dbUpdate(emu, vdi, { ...res.source, read_only: Boolean(rec.read_only), virtual_size: Number(rec.virtual_size), physical_utilisation: Number(rec.physical_utilisation) });
+    // the new snapshot took the leaf's CBT log (VDI._cbt_snapshot)
+    if (rec.cbt_enabled === true && res.result !== res.base && (await logExists(ctx, res.result.location))) emu.db.update('VDI', created, { cbt_enabled: true });
     if (d.vhdBased && opts.kind !== 'internal') await srUpdateDelta(ctx, Number(rec.virtual_size));
     return created;
   }
@@ -464,6 +476,66 @@ export async function smVdiUpdate(ctx: SrCtx, vdi: string): Promise<void> {
     if (!rec) return;
     dbUpdate(ctx.emu, vdi, await d.vdiStat(ctx, rec));
   }, { vdi });
+}
+
+// ---- changed block tracking (SMAPIv1 vdi_enable_cbt, vdi_disable_cbt, vdi_list_changed_blocks, vdi_data_destroy) ----
+
+/** The disk of a VDI of a VHD SR, or SR_OPERATION_NOT_SUPPORTED for others. */
+function cbtDisk(ctx: SrCtx, vdi: string): { d: SrDriver; rec: Rec; location: string } {
+  const d = driverOf(ctx.emu, ctx.sr);
+  const rec = ctx.emu.db.get('VDI', vdi);
+  if (!rec) throw new XapiError('HANDLE_INVALID', ['VDI', vdi]);
+  if (!d.vhdBased) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [ctx.sr]);
+  return { d, rec, location: String(rec.location) };
+}
+
+/** vdi_enable_cbt / vdi_disable_cbt (configure_blocktracking), the VDI paused meanwhile; the record's
+ * cbt_enabled follows before I/O resumes. */
+export async function smVdiConfigureCbt(ctx: SrCtx, vdi: string, enable: boolean): Promise<void> {
+  const { emu } = ctx;
+  const { rec, location } = cbtDisk(ctx, vdi);
+  await withPaused(emu, [String(rec.uuid)], () => smCall(ctx, async () => {
+    const r = emu.db.get('VDI', vdi)!;
+    if ((r.sm_config as Record<string, string>).type === 'raw' || r.is_a_snapshot === true) {
+      throw smError('VDIType', 'Raw VDI or snapshot not permitted');
+    }
+    if (enable) await cbtEnable(ctx, location, Number(r.virtual_size));
+    else await cbtDisable(ctx, location);
+    emu.db.update('VDI', vdi, { cbt_enabled: enable });
+    emu.db.flush();
+  }, { vdi }));
+}
+
+/** vdi_list_changed_blocks: xapi's base64 bitmap of the blocks changed from `from` to `to`. */
+export async function smVdiListChangedBlocks(ctx: SrCtx, from: string, to: string): Promise<string> {
+  const { location } = cbtDisk(ctx, to);
+  const fromRec = ctx.emu.db.get('VDI', from);
+  if (!fromRec) throw new XapiError('HANDLE_INVALID', ['VDI', from]);
+  return smCall(ctx, () => cbtListChangedBlocks(ctx, String(fromRec.location), location), { vdi: to });
+}
+
+/** vdi_data_destroy (FileVDI.delete with data_only): the disk's file goes, its record (already of
+ * type cbt_metadata) and its CBT log stay. A single unlink: no journal needed. */
+export async function smVdiDataDestroy(ctx: SrCtx, vdi: string): Promise<void> {
+  const { emu, sr } = ctx;
+  const { d, rec } = cbtDisk(ctx, vdi);
+  emu.db.flush();
+  await withPaused(emu, [String(rec.uuid)], () => smCall(ctx, async () => {
+    const r = emu.db.get('VDI', vdi)!;
+    if (r.is_a_snapshot !== true) throw smError('VDIType', 'Only allowed for snapshot VDIs');
+    await d.vdiDelete(ctx, r, { dataOnly: true });
+    await srUpdateDelta(ctx, 0);
+  }, { vdi }));
+  kickGc(emu, sr);
+}
+
+/** Marks [offset, offset+length) of a VDI changed in its CBT log, if it has one (for writes that
+ * reach the VHD without a VdiIo, such as the stream import). */
+export async function markVdiChanged(emu: Emulator, vdi: string, offset: number, length: number): Promise<void> {
+  const rec = emu.db.get('VDI', vdi);
+  if (rec?.cbt_enabled !== true) return;
+  const ctx = srCtx(emu, String(rec.SR));
+  await cbtMark(ctx, String(rec.location), offset, length);
 }
 
 // ---- I/O: for the HTTP handlers (/import_raw_vdi, /export_raw_vdi) and, later, tapdisk ----

@@ -15,4 +15,4 @@ export {
 export { Vhd, type VhdCreateOptions, type VhdOpenOptions } from './vhd.js';
 export { chainOf, coalesce, setParent, type CoalesceResult } from './chain.js';
 export { exportRaw, exportVhd, type ExportStream, type ExportVhdOptions } from './stream-export.js';
-export { importRaw, importVhd, type ImportResult, type ImportSource } from './stream-import.js';
+export { importRaw, importVhd, type ImportOptions, type ImportResult, type ImportSource } from './stream-import.js';

@@ -229,7 +229,7 @@ async function withTarget<T>(targetPath: string, input: ImportSource, body: (tar
  * blocks overwrite) into the existing VHD at `targetPath`. The input's
  * virtual size must not exceed the target's.
  */
-export async function importVhd(targetPath: string, input: ImportSource): Promise<ImportResult> {
+export async function importVhd(targetPath: string, input: ImportSource, opts: ImportOptions = {}): Promise<ImportResult> {
   return withTarget(targetPath, input, async (target, src, stage) => {
     const f = inputFooter(await src.read(FOOTER_SIZE, 'the footer copy'));
     if (f.diskType !== DISK_DYNAMIC && f.diskType !== DISK_DIFFERENCING) {
@@ -262,6 +262,8 @@ export async function importVhd(targetPath: string, input: ImportSource): Promis
       min = off + BITMAP_SIZE + BLOCK_SIZE;
     }
     const replace = f.diskType === DISK_DYNAMIC;
+    // a dynamic stream replaces the whole contents; a differencing one the sectors it carries
+    if (replace) await opts.onChange?.(0, f.currentSize);
     // one buffer for every block that spans input chunks: each block is written
     // (awaited) before the next is read, and Staging keeps no reference to it
     const scratch = Buffer.allocUnsafeSlow(BITMAP_SIZE + BLOCK_SIZE);
@@ -275,6 +277,7 @@ export async function importVhd(targetPath: string, input: ImportSource): Promis
       }
       const bitmap = raw.subarray(0, BITMAP_SIZE);
       const data = raw.subarray(BITMAP_SIZE);
+      if (!replace && opts.onChange) await reportSectors(bitmap, i, opts.onChange);
       if (replace) await stage.putReplace(i, bitmap, data);
       else await stage.putOverlay(i, bitmap, data);
     }
@@ -287,6 +290,29 @@ export async function importVhd(targetPath: string, input: ImportSource): Promis
     await stage.commit(replace ? f.currentSize : 0);
     return { blocks: stage.written, bytes: src.position };
   });
+}
+
+export interface ImportOptions {
+  /** told of each range of the virtual disk the import will write, before it is written (64 KiB
+   * granularity for a differencing stream): for changed block tracking */
+  onChange?: (offset: number, length: number) => Promise<void>;
+}
+
+/** The 64 KiB runs of block `index` whose sectors the bitmap carries (128 sectors, 16 bitmap bytes
+ * each), adjacent runs reported as one range. */
+async function reportSectors(bitmap: Buffer, index: number, onChange: (offset: number, length: number) => Promise<void>): Promise<void> {
+  const RUN = 64 * 1024;
+  const bytesPerRun = RUN / 512 / 8;
+  let start = -1;
+  for (let r = 0; r <= BLOCK_SIZE / RUN; r++) {
+    let any = false;
+    if (r < BLOCK_SIZE / RUN) for (let k = r * bytesPerRun; k < (r + 1) * bytesPerRun && !any; k++) any = bitmap[k] !== 0;
+    if (any && start < 0) start = r;
+    if (!any && start >= 0) {
+      await onChange(index * BLOCK_SIZE + start * RUN, (r - start) * RUN);
+      start = -1;
+    }
+  }
 }
 
 /**
