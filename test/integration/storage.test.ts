@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { defaultConf } from '../../server/config.js';
-import { gcPending, openVdi, runSrGc, vdiPath } from '../../server/sm/index.js';
+import { gcPending, openVdi, runSrGc, smReady, vdiPath } from '../../server/sm/index.js';
 import { withOperation } from '../../server/api/operations.js';
 import { createTask, destroyTask } from '../../server/api/task-runner.js';
 import type { Call } from '../../server/dispatch/registry.js';
@@ -100,6 +100,8 @@ describe('the default pool', () => {
   it('has its SRs attached with xapi\'s allowed operations and the local SR directories made', async () => {
     const srs = await x.call('SR.get_all_records');
     const l = srs[local];
+    // (the directories are made by the storage start-up, which API calls wait for and this check does not)
+    await smReady(emu);
     expect(existsSync(join(emu.srRoot, l.uuid))).toBe(true);
     expect(l.allowed_operations).toEqual(expect.arrayContaining(['scan', 'plug', 'unplug', 'vdi_create', 'vdi_destroy', 'vdi_resize', 'vdi_clone', 'vdi_snapshot', 'update', 'pbd_create', 'pbd_destroy']));
     // attached PBDs forbid destroy and forget (CA-70294); ext has no VDI_INTRODUCE
