@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { connect as netConnect, createServer as netCreateServer } from 'node:net';
 import { startServer } from '../../server/app.js';
 import type { RunningServer } from '../../server/app.js';
-import { XapiFault, connect, type Client } from './helpers/jsonrpc.js';
+import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, vdiArgs } from './helpers/records.js';
 
@@ -38,15 +38,6 @@ function pattern(): Buffer {
   return b;
 }
 
-async function fault(p: Promise<unknown>): Promise<string[]> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof XapiFault) return e.description;
-    throw e;
-  }
-  throw new Error('expected a XAPI error');
-}
 
 /** An nbd:// URI for an export name as get_nbd_info gives it. */
 const uriOf = (info: { address: string; port: number; exportname: string }) =>
@@ -76,14 +67,14 @@ describe('network purposes', () => {
     await x.call('network.add_purpose', net, 'insecure_nbd');
     await x.call('network.add_purpose', net, 'insecure_nbd');
     expect(await x.call('network.get_purpose', net)).toEqual(['insecure_nbd']);
-    expect(await fault(x.call('network.add_purpose', other, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
-    expect(await fault(x.call('network.add_purpose', net, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
+    expect(await faultOf(x.call('network.add_purpose', other, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
+    expect(await faultOf(x.call('network.add_purpose', net, 'nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'nbd', 'insecure_nbd']);
     await x.call('network.remove_purpose', net, 'insecure_nbd');
     await x.call('network.remove_purpose', net, 'insecure_nbd');
     expect(await x.call('network.get_purpose', net)).toEqual([]);
     // with TLS wanted instead, the other way round
     await x.call('network.add_purpose', other, 'nbd');
-    expect(await fault(x.call('network.add_purpose', net, 'insecure_nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'insecure_nbd', 'nbd']);
+    expect(await faultOf(x.call('network.add_purpose', net, 'insecure_nbd'))).toEqual(['NETWORK_INCOMPATIBLE_PURPOSES', 'insecure_nbd', 'nbd']);
     await x.call('network.remove_purpose', other, 'nbd');
     await x.call('network.destroy', other);
   });
