@@ -254,6 +254,12 @@ async function partExport(c: Ctx, vm: string, raw: string, size: number, round: 
 /** Imports each archive of the export part; stops at the first 404 (no PUT /import here). */
 async function partImport(c: Ctx, round: number, out: Results): Promise<void> {
   const work = join(c.dir, 'out');
+  // Whether the handler exists, asked without a session and a body (no side effect): an absent
+  // route answers 404, a present one refuses the request otherwise. (A 404 to a large body would
+  // come while the body is still being sent, and reach the client as EPIPE rather than as a 404.)
+  if (out.importAbsent === undefined && (await fetch(new URL('/import', c.base), { method: 'PUT', body: '' })).status === 404) {
+    out.importAbsent = 'n/a (PUT /import absent)';
+  }
   for (const z of COMPS) {
     if (out.importAbsent) break;
     const file = join(work, `export.${EXT[z]}`);
