@@ -10,7 +10,9 @@
 //   a. GET /export?use_compression=false|gzip|zstd into a file (then fsync'ed), next to
 //      fs.copyFile of the disk's raw bytes (+ fsync) and to `tar -cf - raw | gzip` / `| zstd` into a
 //      file (+ fsync) at the levels the export uses (gzip: zlib's default 6; zstd: the program's
-//      default 3). MiB/s are of the disk's bytes, whatever the archive's size.
+//      default 3). MiB/s are of the disk's bytes, whatever the archive's size. fs.copyFile copies in
+//      the kernel (copy_file_range), so a stream copy through user space + fsync is shown too, and
+//      the export read by curl to /dev/null: the server's rate without the client's file.
 //   b. PUT /import?sr_id=… of each archive, timed until its task (task_id) leaves `pending`, next to
 //      `gzip -dc | tar -xf -` (`zstd -dc`, plain `tar -xf`) of the same archive (+ sync). Where the
 //      emulator has no PUT /import (404), "n/a".
@@ -204,6 +206,8 @@ const ratio = (x: number, target?: number) =>
 
 interface Results {
   copy: Run[];
+  stream: Run[];
+  expNull: Run[];
   tar: Run[];
   tarZ: Record<Exclude<Comp, 'none'>, Run[]>;
   exp: Record<Comp, Run[]>;
@@ -232,6 +236,14 @@ async function partExport(c: Ctx, vm: string, raw: string, size: number, round: 
     return { ms: now() - t0, bytes: size };
   }));
   rmSync(join(work, 'copy.raw'));
+  // the same bytes through user space, as the export's receiver writes them
+  out.stream.push(await step('stream copy of the raw disk', async () => {
+    const t0 = now();
+    await pipeline(createReadStream(raw), createWriteStream(join(work, 'stream.raw')));
+    await fsyncFile(join(work, 'stream.raw'));
+    return { ms: now() - t0, bytes: size };
+  }));
+  rmSync(join(work, 'stream.raw'));
   const tarTo = async (pipe: string, file: string): Promise<Run> => {
     const t0 = now();
     await sh(`tar -cf - -C ${quote(dirname(raw))} ${quote(basename(raw))}${pipe} > ${quote(file)}`);
@@ -249,6 +261,15 @@ async function partExport(c: Ctx, vm: string, raw: string, size: number, round: 
     out.exp[z].push(await step(`GET /export use_compression=${z === 'none' ? 'false' : z}`, () =>
       getTo(c, '/export', { ref: vm, use_compression: z === 'none' ? 'false' : z }, file)));
   }
+  // the server alone: the archive read by curl and discarded, no file written
+  out.expNull.push(await step('GET /export use_compression=false (curl to /dev/null)', async () => {
+    const task = await newTask(c, 'bench GET /export');
+    const url = new URL(`/export?${q({ ref: vm, use_compression: 'false', session_id: c.session, task_id: task })}`, c.base);
+    const r = await timedCmd('curl', ['-sSf', '-o', '/dev/null', url.href], size);
+    const rec = await finished(c, task);
+    if (rec.status !== 'success') throw new Error(`GET /export: task ${String(rec.status)} ${JSON.stringify(rec.error_info)}`);
+    return r;
+  }));
 }
 
 /** Imports each archive of the export part; stops at the first 404 (no PUT /import here). */
@@ -365,20 +386,23 @@ function report(r: Results, size: number, rawMs: number): string {
     return [what, b ? fmt(b.ms / 1000, 2) : 'n/a', b ? fmt(mibs(b, size), 0) : 'n/a', b ? fmt(b.bytes / MiB, 1) : '', ...rest, each(rs)];
   };
   const ref = mibs(best(r.copy), size);
+  const sref = mibs(best(r.stream), size);
   const tarRef: Record<Comp, number> = { none: mibs(best(r.tar), size), gzip: mibs(best(r.tarZ.gzip), size), zstd: mibs(best(r.tarZ.zstd), size) };
   const exp = table(
     `9a. GET /export of a halted VM with one ${XVA_MIB} MiB disk (half random, half text), into a file + fsync\n` +
       `    (MiB/s of the disk's ${XVA_MIB} MiB; "out MiB" is what was written; target: export without compression ≥ 0.5 of the plain copy)`,
     [
-      ['transfer', 'best s', 'best MiB/s', 'out MiB', 'ratio to plain copy', 'to tar (+ same compressor)', 'MiB/s of each run'],
-      line('fs.copyFile of the raw disk + fsync', r.copy, '1.00', ''),
-      line('tar -cf of the raw disk + fsync', r.tar, ratio(tarRef.none / ref), '1.00'),
-      line('tar | gzip -6 + fsync', r.tarZ.gzip, ratio(tarRef.gzip / ref), '1.00'),
-      line('tar | zstd -3 + fsync', r.tarZ.zstd, ratio(tarRef.zstd / ref), '1.00'),
+      ['transfer', 'best s', 'best MiB/s', 'out MiB', 'ratio to plain copy', 'to stream copy', 'to tar (+ same compressor)', 'MiB/s of each run'],
+      line('fs.copyFile of the raw disk + fsync', r.copy, '1.00', ratio(ref / sref), ''),
+      line('stream copy (node streams) + fsync', r.stream, ratio(sref / ref), '1.00', ''),
+      line('tar -cf of the raw disk + fsync', r.tar, ratio(tarRef.none / ref), ratio(tarRef.none / sref), '1.00'),
+      line('tar | gzip -6 + fsync', r.tarZ.gzip, ratio(tarRef.gzip / ref), ratio(tarRef.gzip / sref), '1.00'),
+      line('tar | zstd -3 + fsync', r.tarZ.zstd, ratio(tarRef.zstd / ref), ratio(tarRef.zstd / sref), '1.00'),
       ...COMPS.map((z) => {
         const x = mibs(best(r.exp[z]), size);
-        return line(`GET /export use_compression=${z === 'none' ? 'false' : z}`, r.exp[z], ratio(x / ref, z === 'none' ? 0.5 : undefined), ratio(x / tarRef[z]));
+        return line(`GET /export use_compression=${z === 'none' ? 'false' : z}`, r.exp[z], ratio(x / ref, z === 'none' ? 0.5 : undefined), ratio(x / sref), ratio(x / tarRef[z]));
       }),
+      line('GET /export use_compression=false, curl to /dev/null', r.expNull, ratio(mibs(best(r.expNull), size) / ref), ratio(mibs(best(r.expNull), size) / sref), ''),
     ],
   );
   const untarRef: Record<Comp, number> = { none: mibs(best(r.untar.none), size), gzip: mibs(best(r.untar.gzip), size), zstd: mibs(best(r.untar.zstd), size) };
@@ -453,7 +477,7 @@ export async function sectionXva(tmp: string): Promise<string> {
     const { vm, vdi } = await makeVm(ctx, raw, size);
     const rawMs = now() - tr;
     const r: Results = {
-      copy: [], tar: [], tarZ: { gzip: [], zstd: [] }, exp: { none: [], gzip: [], zstd: [] }, imp: { none: [], gzip: [], zstd: [] },
+      copy: [], stream: [], expNull: [], tar: [], tarZ: { gzip: [], zstd: [] }, exp: { none: [], gzip: [], zstd: [] }, imp: { none: [], gzip: [], zstd: [] },
       untar: { none: [], gzip: [], zstd: [] }, nbd: [], nbdTls: [], http: [],
     };
     for (let round = 1; round <= ROUNDS; round++) {
