@@ -1,6 +1,7 @@
 // Performance benchmark of the emulator. Usage:   npm run bench      (tsx bench/run.ts)
 //
-// Prints numbers and ratios, asserts nothing; takes about 3 minutes on 2 cores. Every server runs
+// Prints numbers and ratios, asserts nothing; takes about 3 minutes on 2 cores (plus about 2 for
+// section 9). Every server runs
 // in a child process (node bin/xapi-emu.js …, and bench/bare-server.ts for the Fastify baseline), so
 // the load generator (autocannon, in this process) does not share their event loop. Sections:
 //   1. VM.get_record req/s over XML-RPC and JSON-RPC (32 keep-alive connections) vs a bare Fastify route
