@@ -1,6 +1,7 @@
 // Performance benchmark of the emulator. Usage:   npm run bench      (tsx bench/run.ts)
 //
-// Prints numbers and ratios, asserts nothing; takes about 3 minutes on 2 cores. Every server runs
+// Prints numbers and ratios, asserts nothing; takes about 3 minutes on 2 cores (plus about 2 for
+// section 9). Every server runs
 // in a child process (node bin/xapi-emu.js …, and bench/bare-server.ts for the Fastify baseline), so
 // the load generator (autocannon, in this process) does not share their event loop. Sections:
 //   1. VM.get_record req/s over XML-RPC and JSON-RPC (32 keep-alive connections) vs a bare Fastify route
@@ -13,11 +14,14 @@
 //      tapdisk → VHD (and through qemu-dm's IDE) vs a plain sequential file write
 //   8. state snapshots (bench/snapshots.ts): snapshot and restore of the default pool and of a
 //      1,000-VM pool, and "restore + first call" per test
+//   9. whole-VM exports and NBD (bench/xva.ts): GET /export (none, gzip, zstd) vs a plain copy and
+//      tar + gzip/zstd of the same bytes, PUT /import vs tar -x, NBD reads (nbdcopy) vs /export_raw_vdi
 // Environment knobs: BENCH_DURATION (s per autocannon run, default 7), BENCH_VMS (default 10000),
 // BENCH_HOSTS (default 64), BENCH_ROUNDS (event rounds, default 20), BENCH_CALLS (get_all_records
 // calls per protocol, default 20), BENCH_VDI_MIB, BENCH_STORAGE_ROUNDS and BENCH_CHAIN (see
 // bench/storage.ts), BENCH_ONLY (comma-separated sections to run: rpc = 1, pool = 2 and 4,
-// events = 3, storage = 5, datapath = 6, lifecycle = 7 (bench/lifecycle.ts), snapshots = 8; default all); BENCH_DATAPATH_MIB, BENCH_DATAPATH_IO_KIB, BENCH_DATAPATH_ROUNDS (see bench/datapath.ts).
+// events = 3, storage = 5, datapath = 6, lifecycle = 7 (bench/lifecycle.ts), snapshots = 8, xva = 9; default all); BENCH_DATAPATH_MIB, BENCH_DATAPATH_IO_KIB, BENCH_DATAPATH_ROUNDS (see bench/datapath.ts);
+// BENCH_XVA_MIB (disk of section 9, default 256) and BENCH_XVA_ROUNDS (default 2).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +36,7 @@ import { sectionStorage } from './storage.js';
 import { sectionDatapath } from './datapath.js';
 import { sectionLifecycle } from './lifecycle.js';
 import { sectionSnapshots } from './snapshots.js';
+import { sectionXva } from './xva.js';
 
 const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
 const DURATION = env('BENCH_DURATION', 7);
@@ -42,7 +47,7 @@ const HOSTS = env('BENCH_HOSTS', 64);
 const ROUNDS = env('BENCH_ROUNDS', 20);
 const CALLS = env('BENCH_CALLS', 20);
 const WATCHERS = 100;
-const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots'] as const;
+const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots', 'xva'] as const;
 const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((x) => x.trim()) : [...SECTIONS];
 for (const x of ONLY) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_ONLY: unknown section "${x}" (${SECTIONS.join(', ')})`);
 const want = (s: (typeof SECTIONS)[number]) => ONLY.includes(s);
@@ -362,6 +367,7 @@ async function main(): Promise<void> {
     if (want('datapath')) print(await sectionDatapath(dir));
     if (want('lifecycle')) print(await sectionLifecycle());
     if (want('snapshots')) print(await sectionSnapshots());
+    if (want('xva')) print(await sectionXva(dir));
     console.log(`\ntotal ${fmt((now() - t0) / 1000, 1)} s`);
   } finally {
     await stopAll();
