@@ -58,7 +58,8 @@ for (let i = 0; i < starts.length; i++) {
     const msgOf = (l: string) => {
       const at = part.search(new RegExp(`~${l}:`));
       if (at < 0) return undefined;
-      const m = /Client\.([A-Za-z_]+)\.([a-z_A-Z0-9]+)/.exec(part.slice(at));
+      // the first call that is not a read (setters may look up a ref or the current map first)
+      const m = [...part.slice(at).matchAll(/Client\.([A-Za-z_]+)\.([a-z_A-Z0-9]+)/g)].find((c) => !c[2].startsWith('get_'));
       return m ? `${m[1]}.${m[2]}` : '';
     };
     for (const [l, k] of [['set', 'set'], ['add_to_map', 'add_to_map'], ['remove_from_map', 'remove_from_map'], ['add_to_set', 'add_to_set'], ['remove_from_set', 'remove_from_set'], ['set_in_map', 'set_in_map'], ['set_map', 'set_map'], ['clear_map', 'clear_map']] as const) {
