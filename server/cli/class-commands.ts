@@ -43,7 +43,23 @@ function selectFields(params: Params, fields: FieldView[], defaults: string[]): 
   const given = param(params, 'params');
   const names = given === undefined ? defaults : given === 'all' ? [] : given.split(',');
   const chosen = names.length === 0 ? fields : fields.filter((f) => names.includes(f.name));
-  return chosen.filter((f) => !f.spec.hidden && !(f.computed && !f.spec.expensive));
+  return chosen.filter((f) => !f.spec.hidden);
+}
+
+/** The fields to print with their computed values loaded (in a list, expensive ones are not
+ * computed). A computed field whose message is not implemented here is left out, rather than
+ * failing the whole record. */
+async function loadShown(ctx: CommandContext, fields: FieldView[], list: boolean): Promise<FieldView[]> {
+  const shown: FieldView[] = [];
+  for (const f of fields) {
+    try {
+      if (!(list && f.spec.expensive)) await f.load(ctx);
+      shown.push(f);
+    } catch (e) {
+      if (!(e instanceof XapiError && e.code === 'NOT_IMPLEMENTED')) throw e;
+    }
+  }
+  return shown;
 }
 
 function defineClassCommands(c: CliClass): void {
@@ -63,9 +79,14 @@ function defineClassCommands(c: CliClass): void {
       const all = await allRecords(ctx, c);
       const filters: Params = [...c.filters, ...ctx.params.filter(([k]) => k !== 'params' && !STD_PARAMS.includes(k))];
       let records = all;
-      for (const f of filters) records = filterRecords(records, f, fields);
+      for (const f of filters) records = await filterRecords(ctx, records, f, fields);
       const shown = boolParam(ctx.params, 'all') ? all : records;
-      ctx.printer.print({ t: 'table', records: shown.map((r) => selectFields(ctx.params, r.fields, c.list).map((f) => printField(f, true))) });
+      const table: [string, string][][] = [];
+      for (const r of shown) {
+        const chosen = await loadShown(ctx, selectFields(ctx.params, r.fields, c.list), true);
+        table.push(chosen.map((f) => printField(f, true)));
+      }
+      ctx.printer.print({ t: 'table', records: table });
     },
   });
 
@@ -76,7 +97,7 @@ function defineClassCommands(c: CliClass): void {
     help: 'Lists all the parameters of the object specified by the uuid.',
     run: async (ctx) => {
       const r = await recordByUuid(ctx, c, required(ctx.params, 'uuid'));
-      const shown = r.fields.filter((f) => !f.spec.hidden && !f.computed);
+      const shown = await loadShown(ctx, r.fields.filter((x) => !x.spec.hidden), false);
       ctx.printer.print({ t: 'table', records: [shown.map((f) => printField(f, false))] });
     },
   });
@@ -89,6 +110,7 @@ function defineClassCommands(c: CliClass): void {
     run: async (ctx) => {
       const r = await recordByUuid(ctx, c, required(ctx.params, 'uuid'));
       const f = r.field(required(ctx.params, 'param-name'));
+      await f.load(ctx);
       const key = param(ctx.params, 'param-key');
       if (key !== undefined && f.isMap) {
         const hit = f.entries().find(([k]) => k === key);

@@ -51,8 +51,9 @@ export class Printer {
     }
   }
 
-  /** At the end of a command: --minimal prints its line (empty when nothing was printed). */
+  /** At the end of a command: --minimal prints its line (empty when nothing was printed). xapi
+   * stacks the pieces, so several prints come out last first. */
   flush(): void {
-    if (this.minimal) this.send({ t: 'Print', text: this.buffer.join(',') });
+    if (this.minimal) this.send({ t: 'Print', text: [...this.buffer].reverse().join(',') });
   }
 }

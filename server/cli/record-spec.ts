@@ -10,6 +10,8 @@ export interface CliField {
   name: string;
   /** the API field it shows; absent: a value xapi computes by other calls (not shown here yet) */
   field?: string;
+  /** a value read from every host (a host field), shown when they all agree, else "<inconsistent>" */
+  hosts?: string;
   /** the class of a record reached through a ref field of the object (VM_metrics, VM_guest_metrics) */
   via?: string;
   /** printed when that record is absent */

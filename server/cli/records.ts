@@ -6,6 +6,7 @@ import { XapiError } from '../dispatch/errors.js';
 import type { CliField } from './record-spec.js';
 import { cliRecords } from './generated/records.js';
 import { CliFailure, FieldNotFound } from './errors.js';
+import { computeOf, type Computed } from './computed.js';
 
 /** records.ml's marks for what cannot be shown */
 export const NOT_IN_DATABASE = '<not in database>';
@@ -82,7 +83,18 @@ export class FieldView {
     private readonly emu: Emulator,
     /** the record it comes from is absent (a NULL metrics ref) */
     private readonly absent: boolean,
+    /** for a value xapi computes by further calls: how (undefined: not known here) */
+    readonly compute?: (io: RecordIo) => Promise<Computed>,
   ) {}
+
+  /** the computed value, once loaded (CliRecord.load) */
+  private loaded: Computed | undefined;
+
+  async load(io: RecordIo): Promise<void> {
+    if (!this.computed || this.loaded) return;
+    if (!this.compute) throw new XapiError('NOT_IMPLEMENTED', [`${this.spec.name} (CLI field)`]);
+    this.loaded = await this.compute(io);
+  }
 
   get name(): string {
     return this.spec.name;
@@ -90,7 +102,7 @@ export class FieldView {
 
   /** The value as printed; a field of records.ml that reads more than the record is not shown. */
   get(): string {
-    if (this.computed) throw new XapiError('NOT_IMPLEMENTED', [`CLI field ${this.spec.name}`]);
+    if (this.computed) return this.computedValue().text;
     if (this.absent) return this.spec.none ?? NOT_IN_DATABASE;
     const ty = this.ty!;
     const sep = this.spec.fmt === 'comma' ? ', ' : '; ';
@@ -103,7 +115,13 @@ export class FieldView {
   }
 
   /** A set's members (a map shown as a set, e.g. current-operations: its values). */
+  private computedValue(): Computed {
+    if (!this.loaded) throw new XapiError('NOT_IMPLEMENTED', [`${this.spec.name} (CLI field)`]);
+    return this.loaded;
+  }
+
   members(): string[] {
+    if (this.computed) return this.computedValue().members ?? [];
     const ty = this.ty;
     if (this.absent || !ty) return [];
     if (ty.k === 'set' && Array.isArray(this.value)) return this.value.map((x) => scalar(this.emu, ty.of, x, this.spec));
@@ -112,6 +130,7 @@ export class FieldView {
   }
 
   entries(): [string, string][] {
+    if (this.computed) return this.computedValue().entries ?? [];
     const ty = this.ty;
     if (this.absent || !ty || ty.k !== 'map' || !this.value || typeof this.value !== 'object') return [];
     return Object.entries(this.value as Rec).map(([k, x]) => [scalar(this.emu, ty.key, k, this.spec), scalar(this.emu, ty.value, x, this.spec)]);
@@ -151,6 +170,11 @@ export class CliRecord {
     const f = this.fields.find((x) => x.name === name);
     if (!f) throw new FieldNotFound(name);
     return f;
+  }
+
+  /** Computes the values of `fields` that need further calls (all of them by default). */
+  async load(io: RecordIo, fields: FieldView[] = this.fields): Promise<void> {
+    for (const f of fields) await f.load(io);
   }
 }
 
@@ -199,7 +223,8 @@ export async function makeRecord(io: RecordIo, record: string, ref: string, rec:
       fields.push(new FieldView(f, fm?.ty, sub?.[f.field ?? ''], io.emu, sub === null));
     } else {
       const fm: FieldMeta | undefined = f.field ? meta.field.get(f.field) : undefined;
-      fields.push(new FieldView(f, fm?.ty, fm ? rec[fm.name] : undefined, io.emu, false));
+      const compute = fm ? undefined : computeOf(record, f);
+      fields.push(new FieldView(f, fm?.ty, fm ? rec[fm.name] : undefined, io.emu, false, compute && ((x: RecordIo) => compute(x, ref, rec))));
     }
   }
   return new CliRecord(cls, ref, fields);
@@ -233,9 +258,10 @@ export function fieldKind(name: string, fields: CliField[]): FieldKind {
 const same = (ci: boolean | undefined, a: string, b: string) => (ci ? a.toLowerCase() === b.toLowerCase() : a === b);
 
 /** The records matching `k=v` (xapi's filter_records_on_fields). */
-export function filterRecords(records: CliRecord[], [k, v]: [string, string], spec: CliField[]): CliRecord[] {
+export async function filterRecords(io: RecordIo, records: CliRecord[], [k, v]: [string, string], spec: CliField[]): Promise<CliRecord[]> {
   if (records.length === 0) return [];
   const kind = fieldKind(k, spec);
+  for (const r of records) await r.field(kind.t === 'normal' ? k : kind.name).load(io);
   if (kind.t === 'normal') return records.filter((r) => { const f = r.field(k); return same(f.spec.case_insensitive, f.get(), v); });
   const rest = k.slice(kind.name.length + 1);
   if (kind.t === 'set') {
@@ -300,7 +326,7 @@ function bytesOrInt(s: string): number | undefined {
 /** Calls a field operation's message: the object's ref goes to its first parameter of the class,
  * the given values to the others in order. A message that takes the whole map (set_<map>) gets
  * `whole` instead. */
-async function callFieldMessage(io: RecordIo, rec: CliRecord, wire: string, cliName: string, values: string[], whole?: () => { [k: string]: string }): Promise<void> {
+async function callFieldMessage(io: RecordIo, rec: CliRecord, wire: string, cliName: string, values: string[], whole?: () => { [k: string]: string } | string[]): Promise<void> {
   const msg = messages.get(wire);
   if (!msg) throw new XapiError('MESSAGE_METHOD_UNKNOWN', [wire]);
   const args: unknown[] = [];
@@ -311,6 +337,11 @@ async function callFieldMessage(io: RecordIo, rec: CliRecord, wire: string, cliN
       args.push(rec.ref);
       self = true;
     } else if (p.ty.k === 'map' && whole) args.push(whole());
+    else if (p.ty.k === 'set' && whole) {
+      const of = p.ty.of;
+      const members = whole() as string[];
+      args.push(await Promise.all(members.map((m) => toApi(io, of, cliName, m))));
+    }
     else args.push(await toApi(io, p.ty, cliName, values[i++] ?? ''));
   }
   await io.call(wire, ...args);
@@ -370,7 +401,7 @@ export async function paramAdd(io: RecordIo, rec: CliRecord, name: string, key: 
   const s = f.spec;
   if (s.add_to_set) {
     if (key === undefined) throw new CliFailure('When adding a key to a set, use the syntax: *-param-add param-name=<name> param-key=<key>');
-    await callFieldMessage(io, rec, s.add_to_set, name, [key]);
+    await callFieldMessage(io, rec, s.add_to_set, name, [key], () => [...f.members(), key]);
   } else if (s.add_to_map) {
     const current = Object.fromEntries(f.entries());
     for (const [k, v] of pairs) {
@@ -387,7 +418,7 @@ export async function paramRemove(io: RecordIo, rec: CliRecord, name: string, ke
   const s = f.spec;
   if (s.is === 'set' && s.remove_from_set) {
     if (!f.members().includes(key)) throw new CliFailure(`Key ${key} is not in the set`);
-    await callFieldMessage(io, rec, s.remove_from_set, name, [key]);
+    await callFieldMessage(io, rec, s.remove_from_set, name, [key], () => f.members().filter((m) => m !== key));
   } else if (s.is === 'map' && s.remove_from_map) {
     const current = Object.fromEntries(f.entries());
     if (!(key in current)) throw new CliFailure(`Key ${key} is not in map`);
@@ -401,7 +432,8 @@ export async function paramClear(io: RecordIo, rec: CliRecord, name: string): Pr
   const f = rec.field(name);
   const s = f.spec;
   if (s.is === 'set' && s.remove_from_set) {
-    for (const m of f.members()) await callFieldMessage(io, rec, s.remove_from_set, name, [m]);
+    const members = f.members();
+    for (let i = 0; i < members.length; i++) await callFieldMessage(io, rec, s.remove_from_set, name, [members[i]], () => members.slice(i + 1));
   } else if (s.clear_map) await callFieldMessage(io, rec, s.clear_map, name, [], () => ({}));
   else if (s.set_map) await callFieldMessage(io, rec, s.set_map, name, [], () => ({}));
   else if (s.is === 'map' && s.remove_from_map) {

@@ -48,6 +48,9 @@ for (let i = 0; i < starts.length; i++) {
       const none = /~none:("[^"]*"|[a-z_]+)/.exec(get)?.[1];
       f.none = none === undefined ? undefined : none.startsWith('"') ? JSON.parse(none) : none === 'nid' ? '<not in database>' : none === 'unknown_time' ? '<unknown time>' : none;
     }
+    // a pool field that shows a host field when every host agrees
+    const consistent = /get_consistent_field_or_default[\s\S]*?~getter:Client\.Host\.get_([A-Za-z0-9_]+)/.exec(get);
+    if (!f.field && consistent) f.hosts = consistent[1];
     if (/get_name_from_ref/.test(get)) f.fmt = 'name';
     else if (/concat_with_comma|map_and_concat_compat/.test(get)) f.fmt = 'comma';
     else if (/lowercase_string|String\.lowercase_ascii/.test(get)) f.fmt = 'lower';
