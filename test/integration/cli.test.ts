@@ -4,7 +4,7 @@
 // -param-* commands (writes go through the API), errors as xapi prints them, sessions.
 import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RunningServer } from '../../server/app.js';
+import { startServer, type RunningServer } from '../../server/app.js';
 import { encodeHandshake } from '../../server/cli/protocol.js';
 import { connect, XapiFault, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
@@ -76,6 +76,34 @@ describe('POST /cli: the exchange', () => {
     const r = await run(['vm-list'], { ...root, major: 1 }).catch((e: Error) => e);
     expect(r).toBeInstanceOf(Error);
     expect((r as Error).message).toBe('Lost connection to the server.');
+  });
+
+  it('works over TLS, as the real client talks to port 443', async () => {
+    const tls = await startServer({ port: 0, https: true, memory: true, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
+    try {
+      const https = tls.urls[0];
+      expect(https.startsWith('https:')).toBe(true);
+      // (the pool's own records: a fetch would refuse the self-signed certificate)
+      const vms = [...tls.emu.db.table('VM').keys()].map((ref) => tls.emu.db.get('VM', ref)!).filter((r) => !r.is_a_template).map((r) => r.uuid);
+      const r = await xe(https, ['vm-list', '--minimal'], root);
+      expect(r).toMatchObject({ code: 0, stderr: '' });
+      expect(r.stdout).toBe(`${vms.join(',')}\n`);
+    } finally {
+      await tls.close();
+    }
+  });
+
+  it('refuses a body larger than xapi\'s limit (200 KiB) with 413', async () => {
+    const u = new URL(url);
+    const body = 'x'.repeat(200 * 1024 + 1);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = tcpConnect(Number(u.port), u.hostname, () => s.write(`POST /cli HTTP/1.0\r\ncontent-length: ${body.length}\r\n\r\n${body}`));
+      let got = '';
+      s.on('data', (c) => (got += c.toString('latin1')));
+      s.on('close', () => resolve(got));
+      s.on('error', (e) => (got ? resolve(got) : reject(e)));
+    });
+    expect(answer.startsWith('HTTP/1.1 413 ')).toBe(true);
   });
 
   it('logs in for the command and out after it; a session_id line is used as it is', async () => {

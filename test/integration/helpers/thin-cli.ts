@@ -2,6 +2,7 @@
 // HTTP/1.0 with the arguments one a line, then the server's handshake, ours, and the server's
 // commands until Exit. Print goes to stdout (with a newline), PrintStderr to stderr as sent.
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Decoder, encodeHandshake, encodeMessage, PROTOCOL_MAJOR, PROTOCOL_MINOR, type Command } from '../../../server/cli/protocol.js';
 
 export interface XeResult {
@@ -28,7 +29,11 @@ export function xe(url: string, args: string[], opts: XeOptions = {}): Promise<X
   const body = Buffer.from(lines.join('\n'));
   const head = `POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/${PROTOCOL_MAJOR}.${PROTOCOL_MINOR}\r\noriginator: cli\r\ncontent-length: ${body.length}\r\n\r\n`;
   return new Promise((resolve, reject) => {
-    const sock: Socket = connect(Number(u.port), u.hostname);
+    // https: TLS as the real client gets it through stunnel (the emulator's certificate is its own)
+    const sock: Socket = u.protocol === 'https:'
+      ? tlsConnect({ port: Number(u.port), host: u.hostname, rejectUnauthorized: false })
+      : connect(Number(u.port), u.hostname);
+    const ready = u.protocol === 'https:' ? 'secureConnect' : 'connect';
     const out: XeResult = { stdout: '', stderr: '', code: -1, commands: [] };
     const decoder = new Decoder();
     let settled = false;
@@ -39,7 +44,7 @@ export function xe(url: string, args: string[], opts: XeOptions = {}): Promise<X
       if (e) reject(e);
       else resolve(out);
     };
-    sock.on('connect', () => sock.write(Buffer.concat([Buffer.from(head), body])));
+    sock.on(ready, () => sock.write(Buffer.concat([Buffer.from(head), body])));
     sock.on('data', (chunk: Buffer) => {
       // a reply in HTTP is what the real client calls "Server internal error"
       if (out.commands.length === 0 && chunk.subarray(0, 4).toString() === 'HTTP') return finish(new Error(`Server internal error: ${chunk.toString()}`));
