@@ -26,6 +26,8 @@ export interface CommandSpec {
   standard?: boolean;
   /** never listed by `help` */
   hidden?: boolean;
+  /** the command acts on the objects chosen by selectors (selectors.ts): `help` says so */
+  selectors?: 'vm' | 'host' | 'sr';
   run(ctx: CommandContext): Promise<void>;
 }
 

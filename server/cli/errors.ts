@@ -13,6 +13,12 @@ export class UnknownCommand extends Error {}
 export class CliFailure extends Error {}
 /** A record has no field of that name (records.ml's CLI_failed_to_find_param). */
 export class FieldNotFound extends Error {}
+/** Several objects were acted on and some failed: (uuid, message) of each failure. */
+export class MultipleFailure extends Error {
+  constructor(readonly failures: [string, string][]) {
+    super('operation failed');
+  }
+}
 /** The command has told its own story and ends with this exit code. */
 export class ExitWithError extends Error {
   constructor(readonly code: number) {
@@ -45,6 +51,8 @@ export function serverError(code: string, params: string[], refConvert: (s: stri
 /** The commands that report a failure (before the final Exit 1). */
 export function failureCommands(e: unknown, refConvert?: (s: string) => string): Command[] {
   if (e instanceof ExitWithError) return [];
+  // each failure of an operation on several objects, on stdout as xapi prints them
+  if (e instanceof MultipleFailure) return e.failures.map(([uuid, msg]) => ({ t: 'Print', text: `operation failed on ${uuid}: ${msg}` }));
   if (e instanceof UnknownCommand) return paramError('Unknown command', e.message);
   if (e instanceof ParseError) return paramError('Syntax error', e.message);
   if (e instanceof ParamNotFound) return paramError('Required parameter not found', e.message);

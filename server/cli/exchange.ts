@@ -15,6 +15,7 @@ import { Decoder, encodeCommand, encodeHandshake, PROTOCOL_MAJOR, type Command }
 import { refConvert } from './records.js';
 // the commands register themselves
 import './class-commands.js';
+import './commands/vm.js';
 
 /** The API version the CLI logs in with (Datamodel_common.api_version_string). */
 const API_VERSION = `${apiRelease.version_major}.${apiRelease.version_minor}`;

@@ -4,6 +4,13 @@ import type { Params } from './commands.js';
 import { commandTable } from './commands.js';
 import type { Printer } from './printer.js';
 
+/** What `help <command>` adds for a command with selectors. */
+const SELECTORS = {
+  vm: ['<vm-selectors>', " VMs can be specified by filtering the full list of VMs on the values of zero or more fields. For example, specifying 'uuid=<some_uuid>' will select only the VM with that uuid, and 'power-state=halted' will select only VMs whose 'power-state' field is equal to 'halted'. The special pseudo-field 'vm' matches either of name-label or uuid. Where multiple VMs are matching, the option '--multiple' must be specified to perform the operation. The full list of fields that can be matched can be obtained by the command 'xe vm-list params=all'. If no parameters to select VMs are given, the operation will be performed on all VMs."],
+  host: ['<host-selectors>', " Hosts can be specified by filtering the full list of hosts on the values of zero or more fields. For example, specifying 'uuid=<some_uuid>' will select only the host with that uuid, and 'enabled=true' will select only hosts whose 'enabled' field is equal to 'true'. The special pseudo-field 'host' matches any of hostname, name-label or uuid. Where multiple hosts are matching, and the operation can be performed on multiple hosts, the option '--multiple' must be specified to perform the operation. The full list of fields that can be matched can be obtained by the command 'xe host-list params=all'. If no parameters to select hosts are given, the operation will be performed on all hosts."],
+  sr: ['<sr-selectors>', " SRs can be specified by filtering the full list of SRs on the values of zero or more fields. For example, specifying 'uuid=<some_uuid>' will select only the sr with that uuid, and 'enabled=true' will select only srs whose 'enabled' field is equal to 'true'. The special pseudo-field 'sr' matches either of name-label or uuid. Where multiple SRs are matching, and the operation can be performed on multiple SRs, the option '--multiple' must be specified to perform the operation. The full list of fields that can be matched can be obtained by the command 'xe sr-list params=all'. If no parameters to select SRs are given, the operation will be performed on all SRs."],
+} as const;
+
 const NOT_COMMANDS = ['server', 'username', 'password', 'port', 'minimal', 'all'];
 
 /** Command names in lines of at most about 74 columns, indented by 4. */
@@ -52,8 +59,8 @@ export function help(printer: Printer, params: Params, argv0 = 'xe'): void {
         records: [[
           ['command name        ', name],
           ['reqd params     ', c.reqd.join(', ')],
-          ['optional params ', c.optn.join(', ')],
-          ['description     ', c.help],
+          ['optional params ', (c.selectors ? [...c.optn, SELECTORS[c.selectors][0]] : c.optn).join(', ')],
+          ['description     ', c.selectors ? c.help + SELECTORS[c.selectors][1] : c.help],
         ]],
       });
     }

@@ -9,6 +9,7 @@ import { encodeHandshake } from '../../server/cli/protocol.js';
 import { connect, XapiFault, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { xe, type XeOptions } from './helpers/thin-cli.js';
+import { GiB, memory, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'cli-test';
 let srv: RunningServer;
@@ -310,6 +311,48 @@ describe('the generated -param-* commands', () => {
     const r = await run(['vm-param-get', `uuid=${vm.uuid}`, 'param-name=possible-hosts']);
     if (fault) expect(r).toMatchObject({ code: 1, stderr: `The function is not implemented\nfunction: ${fault[1]}\n` });
     else expect(r.stdout).toBe(`${await Promise.all(hosts.map((h) => x.call('host.get_uuid', h))).then((u) => u.join('; '))}\n`);
+  });
+});
+
+describe('commands on the VMs chosen by selectors', () => {
+  it('vm=<name or uuid>, filters, --multiple, and every failure of several reported', async () => {
+    const a: string = await x.call('VM.create', vmArgs('cli-sel-a', memory(1 * GiB)));
+    const b: string = await x.call('VM.create', vmArgs('cli-sel-b', memory(1 * GiB)));
+    const [ua, ub] = [await x.call('VM.get_uuid', a), await x.call('VM.get_uuid', b)];
+    await x.call('VM.start', a, false, false);
+    await x.call('VM.start', b, false, false);
+    try {
+      expect(await run(['vm-pause', 'vm=cli-sel-a'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
+      expect(await x.call('VM.get_power_state', a)).toBe('Paused');
+      expect((await run(['vm-unpause', `vm=${ua}`])).code).toBe(0);
+      expect(await x.call('VM.get_power_state', a)).toBe('Running');
+      // the control domain is never chosen: two running VMs match
+      expect(await run(['vm-pause', 'power-state=running'])).toMatchObject({ code: 1, stderr: 'Error: Multiple matches VMs found. --multiple required to complete the operation\n' });
+      expect((await run(['vm-pause', 'power-state=running', '--multiple'])).code).toBe(0);
+      expect([await x.call('VM.get_power_state', a), await x.call('VM.get_power_state', b)]).toEqual(['Paused', 'Paused']);
+      // pausing them again fails on each: one line (and its parameter lines) per VM on stdout
+      let fault: string[] = [];
+      try {
+        await x.call('VM.pause', a);
+      } catch (e) {
+        fault = (e as XapiFault).description;
+      }
+      expect(fault[0]).toBe('VM_BAD_POWER_STATE');
+      const r = await run(['vm-pause', 'power-state=paused', '--multiple']);
+      expect(r.code).toBe(1);
+      const failed = r.stdout.split('\n').filter((l) => l.startsWith('operation failed on '));
+      expect(failed.map((l) => l.slice(20, 56)).sort()).toEqual([ua, ub].sort());
+      // each message is the error's text, then its parameters, refs shown as uuid (name)
+      expect(r.stdout).toContain(`vm: ${ua} (cli-sel-a)\n`);
+      expect(failed[0]).toMatch(/^operation failed on [0-9a-f-]{36}: You attempted an operation on a VM that was not in an appropriate power state at the time;/);
+      expect(await run(['vm-pause', 'vm=no-such-vm'])).toMatchObject({ code: 1, stderr: 'Error: No matching VMs found\n' });
+    } finally {
+      for (const vm of [a, b]) await x.call('VM.hard_shutdown', vm).catch(() => undefined);
+      for (const vm of [a, b]) await x.call('VM.destroy', vm);
+    }
+    const help = await run(['help', 'vm-pause']);
+    expect(help.stdout).toContain('optional params : <vm-selectors>\n');
+    expect(help.stdout).toContain("The special pseudo-field 'vm' matches either of name-label or uuid.");
   });
 });
 
