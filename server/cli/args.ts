@@ -43,7 +43,7 @@ export function parseBody(body: string): { session: string | null; args: string[
   return { session: null, args };
 }
 
-/** The last value given for `name` (xapi's List.assoc takes the first: the same for single values). */
+/** The first value given for `name` (xapi's List.assoc). */
 export const param = (params: [string, string][], name: string): string | undefined => params.find(([k]) => k === name)?.[1];
 
 export function boolParam(params: [string, string][], name: string): boolean {

@@ -194,33 +194,35 @@ export function apiClass(name: string): string {
   return c.name;
 }
 
-/** Builds the CLI record of `ref` from its API record; records it points at (metrics) are read
- * through the API as well, once each. */
+/** Builds the CLI record of `ref` from its API record. Fields of records it points at (VM_metrics
+ * ...) and computed ones are read through the API when first shown, each record once. */
 export async function makeRecord(io: RecordIo, record: string, ref: string, rec: Rec): Promise<CliRecord> {
   const spec = recordSpec(record);
   const cls = apiClass(spec.cls);
   const meta = classes.get(cls)!;
-  const related = new Map<string, Rec | null>();
+  const related = new Map<string, Promise<Rec | null>>();
+  const relatedRecord = (x: RecordIo, viaCls: string): Promise<Rec | null> => {
+    let p = related.get(viaCls);
+    if (!p) {
+      const link = meta.fields.find((m) => m.ty.k === 'ref' && m.ty.class === viaCls);
+      const target = link ? rec[link.name] : undefined;
+      // an absent record (a NULL ref, or one gone meanwhile) shows the field's "none" text
+      p = typeof target === 'string' && target !== NULL_REF ? x.call(`${viaCls}.get_record`, target).then((r) => r as Rec, () => null) : Promise.resolve(null);
+      related.set(viaCls, p);
+    }
+    return p;
+  };
   const fields: FieldView[] = [];
   for (const f of spec.fields) {
     if (f.via) {
       const viaCls = apiClass(f.via);
-      let sub = related.get(viaCls);
-      if (sub === undefined) {
-        const link = meta.fields.find((m) => m.ty.k === 'ref' && m.ty.class === viaCls);
-        const target = link ? rec[link.name] : undefined;
-        sub = null;
-        if (typeof target === 'string' && target !== NULL_REF) {
-          try {
-            sub = (await io.call(`${viaCls}.get_record`, target)) as Rec;
-          } catch {
-            sub = null;
-          }
-        }
-        related.set(viaCls, sub);
-      }
       const fm = classes.get(viaCls)?.field.get(f.field ?? '');
-      fields.push(new FieldView(f, fm?.ty, sub?.[f.field ?? ''], io.emu, sub === null));
+      const compute = fm && (async (x: RecordIo): Promise<Computed> => {
+        const sub = await relatedRecord(x, viaCls);
+        const v = new FieldView(f, fm.ty, sub?.[fm.name], x.emu, sub === null);
+        return { text: v.get(), members: v.members(), entries: v.entries() };
+      });
+      fields.push(new FieldView(f, undefined, undefined, io.emu, false, compute));
     } else {
       const fm: FieldMeta | undefined = f.field ? meta.field.get(f.field) : undefined;
       const compute = fm ? undefined : computeOf(record, f);
