@@ -109,6 +109,9 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
         const spec = commandTable.get(cmd.cmdname);
         if (!spec) throw new UnknownCommand(cmd.cmdname);
         for (const k of spec.reqd) if (!cmd.params.some(([p]) => p === k)) throw new ParamNotFound(k);
+        // a member forwards commands to the master only for a client on its local socket; over
+        // TCP it refuses them
+        if (host !== emu.master) throw new XapiError('HOST_IS_SLAVE', [String(emu.db.get('host', emu.master)?.address ?? '')]);
         if (given !== null) session = given;
         else {
           const p = (k: string) => cmd.params.find(([n]) => n === k)?.[1] ?? '';

@@ -107,6 +107,21 @@ describe('POST /cli: the exchange', () => {
     expect(answer.startsWith('HTTP/1.1 413 ')).toBe(true);
   });
 
+  it('a member refuses commands (no local socket to forward from), but answers help', async () => {
+    const pool = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0, hosts: 2, closeGrace: 0 });
+    try {
+      const master = pool.emu.db.get('host', pool.emu.master)!.address;
+      const member = pool.urls[1];
+      expect(await xe(member, ['vm-list'], root)).toMatchObject({
+        code: 1, stdout: '', stderr: `You cannot make regular API calls directly on a supporter. Please pass API calls via the coordinator host.\nMaster IP address: ${master}\n`,
+      });
+      expect((await xe(member, ['help'], root)).code).toBe(0);
+      expect((await xe(pool.urls[0], ['host-list', '--minimal'], root)).stdout.split(',')).toHaveLength(2);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('logs in for the command and out after it; a session_id line is used as it is', async () => {
     // (session has no get_all: the pool's own count)
     const sessions = async () => srv.emu.db.count('session');
