@@ -14,8 +14,7 @@ import { Printer } from './printer.js';
 import { Decoder, encodeCommand, encodeHandshake, PROTOCOL_MAJOR, type Command } from './protocol.js';
 import { refConvert } from './records.js';
 // the commands register themselves
-import './class-commands.js';
-import './commands/vm.js';
+import './commands/index.js';
 
 /** The API version the CLI logs in with (Datamodel_common.api_version_string). */
 const API_VERSION = `${apiRelease.version_major}.${apiRelease.version_minor}`;
@@ -55,11 +54,13 @@ class Channel {
   /** The client's handshake (null if it goes away or never sends one). */
   async clientHandshake(): Promise<{ major: number; minor: number } | null> {
     while (!this.handshake && !this.closed) {
+      let timer: NodeJS.Timeout | undefined;
       const ok = await new Promise<boolean>((resolve) => {
         this.waiting = resolve;
-        const t = this.timeoutMs > 0 ? setTimeout(() => this.wake(false), this.timeoutMs) : null;
-        t?.unref();
+        // a client that never answers does not hold the connection forever
+        if (this.timeoutMs > 0) timer = setTimeout(() => this.wake(false), this.timeoutMs);
       });
+      clearTimeout(timer);
       if (!ok) return null;
     }
     return this.handshake;

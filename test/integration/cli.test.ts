@@ -73,6 +73,29 @@ describe('POST /cli: the exchange', () => {
     expect(bytes.subarray(35)).toEqual(Buffer.concat([print, Buffer.from(vms), exit]));
   });
 
+  it('closes on a client that answers no handshake, or garbage', async () => {
+    const quick = await startServer({ port: 0, memory: true, password: PASSWORD, authFailDelay: 0, closeGrace: 0, conf: { ...srv.emu.conf, idle_timeout_tcp: 0.2 } });
+    try {
+      const u = new URL(quick.urls[0]);
+      const body = `vm-list\nusername=root\npassword=${PASSWORD}`;
+      const exchange = (after: Buffer | null) => new Promise<Buffer>((resolve, reject) => {
+        const s = tcpConnect(Number(u.port), u.hostname, () => s.write(`POST /cli HTTP/1.0\r\ncontent-length: ${body.length}\r\n\r\n${body}`));
+        const parts: Buffer[] = [];
+        s.on('data', (c) => {
+          parts.push(c);
+          if (after && Buffer.concat(parts).length >= 35) s.write(after);
+        });
+        s.on('close', () => resolve(Buffer.concat(parts)));
+        s.on('error', reject);
+      });
+      // only our handshake went out, then the connection closed
+      expect(await exchange(null)).toEqual(encodeHandshake());
+      expect(await exchange(Buffer.from('GET / HTTP/1.1\r\n\r\n'))).toEqual(encodeHandshake());
+    } finally {
+      await quick.close();
+    }
+  });
+
   it('serves nothing to a client of another major version', async () => {
     const r = await run(['vm-list'], { ...root, major: 1 }).catch((e: Error) => e);
     expect(r).toBeInstanceOf(Error);
