@@ -3,7 +3,7 @@
 // at, e.g. VM_metrics), and written through the API message a client would call.
 
 /** How a value is printed when the API type alone does not say (records.ml's own conversions). */
-export type CliFormat = 'name' | 'comma' | 'lower' | 'vdi_type' | 'uuid_or_null';
+export type CliFormat = 'name' | 'comma' | 'lower' | 'uuid_or_null';
 
 export interface CliField {
   /** the CLI's name: name-label, power-state, other-config ... */
@@ -17,6 +17,8 @@ export interface CliField {
   /** printed when that record is absent */
   none?: string;
   fmt?: CliFormat;
+  /** an enum shown under names of the CLI's own (generated cliEnumNames) */
+  names?: string;
   /** `Class.message` that each operation calls ('' when xapi does it by other means) */
   set?: string;
   add_to_map?: string;

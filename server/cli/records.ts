@@ -4,7 +4,7 @@ import { classes, messages, model, type FieldMeta, type Ty } from '../../schema/
 import type { Emulator } from '../emulator.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { CliField } from './record-spec.js';
-import { cliRecords } from './generated/records.js';
+import { cliEnumNames, cliRecords } from './generated/records.js';
 import { CliFailure, FieldNotFound } from './errors.js';
 import { computeOf, type Computed } from './computed.js';
 
@@ -45,12 +45,6 @@ export function refConvert(emu: Emulator, s: string): string {
   return typeof rec.name_label === 'string' ? `${rec.uuid} (${rec.name_label})` : rec.uuid;
 }
 
-const VDI_TYPES: { [wire: string]: string } = {
-  system: 'System', user: 'User', ephemeral: 'Ephemeral', suspend: 'Suspend', crashdump: 'Crashdump',
-  ha_statefile: 'HA statefile', metadata: 'Metadata', redo_log: 'Redo log', rrd: 'rrd', pvs_cache: 'PVS cache',
-  cbt_metadata: 'CBT metadata',
-};
-
 /** One scalar as records.ml prints it. */
 function scalar(emu: Emulator, ty: Ty, v: unknown, spec: CliField): string {
   switch (ty.k) {
@@ -62,8 +56,9 @@ function scalar(emu: Emulator, ty: Ty, v: unknown, spec: CliField): string {
       return typeof v === 'number' ? v.toFixed(3) : String(v);
     case 'enum': {
       const s = String(v);
+      const named = spec.names ? cliEnumNames[spec.names]?.[s] : undefined;
+      if (named !== undefined) return named;
       if (spec.fmt === 'lower') return s.charAt(0).toLowerCase() + s.slice(1);
-      if (spec.fmt === 'vdi_type') return VDI_TYPES[s] ?? s;
       return s;
     }
     case 'option':
@@ -303,7 +298,10 @@ async function toApi(io: RecordIo, ty: Ty, cliName: string, s: string): Promise<
     }
     case 'enum': {
       const values = model.enums[ty.name] ?? [];
-      const hit = values.find((x) => x.toLowerCase() === s.toLowerCase());
+      // the wire name, or the name the CLI prints it under (case aside)
+      const l = s.toLowerCase();
+      const names = Object.values(cliEnumNames).find((t) => values.every((x) => x in t) && values.length === Object.keys(t).length);
+      const hit = values.find((x) => x.toLowerCase() === l || names?.[x]?.toLowerCase() === l);
       if (hit === undefined) throw new XapiError('INVALID_VALUE', [cliName, s]);
       return hit;
     }

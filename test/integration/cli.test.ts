@@ -327,6 +327,13 @@ describe('the generated -param-* commands', () => {
     expect(r.stdout).toMatch(/ console-uuids \(SRO\): /);
     expect(r.stdout).toMatch(/ platform \(MRW\): /);
     expect(r.stdout).toMatch(/ VCPUs-number \( RO\): \d+\n/);
+    // enums the CLI names its own way (record_util.ml): on_normal_exit is "Destroy" / "Restart"
+    const onShutdown: string = await x.call('VM.get_actions_after_shutdown', vm.ref);
+    expect(r.stdout).toContain(` actions-after-shutdown ( RW): ${{ destroy: 'Destroy', restart: 'Restart' }[onShutdown]}\n`);
+    // and are read back under those names
+    await run(['vm-param-set', `uuid=${vm.uuid}`, 'actions-after-crash=Core dump and restart']);
+    expect(await x.call('VM.get_actions_after_crash', vm.ref)).toBe('coredump_and_restart');
+    expect((await run(['vm-param-get', `uuid=${vm.uuid}`, 'param-name=actions-after-crash'])).stdout).toBe('Core dump and restart\n');
   });
 
   it('errors as xapi prints them: the datamodel text, then one line per parameter, exit 1', async () => {

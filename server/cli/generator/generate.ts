@@ -1,22 +1,39 @@
 // Builds the CLI's data tables from xapi's sources, so that field names, their order, which are
 // settable and the default list columns follow xapi's CLI server:
-//   tsx server/cli/generator/generate.ts <records.ml> <cli_operations.ml> <errors.json>
-// (records.ml and cli_operations.ml from ocaml/xapi-cli-server/, errors.json as compiled for the
-// schema: code -> {params, doc}). Writes server/cli/generated/{records,error-docs}.ts.
+//   tsx server/cli/generator/generate.ts <records.ml> <cli_operations.ml> <record_util.ml> <errors.json>
+// (the .ml files from ocaml/xapi-cli-server/, errors.json as compiled for the schema: code ->
+// {params, doc}). Writes server/cli/generated/{records,error-docs}.ts.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { CliField, CliClass } from '../record-spec.js';
 
-const [recordsMl, operationsMl, errorsJson] = process.argv.slice(2);
-if (!recordsMl || !operationsMl || !errorsJson) {
-  console.error('usage: generate.ts <records.ml> <cli_operations.ml> <errors.json>');
+const [recordsMl, operationsMl, recordUtilMl, errorsJson] = process.argv.slice(2);
+if (!recordsMl || !operationsMl || !recordUtilMl || !errorsJson) {
+  console.error('usage: generate.ts <records.ml> <cli_operations.ml> <record_util.ml> <errors.json>');
   process.exit(2);
 }
 const out = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'generated');
 mkdirSync(out, { recursive: true });
 
 const lcfirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
+
+// ── record_util.ml: the enums the CLI names its own way (`wire -> "name"` cases, or a table) ──
+const util = readFileSync(recordUtilMl, 'utf8');
+const customNames: Record<string, Record<string, string>> = {};
+const defs = [...util.matchAll(/^let ([a-z_0-9]+)\b/gm)].map((m) => ({ at: m.index!, name: m[1] }));
+for (let i = 0; i < defs.length; i++) {
+  const m = /^([a-z_0-9]+)_to_string$/.exec(defs[i].name);
+  if (!m) continue;
+  let body = util.slice(defs[i].at, i + 1 < defs.length ? defs[i + 1].at : util.length);
+  const table = /([a-z_0-9]+_table)\b/.exec(body);
+  if (table) {
+    const t = defs.find((d) => d.name === table[1]);
+    if (t) body = util.slice(t.at, defs[defs.indexOf(t) + 1]?.at ?? util.length);
+  }
+  const pairs = [...body.matchAll(/`([A-Za-z_0-9]+)\s*(?:->|,)\s*"([^"]*)"/g)];
+  if (pairs.length > 0) customNames[m[1]] = Object.fromEntries(pairs.map((p) => [p[1], p[2]]));
+}
 
 // ── records.ml: one `<x>_record` function per class, a list of make_field ──
 const src = readFileSync(recordsMl, 'utf8');
@@ -54,9 +71,10 @@ for (let i = 0; i < starts.length; i++) {
     if (/get_name_from_ref/.test(get)) f.fmt = 'name';
     else if (/concat_with_comma|map_and_concat_compat/.test(get)) f.fmt = 'comma';
     else if (/lowercase_string|String\.lowercase_ascii/.test(get)) f.fmt = 'lower';
-    else if (/vdi_type_to_string/.test(get)) f.fmt = 'vdi_type';
-    else if (/vbd_mode_to_string/.test(get)) f.fmt = 'lower';
     else if (/get_uuid_from_ref_or_null/.test(get)) f.fmt = 'uuid_or_null';
+    // an enum printed by a conversion of its own (record_util.ml's custom names)
+    const conv = /Record_util\.([a-z_0-9]+)_to_string/.exec(get);
+    if (conv && customNames[conv[1]]) f.names = conv[1];
     const label = (l: string) => new RegExp(`~${l}:`).test(part);
     const msgOf = (l: string) => {
       const at = part.search(new RegExp(`~${l}:`));
@@ -98,6 +116,8 @@ writeFileSync(
   `${header}import type { CliField, CliClass } from '../record-spec.js';\n\n` +
     `/** Each record of the CLI by its records.ml name: the API class and its fields, in xapi's order. */\n` +
     `export const cliRecords: Record<string, { class: string; fields: CliField[] }> = ${JSON.stringify(records, null, 0).replace(/\],"/g, '],\n"').replace(/\{"class"/g, '\n{"class"')};\n\n` +
+    `/** Enums the CLI names its own way: conversion -> wire value -> name. */\n` +
+    `export const cliEnumNames: Record<string, Record<string, string>> = ${JSON.stringify(customNames).replace(/\},"/g, '},\n"')};\n\n` +
     `/** The classes with generated commands (<cli>-list, -param-get ...). */\n` +
     `export const cliClasses: CliClass[] = ${JSON.stringify(classes).replace(/\},\{/g, '},\n{')};\n`,
 );
