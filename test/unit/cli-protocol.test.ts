@@ -23,7 +23,7 @@ describe('thin CLI protocol framing', () => {
     const all: Message[] = [
       { kind: 'Command', command: { t: 'Print', text: 'héllo' } },
       { kind: 'Command', command: { t: 'Debug', text: 'd' } },
-      { kind: 'Command', command: { t: 'Load', filename: '/tmp/f' } },
+      { kind: 'Command', command: { t: 'Load', filename: 'disk.img' } },
       { kind: 'Command', command: { t: 'HttpGet', filename: 'out', path: '/export?uuid=x' } },
       { kind: 'Command', command: { t: 'HttpPut', filename: 'in', path: '/import' } },
       { kind: 'Command', command: { t: 'HttpConnect', path: '/console' } },
