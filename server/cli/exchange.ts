@@ -1,0 +1,142 @@
+// One CLI request, as xapi_cli.ml serves it: the body holds the arguments (and the credentials
+// or a session), then, with no HTTP status line, the protocol handshake both ways, the command's
+// output as Print / PrintStderr commands, and Exit with its code; the connection closes after.
+import type { Socket } from 'node:net';
+import { apiRelease } from '../../schema/index.js';
+import type { Emulator } from '../emulator.js';
+import { dispatch } from '../dispatch/dispatch.js';
+import { XapiError } from '../dispatch/errors.js';
+import { parseBody, parseCommandLine, boolParam } from './args.js';
+import { commandTable, type CommandContext } from './commands.js';
+import { failureCommands, ParamNotFound, UnknownCommand } from './errors.js';
+import { help } from './help.js';
+import { Printer } from './printer.js';
+import { Decoder, encodeCommand, encodeHandshake, PROTOCOL_MAJOR, type Command } from './protocol.js';
+import { refConvert } from './records.js';
+// the commands register themselves
+import './commands/index.js';
+
+/** The API version the CLI logs in with (Datamodel_common.api_version_string). */
+const API_VERSION = `${apiRelease.version_major}.${apiRelease.version_minor}`;
+
+/** The client's side of the socket once the HTTP request is read. */
+class Channel {
+  private readonly decoder = new Decoder();
+  private waiting: ((ok: boolean) => void) | null = null;
+  private handshake: { major: number; minor: number } | null = null;
+  private closed = false;
+
+  constructor(private readonly socket: Socket, private readonly timeoutMs: number) {
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const d of this.decoder.push(chunk)) if (d.t === 'handshake') this.handshake = d;
+      } catch {
+        // not the protocol: nothing more to say to this client
+        this.close();
+      }
+      this.wake(true);
+    });
+    socket.on('end', () => this.close());
+    socket.on('close', () => this.close());
+    socket.on('error', () => this.close());
+  }
+
+  private wake(ok: boolean): void {
+    const w = this.waiting;
+    this.waiting = null;
+    w?.(ok);
+  }
+
+  send(c: Command): void {
+    if (!this.closed) this.socket.write(encodeCommand(c));
+  }
+
+  /** The client's handshake (null if it goes away or never sends one). */
+  async clientHandshake(): Promise<{ major: number; minor: number } | null> {
+    while (!this.handshake && !this.closed) {
+      let timer: NodeJS.Timeout | undefined;
+      const ok = await new Promise<boolean>((resolve) => {
+        this.waiting = resolve;
+        // a client that never answers does not hold the connection forever
+        if (this.timeoutMs > 0) timer = setTimeout(() => this.wake(false), this.timeoutMs);
+      });
+      clearTimeout(timer);
+      if (!ok) return null;
+    }
+    return this.handshake;
+  }
+
+  close(): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.socket.end();
+    }
+    this.wake(false);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+}
+
+/** An API call in `session` (or none), answered as an XAPI client would get it. */
+async function callApi(emu: Emulator, host: string, name: string, args: unknown[]): Promise<unknown> {
+  const r = await dispatch(emu, name, args, { host });
+  if (!r.ok) throw new XapiError(r.error[0], r.error.slice(1));
+  return r.value;
+}
+
+/**
+ * Serves one CLI request on `socket` (the HTTP request already read: `body`). Resolves when the
+ * connection is done with; never throws.
+ */
+export async function serveCli(emu: Emulator, host: string, socket: Socket, body: string): Promise<void> {
+  const ch = new Channel(socket, Math.ceil(emu.conf.idle_timeout_tcp * 1000));
+  try {
+    socket.write(encodeHandshake());
+    const theirs = await ch.clientHandshake();
+    // a client of another major version is not served (xapi fails the request)
+    if (!theirs || theirs.major !== PROTOCOL_MAJOR) return;
+    const { session: given, args } = parseBody(body);
+    let session: string | null = null;
+    let loggedIn = false;
+    try {
+      const cmd = parseCommandLine(args);
+      const minimal = boolParam(cmd.params, 'minimal');
+      const printer = new Printer((c) => ch.send(c), minimal);
+      if (cmd.cmdname === 'help') {
+        help(printer, cmd.params);
+      } else {
+        const spec = commandTable.get(cmd.cmdname);
+        if (!spec) throw new UnknownCommand(cmd.cmdname);
+        for (const k of spec.reqd) if (!cmd.params.some(([p]) => p === k)) throw new ParamNotFound(k);
+        // a member forwards commands to the master only for a client on its local socket; over
+        // TCP it refuses them
+        if (host !== emu.master) throw new XapiError('HOST_IS_SLAVE', [String(emu.db.get('host', emu.master)?.address ?? '')]);
+        if (given !== null) session = given;
+        else {
+          const p = (k: string) => cmd.params.find(([n]) => n === k)?.[1] ?? '';
+          session = (await callApi(emu, host, 'session.login_with_password', [p('username'), p('password'), API_VERSION, 'cli'])) as string;
+          loggedIn = true;
+        }
+        const s = session;
+        const ctx: CommandContext = {
+          emu, host, session: s, params: cmd.params, printer,
+          call: (name, ...a) => callApi(emu, host, name, [s, ...a]),
+        };
+        await spec.run(ctx);
+      }
+      printer.flush();
+      ch.send({ t: 'Exit', code: 0 });
+    } catch (e) {
+      for (const c of failureCommands(e, (s) => refConvert(emu, s))) ch.send(c);
+      ch.send({ t: 'Exit', code: 1 });
+    } finally {
+      if (loggedIn && session !== null) await callApi(emu, host, 'session.logout', [session]).catch(() => undefined);
+    }
+  } catch {
+    // the client went away mid-way: nothing to tell it
+  } finally {
+    ch.close();
+  }
+}
