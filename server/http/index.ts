@@ -5,8 +5,10 @@ import { importRawVdiPlugin } from './import-raw-vdi.js';
 import { exportRawVdiPlugin } from './export-raw-vdi.js';
 import { guestPlugin } from './guest.js';
 import { exportXvaPlugin } from './export-xva.js';
+import { importXvaPlugin } from './import-xva.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
 registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
+registerHttpPlugin(importXvaPlugin);

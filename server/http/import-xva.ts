@@ -1,0 +1,134 @@
+// PUT /import?sr_id=<SR>[&restore=true][&force=true] (xapi's Import.handler): a whole VM from an
+// XVA (plain, gzip or zstd; server/xva/) into new objects, its disks into new VDIs of the SR (the
+// pool's default SR when none is named). As xapi, the 200 answer (with task-id) goes out before
+// the body is read; what fails after it reaches the task only, and whatever the import had made is
+// destroyed (unless `force`, as xapi). The task's result is the imported VMs, an XML-RPC array.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { HttpPluginContext } from '../app.js';
+import { XapiError } from '../dispatch/errors.js';
+import { NULL_REF } from '../../storage/database.js';
+import { XvaArchive, importFailure } from '../xva/read-archive.js';
+import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState, type XvaHeader } from '../xva/import-objects.js';
+import { receiveDisks } from '../xva/receive-disks.js';
+import { Body } from './import-raw-vdi.js';
+import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
+import { progressOf, redirect, srLocation } from './vdi.js';
+
+/** Import.find_query_flag: only "true" sets a flag. */
+const flag = (call: HttpCall, name: string) => call.params.get(name) === 'true';
+
+/** Importexport.sr_of_req, else Importexport.get_default_sr. */
+function srOfImport(call: HttpCall): string {
+  const { emu, params } = call;
+  const id = params.auth('sr_id');
+  if (id !== undefined) {
+    if (!emu.db.has('SR', id)) throw new XapiError('HANDLE_INVALID', ['SR', id]);
+    return id;
+  }
+  const uuid = params.auth('sr_uuid');
+  if (uuid !== undefined) {
+    const ref = emu.db.refByUuid('SR', uuid);
+    if (ref === undefined) throw new XapiError('UUID_INVALID', ['SR', uuid]);
+    return ref;
+  }
+  const pool = emu.db.table('pool').keys().next().value as string | undefined;
+  const sr = String((pool && emu.db.get('pool', pool)?.default_SR) ?? NULL_REF);
+  if (!emu.db.has('SR', sr)) throw new XapiError('DEFAULT_SR_NOT_FOUND', [sr]);
+  return sr;
+}
+
+/** Import.assert_can_restore_backup: a restored VM may not share its MAC seed with another VM
+ * (the same VM, or a snapshot and its VM, are not "another"). */
+function assertCanRestoreBackup(call: HttpCall, header: XvaHeader): void {
+  const seeds = new Map<string, string>(); // mac_seed → uuid of an existing VM
+  const snapshots = new Set<string>();
+  for (const [, row] of call.emu.db.table('VM')) {
+    const seed = (row.rec.other_config as Record<string, string>).mac_seed;
+    if (seed !== undefined) seeds.set(seed, String(row.rec.uuid));
+    if (row.rec.is_a_snapshot === true) snapshots.add(String(row.rec.uuid));
+  }
+  for (const o of header.objects) {
+    if (o.cls !== 'VM') continue;
+    const s = o.snapshot as Record<string, unknown>;
+    const seed = (s.other_config as Record<string, string> | undefined)?.mac_seed;
+    const other = seed === undefined ? undefined : seeds.get(seed);
+    if (other === undefined || other === s.uuid) continue;
+    // (what a snapshot derives from is not followed here: snapshots are taken as compatible)
+    if (s.is_a_snapshot === true || snapshots.has(other)) continue;
+    throw new XapiError('DUPLICATE_MAC_SEED', [seed!]);
+  }
+}
+
+async function importXva(call: HttpCall): Promise<HttpOutcome> {
+  // taken off the socket from now on: XO cuts right after its last byte
+  const body = new Body(call.req.raw, call.task, call.clientGone);
+  call.onCancel(() => body.cancel());
+  try {
+    return await importInto(call, body);
+  } finally {
+    body.dispose();
+  }
+}
+
+async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
+  const { emu } = call;
+  const fullRestore = flag(call, 'restore');
+  const force = flag(call, 'force');
+  const sr = srOfImport(call);
+  const where = srLocation(call, sr);
+  if (where !== 'local') {
+    redirect(call, where.address);
+    return { redirected: true };
+  }
+  emu.db.update('task', call.task, { progress: 0 });
+  // an ISO library takes no VM
+  if (emu.db.get('SR', sr)!.content_type === 'iso') throw new HttpError(400, new XapiError('SR_OPERATION_NOT_SUPPORTED', []));
+  if (call.req.raw.headers['transfer-encoding'] !== undefined) {
+    throw new HttpError(403, new XapiError('IMPORT_ERROR_CANNOT_HANDLE_CHUNKED', []));
+  }
+  call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
+  call.res.flushHeaders();
+
+  let archive: XvaArchive | null = null;
+  let state: ImportState | null = null;
+  try {
+    const opened = await XvaArchive.open(body);
+    archive = opened.archive;
+    const header = parseHeader(opened.ova);
+    assertCompatible(emu, call.host, header.version);
+    if (fullRestore) assertCanRestoreBackup(call, header);
+    const ctx = { emu, session: call.session, host: call.host, task: call.task };
+    state = await importObjects(ctx, header, { sr, fullRestore, force });
+    // (xapi's signal that the objects exist, for clients that remap networks meanwhile)
+    const task = emu.db.get('task', call.task)!;
+    emu.db.update('task', call.task, { other_config: { ...(task.other_config as Record<string, string>), object_creation: 'complete' } });
+    emu.db.flush();
+    const total = state.disks.reduce((t, d) => t + d.size, 0);
+    await receiveDisks(emu, archive, state.disks, { force, progress: progressOf(call, total), check: () => call.assertNotCancelled() });
+    call.assertNotCancelled();
+    const vms = completeImport(emu, call.task, state.createdVms);
+    return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
+  } catch (e) {
+    if (state && !force) await cleanup(state);
+    // Import.with_error_handling: what is not an API error is an IMPORT_ERROR
+    if (e instanceof XapiError || e instanceof HttpError) throw e;
+    throw importFailure(String((e as Error)?.message ?? e));
+  } finally {
+    archive?.close();
+  }
+}
+
+export function importXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): void {
+  // the body is the handler's to stream: no parsing, no size limit, whatever the content-type
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null));
+  app.addHook('onRequest', (req, _reply, done) => {
+    req.headers['content-type'] = 'application/octet-stream';
+    done();
+  });
+  const handler = (req: FastifyRequest, reply: FastifyReply) =>
+    runHttpHandler(ctx, req, reply, { action: 'put_import', label: 'VM.import' }, importXva);
+  // xapi matches handlers by path prefix: XO sends /import/
+  app.put('/import', handler);
+  app.put('/import/*', handler);
+}
