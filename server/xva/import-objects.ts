@@ -55,6 +55,8 @@ export interface ImportState {
   /** external id → new (or found) ref, per class */
   table: Map<string, string>;
   createdVms: string[];
+  /** the VMs made by this import (not the default templates standing for themselves) */
+  made: Set<string>;
   cleanup: (() => Promise<void>)[];
   disks: DiskToReceive[];
 }
@@ -149,7 +151,7 @@ const freshGenid = (current: string) => (current === '' ? '' : `${randomInt64()}
 
 /** Import.handle_all: every object, class by class in xapi's order, then the snapshot links. */
 export async function importObjects(ctx: ImportCtx, header: XvaHeader, config: ImportConfig): Promise<ImportState> {
-  const state: ImportState = { table: new Map(), createdVms: [], cleanup: [], disks: [] };
+  const state: ImportState = { table: new Map(), createdVms: [], made: new Set(), cleanup: [], disks: [] };
   const exported = new Map(header.objects.map((o) => [o.id, o]));
   const of = (cls: string) => header.objects.filter((o) => o.cls === cls);
   const exportedRecord = (cls: string, id: unknown): Rec | undefined => {
@@ -174,6 +176,15 @@ export async function importObjects(ctx: ImportCtx, header: XvaHeader, config: I
     for (const o of of('network')) await importNetwork(ctx, state, o);
     for (const o of of('VBD')) await importVbd(ctx, state, o, config);
     for (const o of of('VIF')) await importVif(ctx, state, o, config);
+    // the VMs are held until the import ends, so that nothing starts one whose disks are still
+    // coming (marked once their devices exist: VBD.create refuses a VM busy with an operation)
+    if (!config.force) {
+      for (const vm of state.createdVms) {
+        if (!state.made.has(vm)) continue;
+        emu.db.update('VM', vm, { current_operations: { [ctx.task]: 'import' } });
+        updateAllowedOperations(emu, 'VM', vm);
+      }
+    }
     // update_snapshot_and_parent_links: ids inside the archive become the new refs
     for (const l of snapshotLinks) {
       const changes: Rec = {};
@@ -325,13 +336,12 @@ async function importVm(
     if (image !== undefined) Object.assign(changes, { power_state: 'Suspended', suspend_VDI: image });
     else if (!config.force) throw new XapiError('IMPORT_ERROR_FAILED_TO_FIND_OBJECT', [String(rec.suspend_VDI)]);
   }
-  // held off until the import ends, so that nothing starts a VM whose disks are still coming
-  if (!config.force) changes.current_operations = { [ctx.task]: 'import' };
   emu.db.update('VM', vm, changes);
   updateAllowedOperations(emu, 'VM', vm);
   links.push({ vm, snapshotOf: rec.snapshot_of, parent: rec.parent });
   state.table.set(o.id, vm);
   state.createdVms.push(vm);
+  state.made.add(vm);
 }
 
 /** Net: matched by name_label, then by bridge; else made. */
