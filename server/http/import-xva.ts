@@ -3,6 +3,7 @@
 // pool's default SR when none is named). As xapi, the 200 answer (with task-id) goes out before
 // the body is read; what fails after it reaches the task only, and whatever the import had made is
 // destroyed (unless `force`, as xapi). The task's result is the imported VMs, an XML-RPC array.
+// PUT /import_metadata: the same without disks, the VDIs being found in the pool.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
@@ -98,7 +99,7 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
     assertCompatible(emu, call.host, header.version);
     if (fullRestore) assertCanRestoreBackup(call, header);
     const ctx = { emu, session: call.session, host: call.host, task: call.task };
-    state = await importObjects(ctx, header, { sr, fullRestore, force });
+    state = await importObjects(ctx, header, { mode: { kind: 'full', sr }, fullRestore, force });
     // (xapi's signal that the objects exist, for clients that remap networks meanwhile)
     const task = emu.db.get('task', call.task)!;
     emu.db.update('task', call.task, { other_config: { ...(task.other_config as Record<string, string>), object_creation: 'complete' } });
@@ -118,6 +119,54 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   }
 }
 
+/** Import.read_map_params: the `<name>:<key>=<value>` query parameters as a map. */
+function mapParams(call: HttpCall, name: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const query = (call.req.query ?? {}) as Record<string, string | string[]>;
+  for (const [k, v] of Object.entries(query)) {
+    if (k.startsWith(`${name}:`) && k.length > name.length + 1) out.set(k.slice(name.length + 1), Array.isArray(v) ? v[0] : v);
+  }
+  return out;
+}
+
+/**
+ * PUT /import_metadata[?restore=true][&force=true][&dry_run=true][&vdi:<uuid>=<uuid>...]
+ * (Import.metadata_handler): the objects of an export_metadata archive, without disks: the VDIs
+ * are those already in the pool. dry_run checks that everything would be found and makes nothing.
+ */
+async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
+  const body = new Body(call.req.raw, call.task, call.clientGone);
+  call.onCancel(() => body.cancel());
+  const { emu } = call;
+  const fullRestore = flag(call, 'restore');
+  const force = flag(call, 'force');
+  const dryRun = flag(call, 'dry_run');
+  const vdiMap = mapParams(call, 'vdi');
+  call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
+  call.res.flushHeaders();
+  let archive: XvaArchive | null = null;
+  let state: ImportState | null = null;
+  try {
+    const opened = await XvaArchive.open(body);
+    archive = opened.archive;
+    const header = parseHeader(opened.ova);
+    assertCompatible(emu, call.host, header.version);
+    if (fullRestore) assertCanRestoreBackup(call, header);
+    const ctx = { emu, session: call.session, host: call.host, task: call.task };
+    state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap, dryRun }, fullRestore, force });
+    call.assertNotCancelled();
+    const vms = completeImport(emu, call.task, state.createdVms);
+    return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
+  } catch (e) {
+    if (state && !force) await cleanup(state);
+    if (e instanceof XapiError || e instanceof HttpError) throw e;
+    throw importFailure(String((e as Error)?.message ?? e));
+  } finally {
+    archive?.close();
+    body.dispose();
+  }
+}
+
 export function importXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): void {
   // the body is the handler's to stream: no parsing, no size limit, whatever the content-type
   app.removeAllContentTypeParsers();
@@ -131,4 +180,8 @@ export function importXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): v
   // xapi matches handlers by path prefix: XO sends /import/
   app.put('/import', handler);
   app.put('/import/*', handler);
+  const metadata = (req: FastifyRequest, reply: FastifyReply) =>
+    runHttpHandler(ctx, req, reply, { action: 'put_import_metadata', label: 'VM.metadata_import' }, importMetadata);
+  app.put('/import_metadata', metadata);
+  app.put('/import_metadata/*', metadata);
 }

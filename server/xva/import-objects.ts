@@ -30,8 +30,10 @@ export interface XvaHeader {
 }
 
 export interface ImportConfig {
-  /** the SR new VDIs go to (Full_import sr) */
-  sr: string;
+  /** Full_import: the disks come along, into new VDIs of `sr`; Metadata_import: the VDIs exist
+   * already (found through `vdiMap`, source uuid → destination uuid, or by SR and location) and
+   * `dryRun` only checks that everything would be found */
+  mode: { kind: 'full'; sr: string } | { kind: 'metadata'; vdiMap: Map<string, string>; dryRun: boolean };
   /** keep uuids and MACs (restore=true) */
   fullRestore: boolean;
   force: boolean;
@@ -123,6 +125,10 @@ function recordOf(cls: string, snapshot: unknown): Rec {
   }
 }
 
+const isDryRun = (c: ImportConfig) => c.mode.kind === 'metadata' && c.mode.dryRun;
+/** handle_dry_run: the ref an object would have (made up, nothing is created) */
+const dummyRef = () => `OpaqueRef:${globalThis.crypto.randomUUID()}`;
+
 async function call(ctx: ImportCtx, method: string, params: unknown[]): Promise<unknown> {
   const r = await dispatch(ctx.emu, method, [ctx.session, ...params], { host: ctx.host });
   if (!r.ok) throw new XapiError(r.error[0], r.error.slice(1));
@@ -167,18 +173,25 @@ export async function importObjects(ctx: ImportCtx, header: XvaHeader, config: I
       const h = typeof uuid === 'string' ? emu.db.refByUuid('host', uuid) : undefined;
       if (h !== undefined) state.table.set(o.id, h);
     }
-    // SRHandler (Full_import): every disk goes to the chosen SR; an ISO SR is not needed
+    // SRHandler: a full import puts every disk in the chosen SR (an ISO SR is not needed); a
+    // metadata import finds the SR by uuid
     for (const o of of('SR')) {
-      if (asStruct(o.snapshot).content_type !== 'iso') state.table.set(o.id, config.sr);
+      const s = asStruct(o.snapshot);
+      if (config.mode.kind === 'full') {
+        if (s.content_type !== 'iso') state.table.set(o.id, config.mode.sr);
+      } else {
+        const found = typeof s.uuid === 'string' ? emu.db.refByUuid('SR', s.uuid) : undefined;
+        if (found !== undefined) state.table.set(o.id, found);
+      }
     }
     for (const o of of('VDI')) await importVdi(ctx, state, o, config, exportedRecord);
     for (const o of of('VM')) await importVm(ctx, state, o, config, snapshotLinks);
-    for (const o of of('network')) await importNetwork(ctx, state, o);
+    for (const o of of('network')) await importNetwork(ctx, state, o, config);
     for (const o of of('VBD')) await importVbd(ctx, state, o, config);
     for (const o of of('VIF')) await importVif(ctx, state, o, config);
     // the VMs are held until the import ends, so that nothing starts one whose disks are still
     // coming (marked once their devices exist: VBD.create refuses a VM busy with an operation)
-    if (!config.force) {
+    if (!config.force && !isDryRun(config)) {
       for (const vm of state.createdVms) {
         if (!state.made.has(vm)) continue;
         emu.db.update('VM', vm, { current_operations: { [ctx.task]: 'import' } });
@@ -186,7 +199,7 @@ export async function importObjects(ctx: ImportCtx, header: XvaHeader, config: I
       }
     }
     // update_snapshot_and_parent_links: ids inside the archive become the new refs
-    for (const l of snapshotLinks) {
+    for (const l of isDryRun(config) ? [] : snapshotLinks) {
       const changes: Rec = {};
       if (isExportRef(l.snapshotOf)) changes.snapshot_of = lookup(state, l.snapshotOf);
       changes.parent = isExportRef(l.parent) ? (state.table.get(l.parent) ?? NULL_REF) : NULL_REF;
@@ -232,6 +245,7 @@ async function importVdi(
     }
     return;
   }
+  if (config.mode.kind === 'metadata') return findVdi(ctx, state, o, rec, config, config.mode.vdiMap);
   const sr = lookup(state, rec.SR);
   const smConfig = { ...(rec.sm_config as Record<string, string>) };
   delete smConfig['vhd-parent'];
@@ -277,7 +291,7 @@ async function importVm(
         throw new XapiError('VM_TO_IMPORT_IS_NOT_NEWER_VERSION', [existing, String(ex.version), String(rec.version)]);
       }
       // Replace: the VM gives way (with its devices, not its disks)
-      await call(ctx, 'VM.destroy', [existing]);
+      if (!isDryRun(config)) await call(ctx, 'VM.destroy', [existing]);
     }
   } else if (!config.force) {
     const oc = { ...oc0 };
@@ -311,6 +325,10 @@ async function importVm(
     VBDs: [],
     VIFs: [],
   };
+  if (isDryRun(config)) {
+    state.table.set(o.id, dummyRef());
+    return;
+  }
   const vm = (await call(ctx, 'VM.create', [value])) as string;
   state.cleanup.push(async () => {
     emu.db.update('VM', vm, { current_operations: {}, power_state: 'Halted', suspend_VDI: NULL_REF });
@@ -345,7 +363,7 @@ async function importVm(
 }
 
 /** Net: matched by name_label, then by bridge; else made. */
-async function importNetwork(ctx: ImportCtx, state: ImportState, o: ImportObject): Promise<void> {
+async function importNetwork(ctx: ImportCtx, state: ImportState, o: ImportObject, config: ImportConfig): Promise<void> {
   const { emu } = ctx;
   const rec = recordOf('network', o.snapshot);
   let found: string | undefined;
@@ -365,6 +383,10 @@ async function importNetwork(ctx: ImportCtx, state: ImportState, o: ImportObject
   }
   if (found !== undefined) {
     state.table.set(o.id, found);
+    return;
+  }
+  if (isDryRun(config)) {
+    state.table.set(o.id, dummyRef());
     return;
   }
   const oc = { ...(rec.other_config as Record<string, string>), [IMPORT_TASK]: ctx.task };
@@ -390,6 +412,10 @@ async function importVbd(ctx: ImportCtx, state: ImportState, o: ImportObject, co
     if (rec.type === 'Disk') return; // a disk without its VDI is left out
     value = { ...rec, VDI: NULL_REF, empty: true };
   } else value = { ...rec, VDI: lookup(state, rec.VDI) };
+  if (isDryRun(config)) {
+    state.table.set(o.id, dummyRef());
+    return;
+  }
   const vbd = (await call(ctx, 'VBD.create', [{ ...value, VM: vm, device: '', currently_attached: false }])) as string;
   state.cleanup.push(async () => {
     await call(ctx, 'VBD.destroy', [vbd]);
@@ -413,6 +439,10 @@ async function importVif(ctx: ImportCtx, state: ImportState, o: ImportObject, co
   const network = lookup(state, rec.network);
   // not restoring: the MAC is blanked, so that a new one is made
   const value = { ...rec, VM: vm, network, MAC: config.fullRestore ? rec.MAC : '', currently_attached: false };
+  if (isDryRun(config)) {
+    state.table.set(o.id, dummyRef());
+    return;
+  }
   const vif = (await call(ctx, 'VIF.create', [value])) as string;
   state.cleanup.push(async () => {
     await call(ctx, 'VIF.destroy', [vif]);
@@ -435,4 +465,31 @@ export function completeImport(emu: Emulator, task: string, vms: string[]): stri
   }
   const nonSnapshots = unique.filter((vm) => emu.db.get('VM', vm)?.is_a_snapshot !== true);
   return nonSnapshots.length ? nonSnapshots : unique;
+}
+
+/** VDI (Metadata_import): the disk exists already. Found through the VDI map (the source's uuid, or
+ * its sm_config SCSIid, to a destination uuid or SCSIid), else in the SR of the same uuid by
+ * location; else the import fails (VDI_LOCATION_MISSING / VDI_CONTENT_ID_MISSING) unless forced,
+ * which leaves the disk out. */
+function findVdi(ctx: ImportCtx, state: ImportState, o: ImportObject, rec: Rec, config: ImportConfig, vdiMap: Map<string, string>): void {
+  const { emu } = ctx;
+  const scsiidOf = (r: Rec) => (r.sm_config as Record<string, string> | undefined)?.SCSIid;
+  const findBy = (pred: (r: Rec) => boolean): string | undefined => {
+    for (const [ref, row] of emu.db.table('VDI')) if (pred(row.rec)) return ref;
+    return undefined;
+  };
+  const scsiid = scsiidOf(rec);
+  const destination = vdiMap.get(String(rec.uuid)) ?? (scsiid !== undefined ? vdiMap.get(scsiid) : undefined);
+  let found: string | undefined;
+  if (destination !== undefined) found = emu.db.refByUuid('VDI', destination) ?? findBy((r) => scsiidOf(r) === destination);
+  else if (scsiid !== undefined) found = findBy((r) => scsiidOf(r) === scsiid);
+  const sr = isExportRef(rec.SR) ? state.table.get(rec.SR) : undefined;
+  if (found === undefined && sr !== undefined) found = findBy((r) => r.SR === sr && r.location === rec.location);
+  if (found !== undefined) {
+    state.table.set(o.id, found);
+    return;
+  }
+  if (config.force) return;
+  if (sr !== undefined) throw new XapiError('VDI_LOCATION_MISSING', [sr, String(rec.location)]);
+  throw new XapiError('VDI_CONTENT_ID_MISSING', []);
 }

@@ -427,3 +427,80 @@ describe('PUT /import of hostile or broken archives', () => {
     expect((await taskOutcome(b.x, task)).error).toEqual(['IMPORT_ERROR_CANNOT_HANDLE_CHUNKED']);
   });
 });
+
+describe('PUT /import_metadata', () => {
+  /** PUT /import_metadata into `p`; the task's outcome. */
+  async function importMetadata(p: { url: string; x: Client }, body: Buffer, params: Record<string, string> = {}) {
+    const task = await p.x.call('task.create', 'import metadata', '');
+    await put(p.url, `/import_metadata?${q({ session_id: p.x.session, task_id: task, ...params })}`, body);
+    const out = await taskOutcome(p.x, task);
+    await p.x.call('task.destroy', task);
+    return { ...out, vms: [...out.result.matchAll(/<value>(OpaqueRef:[^<]+)<\/value>/g)].map((m) => m[1]) };
+  }
+
+  let meta: Buffer;
+  let metaVm: string;
+  let metaDisk: string;
+  beforeAll(async () => {
+    const sr = await localStorage(a.x);
+    metaVm = await a.x.call('VM.create', vmArgs('meta-vm'));
+    metaDisk = await a.x.call('VDI.create', vdiArgs(sr, 2 * MiB, 'meta-disk'));
+    await a.x.call('VBD.create', vbdArgs(metaVm, metaDisk, '0'));
+    await a.x.call('VIF.create', vifArgs(metaVm, await xenbr0(a.x)));
+    await a.x.call('VM.snapshot', metaVm, 'meta-snap', []);
+    const r = await fetch(new URL(`/export_metadata?${q({ session_id: a.x.session, ref: metaVm })}`, a.url));
+    expect(r.status).toBe(200);
+    meta = Buffer.from(await r.arrayBuffer());
+  });
+
+  it('dry_run finds everything and makes nothing', async () => {
+    const before = await inventory(a);
+    const out = await importMetadata(a, meta, { dry_run: 'true' });
+    expect(out.status).toBe('success');
+    expect(out.vms).toEqual([]);
+    expect(await inventory(a)).toEqual(before);
+  });
+
+  it('brings back a destroyed VM and its snapshot onto the disks still in the SR', async () => {
+    const [snap] = await a.x.call('VM.get_snapshots', metaVm);
+    const snapDisks = new Set<string>();
+    for (const vbd of await a.x.call('VM.get_VBDs', snap)) snapDisks.add(await a.x.call('VBD.get_VDI', vbd));
+    const snapUuid = await a.x.call('VM.get_uuid', snap);
+    await a.x.call('VM.destroy', snap);
+    await a.x.call('VM.destroy', metaVm);
+    const out = await importMetadata(a, meta);
+    expect(out.status, JSON.stringify(out.error)).toBe('success');
+    // the result names the VM, not its snapshot
+    expect(out.vms).toHaveLength(1);
+    const back = out.vms[0];
+    expect(await a.x.call('VM.get_name_label', back)).toBe('meta-vm');
+    const [vbd] = (await a.x.call('VM.get_VBDs', back)) as string[];
+    expect(await a.x.call('VBD.get_VDI', vbd)).toBe(metaDisk);
+    const snaps = await a.x.call('VM.get_snapshots', back);
+    expect(snaps).toHaveLength(1);
+    const s = await a.x.call('VM.get_record', snaps[0]);
+    expect(s.is_a_snapshot).toBe(true);
+    expect(s.snapshot_of).toBe(back);
+    expect(s.uuid).not.toBe(snapUuid);
+    for (const v of s.VBDs) expect(snapDisks.has(await a.x.call('VBD.get_VDI', v))).toBe(true);
+    expect(await a.x.call('VM.get_current_operations', back)).toEqual({});
+  });
+
+  it('fails with VDI_CONTENT_ID_MISSING where the disks are unknown, and maps them with vdi:<uuid>=<uuid>', async () => {
+    const before = await inventory(b);
+    const out = await importMetadata(b, meta);
+    expect(out.status).toBe('failure');
+    expect(out.error).toEqual(['VDI_CONTENT_ID_MISSING']);
+    expect(await inventory(b)).toEqual(before);
+    // every disk of the archive mapped onto one disk of the second pool
+    const target = await b.x.call('VDI.create', vdiArgs(await localStorage(b.x), 2 * MiB, 'target'));
+    const uuids = [...meta.toString('latin1').matchAll(/<member><name>class<\/name><value>VDI<\/value><\/member>.*?<name>uuid<\/name><value>([0-9a-f-]{36})<\/value>/g)].map((m) => m[1]);
+    expect(uuids.length).toBeGreaterThan(0);
+    const targetUuid = await b.x.call('VDI.get_uuid', target);
+    const map = Object.fromEntries(uuids.map((u) => [`vdi:${u}`, targetUuid]));
+    const mapped = await importMetadata(b, meta, map);
+    expect(mapped.status, JSON.stringify(mapped.error)).toBe('success');
+    const [vbd] = (await b.x.call('VM.get_VBDs', mapped.vms[0])) as string[];
+    expect(await b.x.call('VBD.get_VDI', vbd)).toBe(target);
+  });
+});
