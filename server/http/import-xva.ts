@@ -11,6 +11,7 @@ import { NULL_REF } from '../../storage/database.js';
 import { XvaArchive, importFailure } from '../xva/read-archive.js';
 import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState, type XvaHeader } from '../xva/import-objects.js';
 import { receiveDisks } from '../xva/receive-disks.js';
+import { beginImport, endImport } from '../xva/import-journal.js';
 import { Body } from './import-raw-vdi.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { progressOf, redirect, srLocation } from './vdi.js';
@@ -99,6 +100,8 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
     assertCompatible(emu, call.host, header.version);
     if (fullRestore) assertCanRestoreBackup(call, header);
     const ctx = { emu, session: call.session, host: call.host, task: call.task };
+    // (recorded first: a stop of the emulator from here on is undone when it starts again)
+    beginImport(emu, call.task);
     state = await importObjects(ctx, header, { mode: { kind: 'full', sr }, fullRestore, force });
     // (xapi's signal that the objects exist, for clients that remap networks meanwhile)
     const task = emu.db.get('task', call.task)!;
@@ -115,6 +118,7 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
     if (e instanceof XapiError || e instanceof HttpError) throw e;
     throw importFailure(String((e as Error)?.message ?? e));
   } finally {
+    endImport(emu, call.task);
     archive?.close();
   }
 }
@@ -153,6 +157,7 @@ async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
     assertCompatible(emu, call.host, header.version);
     if (fullRestore) assertCanRestoreBackup(call, header);
     const ctx = { emu, session: call.session, host: call.host, task: call.task };
+    beginImport(emu, call.task);
     state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap, dryRun }, fullRestore, force });
     call.assertNotCancelled();
     const vms = completeImport(emu, call.task, state.createdVms);
@@ -162,6 +167,7 @@ async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
     if (e instanceof XapiError || e instanceof HttpError) throw e;
     throw importFailure(String((e as Error)?.message ?? e));
   } finally {
+    endImport(emu, call.task);
     archive?.close();
     body.dispose();
   }

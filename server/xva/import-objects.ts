@@ -11,6 +11,7 @@ import { decodeMethodCall } from '../transport/xmlrpc-codec.js';
 import { updateAllowedOperations } from '../api/operations.js';
 import { NULL_REF, type Rec } from '../../storage/database.js';
 import { importFailure } from './read-archive.js';
+import { importMade } from './import-journal.js';
 
 export interface ImportObject {
   cls: string;
@@ -251,6 +252,7 @@ async function importVdi(
   delete smConfig['vhd-parent'];
   smConfig[IMPORT_TASK] = ctx.task;
   const vdi = (await call(ctx, 'VDI.create', [{ ...rec, SR: sr, sm_config: smConfig, VBDs: [] }])) as string;
+  importMade(emu, ctx.task, 'VDI', vdi);
   state.cleanup.push(async () => {
     await call(ctx, 'VDI.destroy', [vdi]);
   });
@@ -330,6 +332,7 @@ async function importVm(
     return;
   }
   const vm = (await call(ctx, 'VM.create', [value])) as string;
+  importMade(emu, ctx.task, 'VM', vm);
   state.cleanup.push(async () => {
     emu.db.update('VM', vm, { current_operations: {}, power_state: 'Halted', suspend_VDI: NULL_REF });
     await call(ctx, 'VM.destroy', [vm]);
@@ -391,6 +394,7 @@ async function importNetwork(ctx: ImportCtx, state: ImportState, o: ImportObject
   }
   const oc = { ...(rec.other_config as Record<string, string>), [IMPORT_TASK]: ctx.task };
   const net = (await call(ctx, 'network.create', [{ ...rec, other_config: oc }])) as string;
+  importMade(emu, ctx.task, 'network', net);
   state.cleanup.push(async () => {
     await call(ctx, 'network.destroy', [net]);
   });

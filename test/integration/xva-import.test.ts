@@ -13,9 +13,15 @@ import { createClient, type Xapi } from 'xen-api';
 import type { RunningServer } from '../../server/app.js';
 import type { Client } from './helpers/jsonrpc.js';
 import { createSharedSr, localStorage, startPool, xenbr0 } from './helpers/pool.js';
+import { connect } from './helpers/jsonrpc.js';
+import { exited, scratch as scratchOf } from './helpers/cli.js';
+import { startServer } from '../../server/app.js';
+import { fileSrProblems, smReady } from '../../server/sm/index.js';
+import { cutImportsUndone } from '../../server/xva/import-journal.js';
 import { MiB, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'xva-import-test';
+const { dir: dataDir, spawnCli } = scratchOf('xva-import');
 
 let a: { srv: RunningServer; x: Client; url: string };
 let b: { srv: RunningServer; x: Client; url: string };
@@ -502,5 +508,44 @@ describe('PUT /import_metadata', () => {
     expect(mapped.status, JSON.stringify(mapped.error)).toBe('success');
     const [vbd] = (await b.x.call('VM.get_VBDs', mapped.vms[0])) as string[];
     expect(await b.x.call('VBD.get_VDI', vbd)).toBe(target);
+  });
+});
+
+describe('an import cut by a kill', () => {
+  it('is undone when the emulator starts again: no VM, no VDI, no file of it left', async () => {
+    const data = dataDir();
+    const cli = await spawnCli(PASSWORD, ['--data', data]);
+    const x = await connect(cli.url, 'root', PASSWORD);
+    const vmsBefore = (await x.call('VM.get_all')).length;
+    const vdisBefore = (await x.call('VDI.get_all')).length;
+    const archive = readFileSync(xva.plain);
+    const task = await x.call('task.create', 'import', '');
+    // the archive up to the middle of its disks, the rest never sent
+    const req = request(new URL(`/import?${q({ session_id: x.session, task_id: task })}`, cli.url), {
+      method: 'PUT', headers: { 'content-length': String(archive.length) },
+    });
+    req.on('error', () => undefined);
+    req.write(archive.subarray(0, Math.floor(archive.length * 0.7)));
+    // the objects exist, the disks are coming
+    let created = false;
+    for (let i = 0; i < 10000 && !created; i++) created = (await x.call('task.get_other_config', task)).object_creation === 'complete';
+    expect(created).toBe(true);
+    expect((await x.call('VM.get_all')).length).toBe(vmsBefore + 1);
+    cli.child.kill('SIGKILL');
+    await exited(cli.child);
+    req.destroy();
+    const srv = await startServer({ port: 0, dataDir: data, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
+    try {
+      await smReady(srv.emu);
+      await cutImportsUndone(srv.emu);
+      const y = await connect(srv.urls[0], 'root', PASSWORD);
+      expect((await y.call('VM.get_all')).length).toBe(vmsBefore);
+      expect((await y.call('VDI.get_all')).length).toBe(vdisBefore);
+      const problems: string[] = [];
+      for (const sr of await y.call('SR.get_all')) problems.push(...(await fileSrProblems(srv.emu, sr)));
+      expect(problems).toEqual([]);
+    } finally {
+      await srv.close();
+    }
   });
 });
