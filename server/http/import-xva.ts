@@ -9,8 +9,8 @@ import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
 import { NULL_REF } from '../../storage/database.js';
 import { XvaArchive, importFailure } from '../xva/read-archive.js';
-import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState, type XvaHeader } from '../xva/import-objects.js';
-import { receiveDisks } from '../xva/receive-disks.js';
+import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState } from '../xva/import-objects.js';
+import { assertCanRestoreBackup, importXvaStream } from '../xva/import-vm.js';
 import { beginImport, endImport } from '../xva/import-journal.js';
 import { Body } from './import-raw-vdi.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
@@ -37,28 +37,6 @@ function srOfImport(call: HttpCall): string {
   const sr = String((pool && emu.db.get('pool', pool)?.default_SR) ?? NULL_REF);
   if (!emu.db.has('SR', sr)) throw new XapiError('DEFAULT_SR_NOT_FOUND', [sr]);
   return sr;
-}
-
-/** Import.assert_can_restore_backup: a restored VM may not share its MAC seed with another VM
- * (the same VM, or a snapshot and its VM, are not "another"). */
-function assertCanRestoreBackup(call: HttpCall, header: XvaHeader): void {
-  const seeds = new Map<string, string>(); // mac_seed → uuid of an existing VM
-  const snapshots = new Set<string>();
-  for (const [, row] of call.emu.db.table('VM')) {
-    const seed = (row.rec.other_config as Record<string, string>).mac_seed;
-    if (seed !== undefined) seeds.set(seed, String(row.rec.uuid));
-    if (row.rec.is_a_snapshot === true) snapshots.add(String(row.rec.uuid));
-  }
-  for (const o of header.objects) {
-    if (o.cls !== 'VM') continue;
-    const s = o.snapshot as Record<string, unknown>;
-    const seed = (s.other_config as Record<string, string> | undefined)?.mac_seed;
-    const other = seed === undefined ? undefined : seeds.get(seed);
-    if (other === undefined || other === s.uuid) continue;
-    // (what a snapshot derives from is not followed here: snapshots are taken as compatible)
-    if (s.is_a_snapshot === true || snapshots.has(other)) continue;
-    throw new XapiError('DUPLICATE_MAC_SEED', [seed!]);
-  }
 }
 
 async function importXva(call: HttpCall): Promise<HttpOutcome> {
@@ -91,36 +69,21 @@ async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
   call.res.flushHeaders();
 
-  let archive: XvaArchive | null = null;
-  let state: ImportState | null = null;
-  try {
-    const opened = await XvaArchive.open(body);
-    archive = opened.archive;
-    const header = parseHeader(opened.ova);
-    assertCompatible(emu, call.host, header.version);
-    if (fullRestore) assertCanRestoreBackup(call, header);
-    const ctx = { emu, session: call.session, host: call.host, task: call.task };
-    // (recorded first: a stop of the emulator from here on is undone when it starts again)
-    beginImport(emu, call.task);
-    state = await importObjects(ctx, header, { mode: { kind: 'full', sr }, fullRestore, force });
-    // (xapi's signal that the objects exist, for clients that remap networks meanwhile)
-    const task = emu.db.get('task', call.task)!;
-    emu.db.update('task', call.task, { other_config: { ...(task.other_config as Record<string, string>), object_creation: 'complete' } });
-    emu.db.flush();
-    const total = state.disks.reduce((t, d) => t + d.size, 0);
-    await receiveDisks(emu, archive, state.disks, { force, progress: progressOf(call, total), check: () => call.assertNotCancelled() });
-    call.assertNotCancelled();
-    const vms = completeImport(emu, call.task, state.createdVms);
-    return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
-  } catch (e) {
-    if (state && !force) await cleanup(state);
-    // Import.with_error_handling: what is not an API error is an IMPORT_ERROR
-    if (e instanceof XapiError || e instanceof HttpError) throw e;
-    throw importFailure(String((e as Error)?.message ?? e));
-  } finally {
-    endImport(emu, call.task);
-    archive?.close();
-  }
+  let progress: ((done: number) => void) | null = null;
+  const vms = await importXvaStream(
+    {
+      emu, session: call.session, host: call.host, task: call.task, sr, fullRestore, force,
+      check: () => call.assertNotCancelled(),
+      progress: (done, total) => (progress ??= progressOf(call, total))(done),
+      // (xapi's signal that the objects exist, for clients that remap networks meanwhile)
+      objectsCreated: () => {
+        const task = emu.db.get('task', call.task)!;
+        emu.db.update('task', call.task, { other_config: { ...(task.other_config as Record<string, string>), object_creation: 'complete' } });
+      },
+    },
+    body,
+  );
+  return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
 }
 
 /** Import.read_map_params: the `<name>:<key>=<value>` query parameters as a map. */
@@ -155,7 +118,7 @@ async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
     archive = opened.archive;
     const header = parseHeader(opened.ova);
     assertCompatible(emu, call.host, header.version);
-    if (fullRestore) assertCanRestoreBackup(call, header);
+    if (fullRestore) assertCanRestoreBackup(emu, header);
     const ctx = { emu, session: call.session, host: call.host, task: call.task };
     beginImport(emu, call.task);
     state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap, dryRun }, fullRestore, force });

@@ -327,6 +327,29 @@ out.close()
   });
 });
 
+describe('VM.import', () => {
+  it("imports from a URL the pool serves (its own /export)", async () => {
+    const sr = await localStorage(a.x);
+    const url = new URL(`/export?${q({ session_id: a.x.session, ref: vm })}`, a.url).toString();
+    const refs = await a.x.call('VM.import', url, sr, false, false);
+    expect(refs).toHaveLength(1);
+    expect(await settings(a.x, refs[0])).toEqual(await settings(a.x, vm));
+    const got = await disksOf(a, refs[0]);
+    for (const [i, d] of disks.entries()) expect(got.get(String(i))!.equals(d.bytes)).toBe(true);
+    await a.x.call('VM.destroy', refs[0]);
+  });
+
+  it('refuses URLs outside the pool, and reports a failed fetch as xapi does', async () => {
+    const sr = await localStorage(a.x);
+    await expect(a.x.call('VM.import', 'http://192.0.2.1/export', sr, false, false)).rejects.toMatchObject({ description: ['NOT_IMPLEMENTED', 'VM.import from a URL not served by this pool'] });
+    await expect(a.x.call('VM.import', 'ftp://127.0.0.1/x.xva', sr, false, false)).rejects.toMatchObject({ description: expect.arrayContaining([expect.stringMatching(/^IMPORT_ERROR/)]) });
+    const before = await inventory(a);
+    const missing = new URL(`/export?${q({ session_id: a.x.session, ref: 'OpaqueRef:nope' })}`, a.url).toString();
+    await expect(a.x.call('VM.import', missing, sr, false, false)).rejects.toMatchObject({ description: expect.arrayContaining([expect.stringMatching(/^IMPORT_ERROR/)]) });
+    expect(await inventory(a)).toEqual(before);
+  });
+});
+
 describe('PUT /import of hostile or broken archives', () => {
   /** Each case: how the archive is made, the error the task fails with. */
   const cases: [string, () => Buffer, string[]][] = [
