@@ -8,10 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
 import { NULL_REF } from '../../storage/database.js';
-import { XvaArchive, importFailure } from '../xva/read-archive.js';
-import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState } from '../xva/import-objects.js';
-import { assertCanRestoreBackup, importXvaStream } from '../xva/import-vm.js';
-import { beginImport, endImport } from '../xva/import-journal.js';
+import { importMetadataStream, importXvaStream } from '../xva/import-vm.js';
 import { Body } from './import-raw-vdi.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { progressOf, redirect, srLocation } from './vdi.js';
@@ -111,27 +108,14 @@ async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
   const vdiMap = mapParams(call, 'vdi');
   call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
   call.res.flushHeaders();
-  let archive: XvaArchive | null = null;
-  let state: ImportState | null = null;
   try {
-    const opened = await XvaArchive.open(body);
-    archive = opened.archive;
-    const header = parseHeader(opened.ova);
-    assertCompatible(emu, call.host, header.version);
-    if (fullRestore) assertCanRestoreBackup(emu, header);
-    const ctx = { emu, session: call.session, host: call.host, task: call.task };
-    beginImport(emu, call.task);
-    state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap, dryRun }, fullRestore, force });
-    call.assertNotCancelled();
-    const vms = completeImport(emu, call.task, state.createdVms);
+    const vms = await importMetadataStream(
+      { emu, session: call.session, host: call.host, task: call.task, fullRestore, force, check: () => call.assertNotCancelled() },
+      body,
+      { vdiMap, dryRun },
+    );
     return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
-  } catch (e) {
-    if (state && !force) await cleanup(state);
-    if (e instanceof XapiError || e instanceof HttpError) throw e;
-    throw importFailure(String((e as Error)?.message ?? e));
   } finally {
-    endImport(emu, call.task);
-    archive?.close();
     body.dispose();
   }
 }

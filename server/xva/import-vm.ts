@@ -1,6 +1,7 @@
 // A whole VM from an XVA stream (xapi's Import.stream_import), whoever brings the stream: PUT
 // /import, or VM.import fetching a URL. ova.xml is read and checked, the objects made, the disks
-// received; on failure whatever was made is destroyed (unless forced, as xapi).
+// received; on failure whatever was made is destroyed (unless forced, as xapi). And the metadata
+// alone (Import.metadata_handler), onto the VDIs already in the pool.
 import type { Emulator } from '../emulator.js';
 import { XapiError } from '../dispatch/errors.js';
 import { XvaArchive, importFailure } from './read-archive.js';
@@ -71,6 +72,37 @@ export async function importXvaStream(run: XvaImportRun, input: AsyncIterable<Bu
   } catch (e) {
     if (state && !run.force) await cleanup(state);
     // Import.with_error_handling: what is not an API error is an IMPORT_ERROR
+    if (e instanceof XapiError) throw e;
+    throw importFailure(String((e as Error)?.message ?? e));
+  } finally {
+    endImport(emu, run.task);
+    archive?.close();
+  }
+}
+
+/** Import.metadata_handler's import: the objects of ova.xml without disks; the VMs made (none for a
+ * dry run, which only checks that everything would be found). */
+export async function importMetadataStream(
+  run: Omit<XvaImportRun, 'sr' | 'progress' | 'objectsCreated'>,
+  input: AsyncIterable<Buffer>,
+  o: { vdiMap: Map<string, string>; dryRun: boolean },
+): Promise<string[]> {
+  const { emu } = run;
+  let archive: XvaArchive | null = null;
+  let state: ImportState | null = null;
+  try {
+    const opened = await XvaArchive.open(input);
+    archive = opened.archive;
+    const header = parseHeader(opened.ova);
+    assertCompatible(emu, run.host, header.version);
+    if (run.fullRestore) assertCanRestoreBackup(emu, header);
+    const ctx = { emu, session: run.session, host: run.host, task: run.task };
+    beginImport(emu, run.task);
+    state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap: o.vdiMap, dryRun: o.dryRun }, fullRestore: run.fullRestore, force: run.force });
+    run.check();
+    return completeImport(emu, run.task, state.createdVms);
+  } catch (e) {
+    if (state && !run.force) await cleanup(state);
     if (e instanceof XapiError) throw e;
     throw importFailure(String((e as Error)?.message ?? e));
   } finally {
