@@ -435,6 +435,25 @@ describe('PUT /import of hostile or broken archives', () => {
     expect((await b.x.call('VM.get_all')).length).toBe(before.vms);
   });
 
+  it('a client that goes away in the middle of the disks: the task fails and nothing is left', async () => {
+    const before = await inventory(b);
+    const archive = readFileSync(xva.plain);
+    const task = await b.x.call('task.create', 'import', '');
+    const req = request(new URL(`/import?${q({ session_id: b.x.session, task_id: task })}`, b.url), {
+      method: 'PUT', headers: { 'content-length': String(archive.length) },
+    });
+    req.on('error', () => undefined);
+    req.write(archive.subarray(0, Math.floor(archive.length * 0.7)));
+    let created = false;
+    for (let i = 0; i < 10000 && !created; i++) created = (await b.x.call('task.get_other_config', task)).object_creation === 'complete';
+    expect(created).toBe(true);
+    req.destroy();
+    const out = await taskOutcome(b.x, task);
+    expect(out.status).toBe('failure');
+    expect(out.error).toEqual(['IMPORT_ERROR_PREMATURE_EOF']);
+    expect(await inventory(b)).toEqual(before);
+  });
+
   it('refuses an ISO library and chunked uploads before reading the body', async () => {
     const iso = (await b.x.call('SR.get_all_records_where', 'field "content_type" = "iso"')) as Record<string, unknown>;
     const isoSr = Object.keys(iso)[0];
