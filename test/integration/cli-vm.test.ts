@@ -173,6 +173,23 @@ describe('clone, copy, checkpoint and the snapshot commands', () => {
   });
 });
 
+describe('vm-memory-*-set', () => {
+  it('read sizes with units, and refuse what is not a size', async () => {
+    const uuid = (await run('vm-install', `template=${template.name}`, 'new-name-label=cli-mem')).stdout.trim();
+    const [vm] = await vmByUuid(uuid);
+    expect(await run('vm-memory-limits-set', 'vm=cli-mem', 'static-min=256MiB', 'static-max=2GiB', 'dynamic-min=512m', 'dynamic-max=1 GiB'))
+      .toMatchObject({ code: 0, stdout: '', stderr: '' });
+    expect(await x.call('VM.get_record', vm)).toMatchObject({ memory_static_min: 256 * 2 ** 20, memory_static_max: 2 * 2 ** 30, memory_dynamic_min: 512 * 2 ** 20, memory_dynamic_max: 2 ** 30 });
+    expect((await run('vm-memory-dynamic-range-set', `uuid=${uuid}`, 'min=768MiB', 'max=1536MiB')).code).toBe(0);
+    expect(await x.call('VM.get_memory_dynamic_min', vm)).toBe(768 * 2 ** 20);
+    expect(await run('vm-memory-set', 'vm=cli-mem', 'memory=lots'))
+      .toMatchObject({ code: 1, stderr: "Error: Failed to parse field 'memory': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got 'lots'\n" });
+    expect((await run('vm-memory-set', 'vm=cli-mem', 'memory=1GiB')).code).toBe(0);
+    expect(await x.call('VM.get_record', vm)).toMatchObject({ memory_static_max: 2 ** 30, memory_dynamic_min: 2 ** 30, memory_dynamic_max: 2 ** 30 });
+    expect((await run('vm-uninstall', 'vm=cli-mem', '--force')).code).toBe(0);
+  });
+});
+
 describe('--multiple with filters', () => {
   it('vm-shutdown power-state=running needs --multiple for several VMs, then shuts every one down', async () => {
     for (const n of ['cli-m1', 'cli-m2']) {

@@ -4,3 +4,4 @@ import './vm.js';
 import './vm-install.js';
 import './snapshot.js';
 import './template.js';
+import './vm-memory.js';
