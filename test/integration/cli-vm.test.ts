@@ -190,6 +190,54 @@ describe('vm-memory-*-set', () => {
   });
 });
 
+describe('disks, CD drives and VIFs', () => {
+  it('vm-disk-add / -list / -remove, vm-cd-* and vm-vif-list', async () => {
+    const uuid = (await run('vm-install', `template=${template.name}`, 'new-name-label=cli-dev')).stdout.trim();
+    const [vm] = await vmByUuid(uuid);
+    expect(await run('vm-disk-add', 'vm=cli-dev', 'disk-size=1GiB', 'device=3')).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const vbds: string[] = await x.call('VM.get_VBDs', vm);
+    const added = (await Promise.all(vbds.map(async (b) => ({ b, r: await x.call('VBD.get_record', b) })))).find(({ r }) => r.userdevice === '3')!;
+    const vdi = await x.call('VDI.get_record', added.r.VDI);
+    expect(vdi).toMatchObject({ name_label: 'Created by xe', name_description: 'Created by xe', virtual_size: 2 ** 30 });
+    expect(added.r.other_config).toHaveProperty('owner');
+
+    // each disk: "Disk n VBD:", its record, "Disk n VDI:", its record
+    const list = await run('vm-disk-list', 'vm=cli-dev', 'vbd-params=userdevice', 'vdi-params=uuid,virtual-size');
+    expect(list).toMatchObject({ code: 0, stderr: '' });
+    const disks = [];
+    for (const b of vbds) {
+      const r = await x.call('VBD.get_record', b);
+      if (r.type === 'Disk') disks.push({ dev: r.userdevice, vdi: await x.call('VDI.get_record', r.VDI) });
+    }
+    expect(list.stdout).toBe(disks.map((d, n) => `Disk ${n} VBD:\nuserdevice ( RW)    : ${d.dev}\n\n\nDisk ${n} VDI:\n`
+      + `uuid ( RO)            : ${d.vdi.uuid}\n    virtual-size ( RO): ${d.vdi.virtual_size}\n\n\n`).join(''));
+
+    expect(await run('vm-disk-remove', 'vm=cli-dev', 'device=3')).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    await expect(x.call('VDI.get_uuid', added.r.VDI)).rejects.toThrow(/HANDLE_INVALID/);
+    expect(await run('vm-disk-remove', 'vm=cli-dev', 'device=3')).toMatchObject({ code: 1, stderr: 'Error: Disk not found\n' });
+    expect(await run('vm-disk-add', 'vm=cli-dev', 'disk-size=big', 'device=4'))
+      .toMatchObject({ code: 1, stderr: "Error: Failed to parse field 'disk-size': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got 'big'\n" });
+
+    expect(await run('vm-cd-add', 'vm=cli-dev', 'cd-name=no-such.iso', 'device=3')).toMatchObject({ code: 1, stderr: 'Error: CD no-such.iso not found!\n' });
+    expect(await run('vm-cd-insert', 'vm=cli-dev', 'cd-name=no-such.iso')).toMatchObject({ code: 1, stderr: 'Error: CD no-such.iso not found\n' });
+    const cds = (await Promise.all(((await x.call('VM.get_VBDs', vm)) as string[]).map((b) => x.call('VBD.get_type', b)))).filter((t) => t === 'CD');
+    if (cds.length === 0) expect(await run('vm-cd-eject', 'vm=cli-dev')).toMatchObject({ code: 1, stderr: 'Error: No CDs found\n' });
+    expect(await run('vm-cd-list', 'vm=cli-dev')).toMatchObject({ code: 0, stderr: '' });
+
+    // a VM without VIFs lists none; one VIF is its record
+    expect(await run('vm-vif-list', 'vm=cli-dev')).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const net = (await x.call('network.get_all'))[0];
+    const vif = await x.call('VIF.create', { device: '0', network: net, VM: vm, MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {} });
+    const v = await x.call('VIF.get_record', vif);
+    const vifs = await run('vm-vif-list', 'vm=cli-dev', 'params=uuid,device,MAC');
+    expect(vifs).toMatchObject({ code: 0, stderr: '' });
+    expect(vifs.stdout).toBe(`uuid ( RO)      : ${v.uuid}\n    device ( RO): 0\n       MAC ( RO): ${v.MAC}\n\n\n`);
+
+    expect(await run('vm-vcpu-hotplug', 'vm=cli-dev', 'new-vcpus=two')).toMatchObject({ code: 1, stderr: "Error: Failed to parse parameter 'new-vcpus': expecting an integer\n" });
+    expect((await run('vm-uninstall', 'vm=cli-dev', '--force')).code).toBe(0);
+  });
+});
+
 describe('--multiple with filters', () => {
   it('vm-shutdown power-state=running needs --multiple for several VMs, then shuts every one down', async () => {
     for (const n of ['cli-m1', 'cli-m2']) {

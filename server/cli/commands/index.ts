@@ -5,3 +5,4 @@ import './vm-install.js';
 import './snapshot.js';
 import './template.js';
 import './vm-memory.js';
+import './vm-devices.js';
