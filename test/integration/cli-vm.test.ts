@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
 import type { Client } from './helpers/jsonrpc.js';
-import { startPool } from './helpers/pool.js';
+import { createSharedSr, startPool } from './helpers/pool.js';
 import { xe, type XeResult } from './helpers/thin-cli.js';
 
 const PASSWORD = 'cli-vm-test';
@@ -168,6 +168,9 @@ describe('clone, copy, checkpoint and the snapshot commands', () => {
     expect(await run('vm-reset-powerstate', 'vm=cli-clone'))
       .toMatchObject({ code: 1, stderr: 'Error: This operation is dangerous and may cause data loss. This operation must be forced (use --force).\n' });
     const uuid = await x.call('VM.get_uuid', (await x.call('VM.get_by_name_label', 'cli-clone'))[0]);
+    // a command whose message this server does not implement fails as that message does
+    expect(await run('vm-compute-memory-overhead', 'vm=cli-clone'))
+      .toMatchObject({ code: 1, stdout: '', stderr: 'The function is not implemented\nfunction: VM.compute_memory_overhead\n' });
     expect(await run('vm-destroy', `uuid=${uuid}`)).toMatchObject({ code: 0, stdout: '', stderr: '' });
     expect(await x.call('VM.get_by_name_label', 'cli-clone')).toEqual([]);
   });
@@ -253,5 +256,34 @@ describe('--multiple with filters', () => {
     expect(await running()).toBe(0);
     // nothing left to match
     expect(await run('vm-shutdown', '--multiple', 'power-state=running')).toMatchObject({ code: 1, stderr: 'Error: No matching VMs found\n' });
+  });
+});
+
+describe('vm-migrate within a pool of two hosts', () => {
+  it('moves a running VM on shared storage to the host named, and refuses a migration to another pool', async () => {
+    const { srv: two, x: x2 } = await startPool(PASSWORD, { hosts: 2, closeGrace: 0 });
+    try {
+      const run2 = (...args: string[]) => xe(two.urls[0], args, { username: 'root', password: PASSWORD });
+      const hosts: string[] = await x2.call('host.get_all');
+      const shared = await createSharedSr(x2, two, hosts[0]);
+      const r = await run2('vm-install', `template=${template.name}`, 'new-name-label=cli-mig', `sr-uuid=${await x2.call('SR.get_uuid', shared)}`);
+      expect(r.code).toBe(0);
+      const vm = await x2.call('VM.get_by_uuid', r.stdout.trim());
+      expect((await run2('vm-start', 'vm=cli-mig', `on=${await x2.call('host.get_name_label', hosts[0])}`)).code).toBe(0);
+      expect(await x2.call('VM.get_resident_on', vm)).toBe(hosts[0]);
+
+      expect(await run2('vm-migrate', 'vm=cli-mig')).toMatchObject({ code: 1, stderr: 'Error: No destination host specified\n' });
+      expect(await run2('vm-migrate', 'vm=cli-mig', 'host=nowhere')).toMatchObject({ code: 1, stderr: 'Error: Host nowhere not found\n' });
+      expect(await run2('vm-migrate', 'vm=cli-mig', `host-uuid=${await x2.call('host.get_uuid', hosts[1])}`, '--live')).toMatchObject({ code: 0, stdout: '', stderr: '' });
+      expect(await x2.call('VM.get_resident_on', vm)).toBe(hosts[1]);
+      expect(await x2.call('VM.get_power_state', vm)).toBe('Running');
+
+      const sxm = await run2('vm-migrate', 'vm=cli-mig', 'remote-master=192.0.2.1', 'remote-username=root', 'remote-password=x');
+      expect(sxm).toMatchObject({ code: 1, stdout: "Performing a storage live migration. Your VM's VDIs will be migrated with the VM.\n" });
+      expect(sxm.stderr).toBe('The function is not implemented\nfunction: VM.migrate_send\n');
+      expect(await run2('vm-migrate', 'vm=cli-mig', 'remote-master=192.0.2.1')).toMatchObject({ code: 1, stderr: "Error: Storage live migration requires remote-master, remote-username, and remote-password to be specified. Please see 'xe help vm-migrate' for help.\n" });
+    } finally {
+      await two.close();
+    }
   });
 });

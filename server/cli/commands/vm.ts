@@ -5,6 +5,7 @@ import { boolParam, param } from '../args.js';
 import { CliFailure } from '../errors.js';
 import { XapiError } from '../../dispatch/errors.js';
 import { NULL_REF } from '../../../storage/database.js';
+import { bytesOf } from './vm-memory.js';
 import { doVmOp } from '../selectors.js';
 import type { CliRecord } from '../records.js';
 import { xapiDate } from '../../clock.js';
@@ -219,5 +220,78 @@ defineCommand({
     const srUuid = param(ctx.params, 'sr-uuid');
     const sr = srUuid === undefined ? NULL_REF : ((await ctx.call('SR.get_by_uuid', srUuid)) as string);
     await cloneLike(ctx, (vm, name) => ctx.call('VM.copy', vm.ref, name, sr), { templates: true, multiple: false, ignore: ['sr-uuid'] });
+  },
+});
+
+defineCommand({
+  name: 'vm-snapshot-with-quiesce',
+  reqd: ['new-name-label'],
+  optn: ['new-name-description'],
+  help: 'Snapshot a VM with its file systems quiesced (the guest service for it no longer exists: this fails).',
+  standard: true,
+  selectors: 'vm',
+  run: (ctx) => cloneLike(ctx, (vm, name) => ctx.call('VM.snapshot_with_quiesce', vm.ref, name), { templates: false }),
+});
+
+defineCommand({
+  name: 'vm-compute-memory-overhead',
+  reqd: [],
+  optn: [],
+  help: 'Print the memory a VM needs beyond its own for virtualization.',
+  selectors: 'vm',
+  run: async (ctx) => {
+    await doVmOp(ctx, async (vm) => {
+      ctx.printer.print({ t: 'msg', text: String(await ctx.call('VM.compute_memory_overhead', vm.ref)) });
+    }, { controlDomains: true });
+  },
+});
+
+defineCommand({
+  name: 'vm-compute-maximum-memory',
+  reqd: ['total'],
+  optn: ['approximate'],
+  help: "Print the most memory a VM could be given out of 'total' bytes; 'approximate' allows some slack.",
+  standard: true,
+  selectors: 'vm',
+  run: async (ctx) => {
+    const total = bytesOf('total', param(ctx.params, 'total')!);
+    const approximate = boolParam(ctx.params, 'approximate');
+    await doVmOp(ctx, async (vm) => {
+      ctx.printer.print({ t: 'list', lines: [String(await ctx.call('VM.maximise_memory', vm.ref, total, approximate))] });
+    }, { ignore: ['total', 'approximate'] });
+  },
+});
+
+/** The parameters that ask for a storage migration to another pool. */
+const SXM_PARAMS = ['remote-master', 'remote-username', 'vif', 'remote-password', 'remote-network', 'vdi', 'vgpu', 'image-format'];
+
+defineCommand({
+  name: 'vm-migrate',
+  reqd: [],
+  optn: ['live', 'host', 'host-uuid', 'remote-master', 'remote-username', 'remote-password', 'remote-network', 'force', 'copy', 'compress', 'vif:', 'vdi:', 'image-format:'],
+  help: "Move the selected VM(s) to the host 'host' (name or uuid) of this pool while they run. Migrations to another pool (remote-master=...) are not available here.",
+  standard: true,
+  selectors: 'vm',
+  run: async (ctx) => {
+    // host-uuid= and host-name= are older spellings of host=
+    const params: [string, string][] = ctx.params.map(([k, v]) => [k === 'host-uuid' || k === 'host-name' ? 'host' : k, v]);
+    const options: { [k: string]: string } = {};
+    const compress = param(params, 'compress');
+    if (compress !== undefined) options.compress = compress;
+    for (const k of ['force', 'live', 'copy']) options[k] = String(boolParam(params, k));
+    if (params.some(([k]) => SXM_PARAMS.some((p) => k.startsWith(p)))) {
+      ctx.printer.print({ t: 'msg', text: "Performing a storage live migration. Your VM's VDIs will be migrated with the VM." });
+      if (!['remote-master', 'remote-username', 'remote-password'].every((k) => param(params, k) !== undefined)) {
+        throw new CliFailure("Storage live migration requires remote-master, remote-username, and remote-password to be specified. Please see 'xe help vm-migrate' for help.");
+      }
+      // a migration to another pool goes through VM.migrate_send, which this server does not have
+      throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send']);
+    }
+    const name = param(params, 'host');
+    if (name === undefined) throw new CliFailure('No destination host specified');
+    const host = await hostByNameOrId(ctx, name);
+    await doVmOp({ ...ctx, params }, (vm) => ctx.call('VM.pool_migrate', vm.ref, host, options), {
+      controlDomains: true, ignore: ['host', 'host-uuid', 'host-name', 'live', 'compress'],
+    });
   },
 });
