@@ -3,7 +3,11 @@
 // then each change the event system reports.
 import { defineCommand, STD_PARAMS, type CommandContext } from '../commands.js';
 import { makeRecord, recordSpec, type CliRecord } from '../records.js';
+import { Typed } from '../../transport/typed.js';
 import { failure, reqd } from './params.js';
+
+/** A value as the API answers it in process (a record may come wrapped with its type). */
+const plain = <T>(v: unknown): T => (v instanceof Typed ? v.value : v) as T;
 
 /** The classes event-wait listens to, by their CLI names. */
 const CLASSES = ['vm', 'vdi', 'sr', 'host', 'network', 'vif', 'pif', 'vbd', 'pbd', 'pool', 'task', 'subject', 'role', 'secret', 'vmss'];
@@ -41,11 +45,12 @@ defineCommand({
     }
     let token = '';
     while (!ctx.closed?.()) {
-      const batch = (await ctx.call('event.from', [cls], token, 30)) as { token: string; events: { ref: string; snapshot?: Record<string, unknown> }[] };
+      const batch = plain<{ token: string; events: { ref: string; snapshot?: unknown }[] }>(await ctx.call('event.from', [cls], token, 30));
       token = batch.token;
       for (const e of batch.events) {
-        if (e.snapshot === undefined || e.snapshot === null) continue;
-        if (await matches(ctx, await makeRecord(ctx, record, e.ref, e.snapshot), conds)) return;
+        const snapshot = plain<Record<string, unknown> | undefined>(e.snapshot);
+        if (snapshot === undefined || snapshot === null) continue;
+        if (await matches(ctx, await makeRecord(ctx, record, e.ref, snapshot), conds)) return;
       }
     }
   },
