@@ -2,7 +2,7 @@
 // given (`field=value`, or `field=/=value` for "differs"), checking the objects as they are now,
 // then each change the event system reports.
 import { defineCommand, STD_PARAMS, type CommandContext } from '../commands.js';
-import { makeRecord, recordSpec, type CliRecord } from '../records.js';
+import { apiClass, makeRecord, recordSpec, type CliRecord } from '../records.js';
 import { Typed } from '../../transport/typed.js';
 import { failure, reqd } from './params.js';
 
@@ -38,7 +38,7 @@ defineCommand({
       .filter(([k]) => k !== 'class' && !STD_PARAMS.includes(k))
       .map(([key, value]) => (value.startsWith('/=') ? { equals: false, key, value: value.slice(2) } : { equals: true, key, value }));
     if (!CLASSES.includes(record)) throw failure(`Cli listening for class '${record}' not currently implemented`);
-    const cls = recordSpec(record).cls;
+    const cls = apiClass(recordSpec(record).cls);
     const all = (await ctx.call(`${cls}.get_all_records`)) as Record<string, Record<string, unknown>>;
     for (const [ref, rec] of Object.entries(all)) {
       if (await matches(ctx, await makeRecord(ctx, record, ref, rec), conds)) return;
