@@ -150,6 +150,72 @@ describe('storage commands', () => {
   });
 });
 
+describe('more storage commands', () => {
+  it('sr-introduce, pbd-create with device-config, pbd-plug, pbd-destroy, sr-forget', async () => {
+    const location = join(srv.emu.storageDir, 'cli-introduced-sr');
+    // the storage exists first (made by an SR that is then forgotten)
+    const made = await ok(['sr-create', 'name-label=made', 'type=file', `device-config:location=${location}`]);
+    const [oldPbd] = await x.call('SR.get_PBDs', await x.call('SR.get_by_uuid', made));
+    await ok(['pbd-unplug', `uuid=${await x.call('PBD.get_uuid', oldPbd)}`]);
+    await ok(['sr-forget', `uuid=${made}`]);
+
+    expect(await ok(['sr-introduce', `uuid=${made}`, 'name-label=back', 'type=file', 'content-type=user', 'shared=false'])).toBe(made);
+    const sr = await x.call('SR.get_by_uuid', made);
+    expect(await x.call('SR.get_name_label', sr)).toBe('back');
+    expect(await x.call('SR.get_PBDs', sr)).toEqual([]);
+    const pbdUuid = await ok(['pbd-create', `host-uuid=${hostUuid}`, `sr-uuid=${made}`, `device-config:location=${location}`]);
+    const pbd = await x.call('PBD.get_by_uuid', pbdUuid);
+    expect(await x.call('PBD.get_record', pbd)).toMatchObject({ SR: sr, device_config: { location }, currently_attached: false });
+    expect(await ok(['pbd-plug', `uuid=${pbdUuid}`])).toBe('');
+    expect(await x.call('PBD.get_currently_attached', pbd)).toBe(true);
+    expect(await ok(['sr-update', `uuid=${made}`])).toBe('');
+    expect(await ok(['pbd-unplug', `uuid=${pbdUuid}`])).toBe('');
+    expect(await ok(['pbd-destroy', `uuid=${pbdUuid}`])).toBe('');
+    await expect(x.call('PBD.get_record', pbd)).rejects.toThrow(/HANDLE_INVALID/);
+    expect(await ok(['sr-forget', `uuid=${made}`])).toBe('');
+  });
+
+  it('CBT: vdi-enable-cbt, vdi-list-changed-blocks, vdi-data-destroy, vdi-disable-cbt; vdi-update, vdi-forget', async () => {
+    const sr = await x.call('SR.get_uuid', (await x.call('SR.get_by_name_label', 'Local storage'))[0]);
+    const uuid = await ok(['vdi-create', `sr-uuid=${sr}`, 'name-label=cbt', 'virtual-size=8MiB']);
+    const vdi = await x.call('VDI.get_by_uuid', uuid);
+    expect(await ok(['vdi-enable-cbt', `uuid=${uuid}`])).toBe('');
+    expect(await x.call('VDI.get_cbt_enabled', vdi)).toBe(true);
+    const s1 = await ok(['vdi-snapshot', `uuid=${uuid}`]);
+    const s2 = await ok(['vdi-snapshot', `uuid=${uuid}`]);
+    const [r1, r2] = [await x.call('VDI.get_by_uuid', s1), await x.call('VDI.get_by_uuid', s2)];
+    const bitmap = await ok(['vdi-list-changed-blocks', `vdi-from-uuid=${s1}`, `vdi-to-uuid=${s2}`]);
+    expect(bitmap).toBe(await x.call('VDI.list_changed_blocks', r1, r2));
+    expect(await ok(['vdi-data-destroy', `uuid=${s1}`])).toBe('');
+    expect(await x.call('VDI.get_type', r1)).toBe('cbt_metadata');
+    expect(await ok(['vdi-disable-cbt', `uuid=${uuid}`])).toBe('');
+    expect(await x.call('VDI.get_cbt_enabled', vdi)).toBe(false);
+    expect(await ok(['vdi-update', `uuid=${uuid}`])).toBe('');
+    expect(await ok(['vdi-forget', `uuid=${s2}`])).toBe('');
+    await expect(x.call('VDI.get_record', r2)).rejects.toThrow(/HANDLE_INVALID/);
+  });
+
+  it('sr-probe prints the driver\'s XML', async () => {
+    const out = await ok(['sr-probe', 'type=ext', 'device-config:device=/dev/sdb']);
+    const host = await x.call('host.get_by_uuid', hostUuid);
+    expect(out).toBe(await x.call('SR.probe', host, { device: '/dev/sdb' }, 'ext', {}));
+    expect(out).toContain('<SRlist>');
+  });
+});
+
+describe('more host commands', () => {
+  it('host-compute-free-memory and host-cpu-info print what the API answers', async () => {
+    const host = await x.call('host.get_by_uuid', hostUuid);
+    expect(await ok(['host-compute-free-memory'])).toBe(String(await x.call('host.compute_free_memory', host)));
+    const info: Record<string, string> = await x.call('host.get_cpu_info', host);
+    const out = await ok(['host-cpu-info', `uuid=${hostUuid}`]);
+    const w = 4 + Math.max(...Object.keys(info).map((k) => k.length));
+    const lines = Object.entries(info).map(([k, v], i) => `${i === 0 ? k.padEnd(w) : k.padStart(w)}: ${v}`);
+    expect(out).toBe(`${lines.join('\n')}\n\n`);
+    expect(await ok(['host-cpu-info'])).toBe(out);
+  });
+});
+
 describe('network commands', () => {
   it('network-create then vif-create with mac=random, vif-destroy, network-destroy', async () => {
     const netUuid = await ok(['network-create', 'name-label=cli-net', 'name-description=n', 'MTU=9000']);

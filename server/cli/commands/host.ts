@@ -82,3 +82,29 @@ defineCommand({
     }
   },
 });
+
+defineCommand({
+  name: 'host-compute-free-memory',
+  reqd: [],
+  optn: [],
+  help: 'Print the memory of a host, in bytes, that is free to start VMs.',
+  selectors: 'host',
+  run: async (ctx) => {
+    await doHostOp(ctx, async (h) => {
+      ctx.printer.print({ t: 'msg', text: String(await ctx.call('host.compute_free_memory', h.ref)) });
+    }, { multiple: false });
+  },
+});
+
+defineCommand({
+  name: 'host-cpu-info',
+  reqd: [],
+  optn: ['uuid'],
+  help: 'Print the CPUs of a host (uuid=, else the host serving the session).',
+  run: async (ctx) => {
+    const uuid = param(ctx.params, 'uuid');
+    const host = uuid !== undefined ? await byUuid(ctx, 'host', uuid) : ((await ctx.call('session.get_this_host', ctx.session)) as string);
+    const info = (await ctx.call('host.get_cpu_info', host)) as Record<string, string>;
+    ctx.printer.print({ t: 'table', records: [Object.entries(info)] });
+  },
+});
