@@ -240,9 +240,14 @@ describe('network commands', () => {
     expect(bad.stderr).toBe(internalFailure('Int64.of_string'));
   });
 
-  it('pif-scan fails as its message does', async () => {
+  it('pif-scan and pif-reconfigure-ip fail as their messages do', async () => {
     const r = await run(['pif-scan', `host-uuid=${hostUuid}`]);
     expect(r).toMatchObject({ code: 1, stderr: 'The function is not implemented\nfunction: PIF.scan\n' });
+    const pif = await x.call('PIF.get_uuid', (await x.call('PIF.get_all'))[0]);
+    const bad = await run(['pif-reconfigure-ip', `uuid=${pif}`, 'mode=auto']);
+    expect(bad.stderr).toBe("Error: Expected one of 'None', 'DHCP', 'Static', got auto\n");
+    const ip = await run(['pif-reconfigure-ip', `uuid=${pif}`, 'mode=DHCP']);
+    expect(ip).toMatchObject({ code: 1, stderr: 'The function is not implemented\nfunction: PIF.reconfigure_ip\n' });
   });
 });
 

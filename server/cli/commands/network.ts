@@ -1,5 +1,7 @@
 // Network and PIF commands (cli_operations.ml's net_* and pif_*).
+import { model } from '../../../schema/index.js';
 import { defineCommand } from '../commands.js';
+import { CliFailure } from '../errors.js';
 import { boolOf, byUuid, failure, param, printUuidOf, reqd } from './params.js';
 
 defineCommand({
@@ -52,3 +54,26 @@ for (const [name, help, message] of [
     },
   });
 }
+
+/** An enum value as the CLI reads it: its datamodel name, case aside (the generated *_of_string). */
+function enumOf(name: string, s: string): string {
+  const values = model.enums[name] ?? [];
+  const hit = values.find((v) => v.toLowerCase() === s.toLowerCase());
+  if (hit === undefined) throw new CliFailure(`Expected one of ${values.map((v) => `'${v}'`).join(', ')}, got ${s}`);
+  return hit;
+}
+
+defineCommand({
+  name: 'pif-reconfigure-ip',
+  reqd: ['uuid', 'mode'],
+  optn: ['IP', 'netmask', 'gateway', 'DNS'],
+  help: 'Set the IPv4 configuration of a PIF: mode=none, dhcp or static (then IP=, netmask=, gateway=, DNS=).',
+  run: async (ctx) => {
+    const p = ctx.params;
+    // IP and DNS are matched whatever their case
+    const anyCase = (k: string) => p.find(([n]) => n.toLowerCase() === k.toLowerCase())?.[1] ?? '';
+    const pif = await byUuid(ctx, 'PIF', reqd(ctx, 'uuid'));
+    const mode = enumOf('ip_configuration_mode', reqd(ctx, 'mode'));
+    await ctx.call('PIF.reconfigure_ip', pif, mode, anyCase('IP'), param(p, 'netmask') ?? '', param(p, 'gateway') ?? '', anyCase('DNS'));
+  },
+});
