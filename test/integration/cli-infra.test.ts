@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
-import type { Client } from './helpers/jsonrpc.js';
+import { XapiFault, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { xe } from './helpers/thin-cli.js';
 import { GiB, MiB, memory, PV_DRIVERS, vmArgs } from './helpers/records.js';
@@ -200,6 +200,37 @@ describe('more storage commands', () => {
     const host = await x.call('host.get_by_uuid', hostUuid);
     expect(out).toBe(await x.call('SR.probe', host, { device: '/dev/sdb' }, 'ext', {}));
     expect(out).toContain('<SRlist>');
+  });
+});
+
+describe('commands whose message fails', () => {
+  /** The CLI's outcome is the API's: a success, or the same error. */
+  async function sameAsApi(args: string[], method: string, ...params: unknown[]) {
+    const api = await x.call(method, ...params).then(() => null, (e: XapiFault) => e.description);
+    const r = await run(args);
+    if (api === null) expect(r).toMatchObject({ code: 0, stderr: '' });
+    else {
+      expect(r.code).toBe(1);
+      // the error's parameters are printed one a line, after its text
+      for (const p of api.slice(1)) expect(r.stderr).toContain(`: ${p}\n`);
+    }
+    return { api, r };
+  }
+
+  it('pool-sync-database and pool-designate-new-master fail or succeed as their messages do', async () => {
+    await sameAsApi(['pool-sync-database'], 'pool.sync_database');
+    const { api } = await sameAsApi(['pool-designate-new-master', `host-uuid=${hostUuid}`], 'pool.designate_new_master', await x.call('host.get_by_uuid', hostUuid));
+    expect(api).not.toBeNull();
+  });
+
+  it('sr-probe-ext reports the driver\'s refusal', async () => {
+    const host = await x.call('host.get_by_uuid', hostUuid);
+    const { api, r } = await sameAsApi(['sr-probe-ext', 'type=ext', 'device-config:device=/dev/sdb'], 'SR.probe_ext', host, { device: '/dev/sdb' }, 'ext', {});
+    expect(api).toEqual(['SR_OPERATION_NOT_SUPPORTED']);
+    // (the error names the SR, which a probe has none of)
+    expect(r.stderr).toBe("The SR backend does not support the operation (check the SR's allowed operations)\nsr: <unknown>\n");
+    const unknown = await run(['sr-probe-ext', 'type=nosuch']);
+    expect(unknown.stderr).toContain('nosuch');
   });
 });
 

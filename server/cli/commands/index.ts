@@ -8,6 +8,7 @@ import './vbd.js';
 import './vif.js';
 import './network.js';
 import './host.js';
+import './pool.js';
 import './task.js';
 import './event.js';
 import './message.js';

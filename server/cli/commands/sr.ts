@@ -1,4 +1,5 @@
 // SR commands of xapi's command table (cli_operations.ml's sr_*): each names its SR by uuid=.
+import { Typed } from '../../transport/typed.js';
 import { defineCommand, type CommandContext } from '../commands.js';
 import { boolOf, byUuid, bytesOf, failure, mapParams, param, reqd } from './params.js';
 
@@ -44,6 +45,60 @@ defineCommand({
     const host = await hostParam(ctx);
     const txt = (await ctx.call('SR.probe', host, mapParams(ctx.params, 'device-config'), reqd(ctx, 'type'), mapParams(ctx.params, 'sm-config'))) as string;
     ctx.printer.print({ t: 'list', lines: [txt] });
+  },
+});
+
+/** One result of SR.probe_ext. */
+interface ProbeResult {
+  configuration: Record<string, string>;
+  complete: boolean;
+  sr?: { uuid?: string; name_label: string; name_description: string; free_space: number; total_space: number; clustered: boolean; health: string } | null;
+  extra_info: Record<string, string>;
+}
+
+defineCommand({
+  name: 'sr-probe-ext',
+  reqd: ['type'],
+  optn: ['host-uuid', 'device-config:', 'sm-config:'],
+  help: 'Ask a storage driver what SRs and configurations it sees with the given device-config.',
+  run: async (ctx) => {
+    const host = await hostParam(ctx);
+    const raw = await ctx.call('SR.probe_ext', host, mapParams(ctx.params, 'device-config'), reqd(ctx, 'type'), mapParams(ctx.params, 'sm-config'));
+    const results = ((raw instanceof Typed ? raw.value : raw) ?? []) as ProbeResult[];
+    // xapi gathers each kind by consing onto a list: each comes out in reverse order
+    const srs = results.filter((r) => r.sr).reverse();
+    const complete = results.filter((r) => !r.sr && r.complete).reverse();
+    const incomplete = results.filter((r) => !r.sr && !r.complete).reverse();
+    const msg = (text: string) => ctx.printer.print({ t: 'msg', text });
+    const table = (m: Record<string, string>) => ctx.printer.print({ t: 'table', records: [Object.entries(m)] });
+    if (srs.length > 0) {
+      msg('The following SRs were found:');
+      srs.forEach((r, i) => {
+        const s = r.sr!;
+        msg(`SR ${i}:`);
+        ctx.printer.print({ t: 'table', records: [[
+          ...(s.uuid ? [['uuid', s.uuid] as [string, string]] : []),
+          ['name-label', s.name_label], ['name-description', s.name_description], ['total-space', String(s.total_space)],
+          ['free-space', String(s.free_space)], ['clustered', String(s.clustered)], ['health', s.health],
+        ]] });
+        msg(`SR ${i} configuration:`);
+        table(r.configuration);
+        msg(`SR ${i} extra information:`);
+        table(r.extra_info);
+      });
+    }
+    const configs = (title: string, list: ProbeResult[]) => {
+      if (list.length === 0) return;
+      msg(title);
+      list.forEach((r, i) => {
+        msg(`Configuration ${i}:`);
+        table(r.configuration);
+        msg(`Configuration ${i} extra information:`);
+        table(r.extra_info);
+      });
+    };
+    configs('Found the following complete configurations that can be used to create SRs:', complete);
+    configs('Found the following incomplete configurations that may contain SRs:', incomplete);
   },
 });
 
