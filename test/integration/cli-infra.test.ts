@@ -195,6 +195,21 @@ describe('more storage commands', () => {
     await expect(x.call('VDI.get_record', r2)).rejects.toThrow(/HANDLE_INVALID/);
   });
 
+  it('diagnostic-vdi-status shows the VDI, then its VBDs by whether attached', async () => {
+    const sr = await x.call('SR.get_uuid', (await x.call('SR.get_by_name_label', 'Local storage'))[0]);
+    const uuid = await ok(['vdi-create', `sr-uuid=${sr}`, 'name-label=diag', 'virtual-size=8MiB']);
+    const vm = await x.call('VM.create', vmArgs('cli-infra-diag'));
+    const vbd = await ok(['vbd-create', `vm-uuid=${await x.call('VM.get_uuid', vm)}`, `vdi-uuid=${uuid}`, 'device=1']);
+    const out = await ok(['diagnostic-vdi-status', `uuid=${uuid}`]);
+    expect(out).toBe(
+      `uuid ( RO)            : ${uuid}\n      name-label ( RW): diag\n         sr-uuid ( RO): ${sr}\n` +
+      '        sharable ( RO): false\n       read-only ( RO): false\n    storage-lock ( RO): false\n\n\n' +
+      'no active VBDs.\ninactive VBDs:\n' +
+      `uuid ( RO)            : ${vbd}\n           empty ( RO): false\n          device ( RO): \n      userdevice ( RW): 1\n` +
+      '            mode ( RW): RW\n            type ( RW): Disk\n    storage-lock ( RO): false\n\n',
+    );
+  });
+
   it('sr-probe prints the driver\'s XML', async () => {
     const out = await ok(['sr-probe', 'type=ext', 'device-config:device=/dev/sdb']);
     const host = await x.call('host.get_by_uuid', hostUuid);

@@ -12,6 +12,10 @@ const plain = <T>(v: unknown): T => (v instanceof Typed ? v.value : v) as T;
 /** The classes event-wait listens to, by their CLI names. */
 const CLASSES = ['vm', 'vdi', 'sr', 'host', 'network', 'vif', 'pif', 'vbd', 'pbd', 'pool', 'task', 'subject', 'role', 'secret', 'vmss'];
 
+/** Each wait on the event system is this short (wall seconds) so that a client that goes away
+ * ends the command soon after. */
+const WAIT_S = 5;
+
 type Condition = { equals: boolean; key: string; value: string };
 
 async function matches(ctx: CommandContext, r: CliRecord, conds: Condition[]): Promise<boolean> {
@@ -45,7 +49,7 @@ defineCommand({
     }
     let token = '';
     while (!ctx.closed?.()) {
-      const batch = plain<{ token: string; events: { ref: string; snapshot?: unknown }[] }>(await ctx.call('event.from', [cls], token, 30));
+      const batch = plain<{ token: string; events: { ref: string; snapshot?: unknown }[] }>(await ctx.call('event.from', [cls], token, WAIT_S));
       token = batch.token;
       for (const e of batch.events) {
         const snapshot = plain<Record<string, unknown> | undefined>(e.snapshot);

@@ -1,5 +1,6 @@
 // VDI commands (cli_operations.ml's vdi_*); vdi-import and vdi-export live with the transfers.
-import { defineCommand } from '../commands.js';
+import { defineCommand, type CommandContext } from '../commands.js';
+import { makeRecord, type CliRecord } from '../records.js';
 import { boolOf, byUuid, bytesOf, failure, mapParams, param, printUuidOf, reqd, setParams } from './params.js';
 
 const NULL = 'OpaqueRef:NULL';
@@ -132,3 +133,44 @@ for (const [name, help, message] of [
     },
   });
 }
+
+/** The fields of `r` named in `names`, in the record's own order, as print_field shows them. */
+async function fieldsOf(ctx: CommandContext, r: CliRecord, names: string[]): Promise<[string, string][]> {
+  const out: [string, string][] = [];
+  for (const f of r.fields) {
+    if (!names.includes(f.name)) continue;
+    await f.load(ctx);
+    out.push([f.label(), f.get()]);
+  }
+  return out;
+}
+
+defineCommand({
+  name: 'diagnostic-vdi-status',
+  reqd: ['uuid'],
+  optn: [],
+  help: 'Show a VDI with its locks and sharing, and its VBDs, attached ones first.',
+  run: async (ctx) => {
+    const vdi = await byUuid(ctx, 'VDI', reqd(ctx, 'uuid'));
+    const rec = await makeRecord(ctx, 'vdi', vdi, (await ctx.call('VDI.get_record', vdi)) as Record<string, unknown>);
+    ctx.printer.print({ t: 'table', records: [await fieldsOf(ctx, rec, ['uuid', 'name-label', 'sr-uuid', 'mode', 'read-only', 'sharable', 'storage-lock'])] });
+    const vbds: CliRecord[] = [];
+    for (const ref of (await ctx.call('VDI.get_VBDs', vdi)) as string[]) {
+      vbds.push(await makeRecord(ctx, 'vbd', ref, (await ctx.call('VBD.get_record', ref)) as Record<string, unknown>));
+    }
+    const active = vbds.filter((v) => v.field('currently-attached').get() === 'true');
+    const inactive = vbds.filter((v) => !active.includes(v));
+    const show = async (list: CliRecord[]) => {
+      for (const v of list) ctx.printer.print({ t: 'table', records: [await fieldsOf(ctx, v, ['uuid', 'userdevice', 'device', 'empty', 'mode', 'type', 'storage-lock'])] });
+    };
+    if (active.length === 0) ctx.printer.print({ t: 'list', lines: ['no active VBDs.'] });
+    else {
+      ctx.printer.print({ t: 'list', lines: ['active VBDs:'] });
+      await show(active);
+    }
+    if (inactive.length > 0) {
+      ctx.printer.print({ t: 'list', lines: ['inactive VBDs:'] });
+      await show(inactive);
+    }
+  },
+});
