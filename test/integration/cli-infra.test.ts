@@ -145,6 +145,10 @@ describe('storage commands', () => {
     expect(copy.stderr).toBe('The uuid you supplied was invalid.\ntype: VDI\nuuid: nope\n');
     const missing = await run(['sr-create', 'name-label=x']);
     expect(missing.stderr).toBe("Required parameter not found: type\nFor usage run: 'xe help'\n");
+    // a value to be read from a file on the client's side is not taken as a plain key
+    const file = await run(['sr-create', 'name-label=f', 'type=file', 'device-config:location-filename=/tmp/x']);
+    expect(file).toMatchObject({ code: 1, stderr: 'The function is not implemented\nfunction: sr-create device-config:location-filename\n' });
+    expect(await x.call('SR.get_by_name_label', 'f')).toEqual([]);
     const destroy = await run(['sr-destroy', 'uuid=00000000-0000-0000-0000-000000000000']);
     expect(destroy).toMatchObject({ code: 1, stderr: 'The uuid you supplied was invalid.\ntype: SR\nuuid: 00000000-0000-0000-0000-000000000000\n' });
   });

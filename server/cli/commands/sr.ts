@@ -1,4 +1,5 @@
 // SR commands of xapi's command table (cli_operations.ml's sr_*): each names its SR by uuid=.
+import { XapiError } from '../../dispatch/errors.js';
 import { Typed } from '../../transport/typed.js';
 import { defineCommand, type CommandContext } from '../commands.js';
 import { boolOf, byUuid, bytesOf, failure, mapParams, param, reqd } from './params.js';
@@ -29,7 +30,12 @@ defineCommand({
     let physicalSize = 0;
     const size = param(p, 'physical-size');
     if (size !== undefined) try { physicalSize = bytesOf('physical-size', size); } catch { physicalSize = 0; }
-    const sr = (await ctx.call('SR.create', host, mapParams(p, 'device-config'), physicalSize, reqd(ctx, 'name-label'),
+    const config = mapParams(p, 'device-config');
+    // `key-filename=path` asks for the value to be read from a file on the client's side, which
+    // this server cannot ask the client for yet
+    const fromFile = Object.keys(config).find((k) => k.endsWith('-filename'));
+    if (fromFile !== undefined) throw new XapiError('NOT_IMPLEMENTED', [`sr-create device-config:${fromFile}`]);
+    const sr = (await ctx.call('SR.create', host, config, physicalSize, reqd(ctx, 'name-label'),
       param(p, 'name-description') ?? '', reqd(ctx, 'type'), param(p, 'content-type') ?? '', shared, mapParams(p, 'sm-config'))) as string;
     // written straight to the client, --minimal or not
     ctx.printer.print({ t: 'raw', text: (await ctx.call('SR.get_uuid', sr)) as string });
