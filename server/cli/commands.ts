@@ -14,6 +14,8 @@ export interface CommandContext extends RecordIo {
   session: string;
   params: Params;
   printer: Printer;
+  /** the client has gone: a command that waits stops waiting */
+  closed?: () => boolean;
 }
 
 export interface CommandSpec {

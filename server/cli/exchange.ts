@@ -123,6 +123,7 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
         const ctx: CommandContext = {
           emu, host, session: s, params: cmd.params, printer,
           call: (name, ...a) => callApi(emu, host, name, [s, ...a]),
+          closed: () => ch.isClosed,
         };
         await spec.run(ctx);
       }

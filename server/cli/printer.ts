@@ -7,7 +7,9 @@ export type PrintValue =
   | { t: 'table'; records: Record[] }
   | { t: 'list'; lines: string[] }
   | { t: 'msg'; text: string }
-  | { t: 'stderr'; text: string };
+  | { t: 'stderr'; text: string }
+  /** sent as it is, --minimal or not (a command writing to the client directly) */
+  | { t: 'raw'; text: string };
 
 /** Key width = 4 + the longest key; the first key is padded on the right, the others on the left. */
 export function formatRecord(r: Record): string {
@@ -28,6 +30,10 @@ export class Printer {
   ) {}
 
   print(v: PrintValue): void {
+    if (v.t === 'raw') {
+      this.send({ t: 'Print', text: v.text });
+      return;
+    }
     if (this.minimal) {
       // tables give the first field of each record; messages and stderr are left out
       if (v.t === 'table') {

@@ -1,0 +1,79 @@
+// Network and PIF commands (cli_operations.ml's net_* and pif_*).
+import { model } from '../../../schema/index.js';
+import { defineCommand } from '../commands.js';
+import { CliFailure } from '../errors.js';
+import { boolOf, byUuid, failure, param, printUuidOf, reqd } from './params.js';
+
+defineCommand({
+  name: 'network-create',
+  reqd: ['name-label'],
+  optn: ['name-description', 'MTU', 'bridge', 'managed'],
+  help: 'Create a network; prints its uuid.',
+  run: async (ctx) => {
+    const p = ctx.params;
+    const m = param(p, 'MTU');
+    // (Int64.of_string: decimal, or 0x/0o/0b prefixed)
+    if (m !== undefined && !/^[+-]?(\d[\d_]*|0[xX][\da-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$/.test(m)) throw failure('Int64.of_string');
+    const mtu = m === undefined ? 1500 : Number(m.replace(/_/g, ''));
+    const network = (await ctx.call('network.create', {
+      name_label: reqd(ctx, 'name-label'), name_description: param(p, 'name-description') ?? '', MTU: mtu,
+      other_config: {}, bridge: param(p, 'bridge') ?? '', managed: boolOf(p, 'managed', true), tags: [],
+    })) as string;
+    await printUuidOf(ctx, 'network', network);
+  },
+});
+
+defineCommand({
+  name: 'network-destroy',
+  reqd: ['uuid'],
+  optn: [],
+  help: 'Destroy a network.',
+  run: async (ctx) => {
+    await ctx.call('network.destroy', await byUuid(ctx, 'network', reqd(ctx, 'uuid')));
+  },
+});
+
+defineCommand({
+  name: 'pif-scan',
+  reqd: ['host-uuid'],
+  optn: [],
+  help: 'Look for network interfaces of a host that have no PIF yet, and make theirs.',
+  run: async (ctx) => {
+    await ctx.call('PIF.scan', await byUuid(ctx, 'host', reqd(ctx, 'host-uuid')));
+  },
+});
+
+for (const [name, help, message] of [
+  ['pif-plug', 'Bring a PIF up.', 'PIF.plug'],
+  ['pif-unplug', 'Take a PIF down.', 'PIF.unplug'],
+] as const) {
+  defineCommand({
+    name, reqd: ['uuid'], optn: [], help,
+    run: async (ctx) => {
+      await ctx.call(message, await byUuid(ctx, 'PIF', reqd(ctx, 'uuid')));
+    },
+  });
+}
+
+/** An enum value as the CLI reads it: its datamodel name, case aside (the generated *_of_string). */
+function enumOf(name: string, s: string): string {
+  const values = model.enums[name] ?? [];
+  const hit = values.find((v) => v.toLowerCase() === s.toLowerCase());
+  if (hit === undefined) throw new CliFailure(`Expected one of ${values.map((v) => `'${v}'`).join(', ')}, got ${s}`);
+  return hit;
+}
+
+defineCommand({
+  name: 'pif-reconfigure-ip',
+  reqd: ['uuid', 'mode'],
+  optn: ['IP', 'netmask', 'gateway', 'DNS'],
+  help: 'Set the IPv4 configuration of a PIF: mode=none, dhcp or static (then IP=, netmask=, gateway=, DNS=).',
+  run: async (ctx) => {
+    const p = ctx.params;
+    // IP and DNS are matched whatever their case
+    const anyCase = (k: string) => p.find(([n]) => n.toLowerCase() === k.toLowerCase())?.[1] ?? '';
+    const pif = await byUuid(ctx, 'PIF', reqd(ctx, 'uuid'));
+    const mode = enumOf('ip_configuration_mode', reqd(ctx, 'mode'));
+    await ctx.call('PIF.reconfigure_ip', pif, mode, anyCase('IP'), param(p, 'netmask') ?? '', param(p, 'gateway') ?? '', anyCase('DNS'));
+  },
+});
