@@ -8,6 +8,7 @@ import { doVmOp } from '../selectors.js';
 import { ExitWithError } from '../errors.js';
 import { clientOf } from '../exchange.js';
 import { XapiError } from '../../dispatch/errors.js';
+import type { Typed } from '../../transport/typed.js';
 import type { CliRecord } from '../records.js';
 
 type TaskStatus = 'pending' | 'success' | 'failure' | 'cancelling' | 'cancelled';
@@ -24,8 +25,8 @@ async function waitTask(ctx: CommandContext, task: string, maxS: number): Promis
     const status = (await ctx.call('task.get_status', task)) as TaskStatus;
     if ((status !== 'pending' && status !== 'cancelling') || Date.now() >= deadline) return status;
     const left = Math.max(0.05, Math.min(1, (deadline - Date.now()) / 1000));
-    const r = (await ctx.call('event.from', [`task/${task}`], token, left)) as { token: string };
-    token = r.token;
+    const r = (await ctx.call('event.from', [`task/${task}`], token, left)) as Typed;
+    token = (r.value as { token: string }).token;
   }
 }
 
