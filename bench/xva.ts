@@ -7,7 +7,7 @@
 // with one disk of BENCH_XVA_MIB (default 256) MiB written through PUT /import_raw_vdi: each MiB is
 // half random bytes, half a repeated line of text, so that gzip and zstd have something to do
 // without the data being trivial (all-zero blocks would be skipped by the export). Parts:
-//   a. GET /export?use_compression=false|gzip|zstd into a file (then fsync'ed), next to
+//   a. GET /export?use_compression=false|gzip|zstd into a file by curl (then fsync'ed), next to
 //      fs.copyFile of the disk's raw bytes (+ fsync) and to `tar -cf - raw | gzip` / `| zstd` into a
 //      file (+ fsync) at the levels the export uses (gzip: zlib's default 6; zstd: the program's
 //      default 3). MiB/s are of the disk's bytes, whatever the archive's size. fs.copyFile copies in
@@ -92,24 +92,13 @@ async function finished(c: Ctx, task: string): Promise<Rec> {
   return rec;
 }
 
-/** GET `url` into `file` (fsync'ed); throws unless a 200 whose task succeeded. */
+/** GET `url` into `file` with curl (a C client, as `tar` is), fsync'ed; throws unless a 200 whose
+ * task succeeded. */
 async function getTo(c: Ctx, path: string, params: Record<string, string>, file: string): Promise<Run> {
   const task = await newTask(c, `bench GET ${path}`);
   const url = new URL(`${path}?${q({ ...params, session_id: c.session, task_id: task })}`, c.base);
   const t0 = now();
-  await new Promise<void>((resolve, reject) => {
-    const req = request(url, { method: 'GET', agent: false });
-    req.on('error', reject);
-    req.on('response', (res) => {
-      if (res.statusCode !== 200) {
-        res.resume();
-        return reject(new Error(`GET ${path}: HTTP ${res.statusCode}`));
-      }
-      // (the file stream is attached at once: no byte flows before it)
-      pipeline(res, createWriteStream(file)).then(resolve, reject);
-    });
-    req.end();
-  });
+  await timedCmd('curl', ['-sSf', '-o', file, url.href], 0);
   await fsyncFile(file);
   const ms = now() - t0;
   const bytes = statSync(file).size;

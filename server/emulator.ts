@@ -13,6 +13,7 @@ import { defaultConf, type XapiConf } from './config.js';
 import { startGc } from './api/task-gc.js';
 import './api/index.js';
 import { startSm } from './sm/index.js';
+import { undoCutImports } from './xva/import-journal.js';
 import { startXenops } from './api/xenops-sync.js';
 import { destroyMachine } from './xenopsd/index.js';
 import type { GuestProfile } from './guest/profile.js';
@@ -101,6 +102,7 @@ export class Emulator {
   start(): void {
     this.stopGc = startGc(this);
     this.stopSm = startSm(this);
+    undoCutImports(this);
     this.stopXenops = startXenops(this);
   }
 

@@ -1,6 +1,6 @@
 // VM: custom messages (xapi_vm.ml, the VM part of message_forwarding.ml), the lifecycle through
 // xenopsd (xapi_xenops.ml: start, shutdown, reboot, pause ...), and the VM's allowed_operations
-// (Xapi_vm_lifecycle.check_operation_error). Not implemented yet (NOT_IMPLEMENTED): migrate ...
+// (Xapi_vm_lifecycle.check_operation_error); VM.import is server/xva/import-url.ts. Not implemented yet (NOT_IMPLEMENTED): migrate ...
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
@@ -10,6 +10,7 @@ import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { model } from '../../schema/index.js';
 import { smVdiCreate, srCtx } from '../sm/sm.js';
+import { importFromUrl } from '../xva/import-url.js';
 import { currentOperations, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import {
   forceStateReset, hostFreeMemory, memoryRequired, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
@@ -437,6 +438,7 @@ registerProvider('VM', {
 // Xapi_vm.update_allowed_operations: the VM's devices first (VBDs and their VDIs, VIFs), then the VM.
 // Xapi_vm.set_is_default_template: a plain write of the field (hidden, but XO calls it).
 registerProvider('VM', {
+  import: (call: Call, url: string, sr: string, fullRestore: boolean, force: boolean) => importFromUrl(call, url, sr, fullRestore, force),
   update_allowed_operations(call: Call, self: string) {
     const { emu } = call;
     const rec = recordOf(emu, 'VM', self);

@@ -2,7 +2,9 @@
 // template's other_config:disks (xapi_templates.ml, Xapi_vm.provision), set_is_a_template
 // (Xapi_vm_helpers.set_is_a_template), the memory setters and their constraints
 // (xapi_vm_memory_constraints.ml), the VCPU setters, get_allowed_VBD_devices / VIF_devices and
-// query_services, each marked with its operation as message_forwarding.ml does.
+// query_services, the setters xapi overrides (domain_type and HVM_boot_policy kept consistent,
+// has_vendor_device, HVM_shadow_multiplier, ha_restart_priority), each marked with its operation
+// as message_forwarding.ml does.
 import type { Call, Provider } from '../dispatch/registry.js';
 import { recordOf } from './generic.js';
 import { XapiError } from '../dispatch/errors.js';
@@ -212,6 +214,13 @@ export function assertDeviceListSettled(call: Call, vm: string, rec: Rec): void 
   }
 }
 
+/** Constants.hvm_default_boot_policy */
+const HVM_DEFAULT_BOOT_POLICY = 'BIOS order';
+/** Xapi_globs.has_vendor_device: the platform version a vendor device needs */
+const VENDOR_DEVICE_PLATFORM_VERSION = 2;
+/** Constants.ha_valid_restart_priorities */
+const HA_RESTART_PRIORITIES = new Set(['restart', 'best-effort', '']);
+
 export const vmSettingsMessages: Provider = {
   provision: (call, vm: string) => withOperation(call, 'VM', vm, 'provision', () => provision(call, vm)),
 
@@ -280,6 +289,44 @@ export const vmSettingsMessages: Provider = {
     const out: string[] = [];
     for (let d = 0; d <= 15; d++) if (!used.has(String(d))) out.push(String(d));
     return out;
+  },
+
+  // Xapi_vm.set_domain_type and set_HVM_boot_policy: each derives the other field, so the two never
+  // disagree (Xapi_vm_helpers.derive_hvm_boot_policy / derive_domain_type)
+  set_domain_type(call, self: string, value: string) {
+    vmRec(call.emu, self);
+    if (value === 'unspecified') throw new XapiError('INVALID_VALUE', ['domain_type', value]);
+    call.emu.db.update('VM', self, { domain_type: value, HVM_boot_policy: value === 'hvm' ? HVM_DEFAULT_BOOT_POLICY : '' });
+  },
+  set_HVM_boot_policy(call, self: string, value: string) {
+    vmRec(call.emu, self);
+    call.emu.db.update('VM', self, { domain_type: value === '' ? 'pv' : 'hvm', HVM_boot_policy: value });
+  },
+
+  // Xapi_vm.set_has_vendor_device: Halted only; the hardware platform version rises to the one the
+  // vendor device needs (Xapi_vm_helpers.update_vm_virtual_hardware_platform_version)
+  set_has_vendor_device(call, self: string, value: boolean) {
+    const rec = vmRec(call.emu, self);
+    if (rec.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [self, 'halted', String(rec.power_state).toLowerCase()]);
+    const version = Math.max(Number(rec.hardware_platform_version) || 0, value ? VENDOR_DEVICE_PLATFORM_VERSION : 0);
+    call.emu.db.update('VM', self, { has_vendor_device: value, hardware_platform_version: version });
+  },
+
+  // Xapi_vm_helpers.set_HVM_shadow_multiplier, under changing_shadow_memory (Halted only)
+  set_HVM_shadow_multiplier: (call, self: string, value: number) =>
+    withOperation(call, 'VM', self, 'changing_shadow_memory', () => {
+      if (!(Number(value) >= 1)) throw new XapiError('INVALID_VALUE', ['multiplier', String(value)]);
+      call.emu.db.update('VM', self, { HVM_shadow_multiplier: Number(value) });
+    }),
+
+  // Xapi_vm.set_ha_restart_priority: a running VM's protection (ha_always_run) follows at once
+  set_ha_restart_priority(call, self: string, value: string) {
+    const rec = vmRec(call.emu, self);
+    if (!HA_RESTART_PRIORITIES.has(value)) throw new XapiError('INVALID_VALUE', ['ha_restart_priority', value]);
+    if (rec.ha_restart_priority !== value) {
+      call.emu.db.update('VM', self, rec.power_state === 'Running' ? { ha_restart_priority: value, ha_always_run: value === 'restart' } : { ha_restart_priority: value });
+    }
+    updateAllowedOperations(call.emu, 'VM', self);
   },
 
   // marked (NOT_SYSTEM_DOMAIN for other VMs), then, as in xapi, not implemented

@@ -163,7 +163,7 @@ const HIGH_WATER = 8 * 1024 * 1024;
  * cut is only seen once the bytes before it are queued. A cut ends the input where it stopped (the
  * importer decides whether what came is complete); bytes beyond `limit` fail it at once.
  */
-class Body implements AsyncIterable<Buffer> {
+export class Body implements AsyncIterable<Buffer> {
   received = 0;
   /** the input failed (too long, or cancelled) */
   failed = false;

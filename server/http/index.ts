@@ -6,9 +6,11 @@ import { exportRawVdiPlugin } from './export-raw-vdi.js';
 import { guestPlugin } from './guest.js';
 import { exportXvaPlugin } from './export-xva.js';
 import { cliPlugin } from '../cli/plugin.js';
+import { importXvaPlugin } from './import-xva.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
 registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
 registerHttpPlugin(cliPlugin);
+registerHttpPlugin(importXvaPlugin);

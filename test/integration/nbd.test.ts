@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as netConnect, createServer as netCreateServer } from 'node:net';
+import { connect as netConnect, createServer as netCreateServer, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { startServer } from '../../server/app.js';
 import type { RunningServer } from '../../server/app.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
@@ -121,6 +122,94 @@ describe('VDI.get_nbd_info', () => {
       const copy = join(scratch, 'tls.raw');
       await run('nbdcopy', [secure, copy]);
       expect(readFileSync(copy).equals(written)).toBe(true);
+    } finally {
+      await x.call('network.remove_purpose', net, 'nbd');
+    }
+  });
+});
+
+/** Exact byte counts from a socket as they arrive; `closed` once the peer has ended. */
+function byteReader(sock: Socket) {
+  let got = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  let ended = false;
+  const onData = (c: Buffer) => { got = Buffer.concat([got, c]); wake?.(); };
+  const onClose = () => { ended = true; wake?.(); };
+  sock.on('data', onData);
+  sock.on('close', onClose);
+  return {
+    async take(n: number): Promise<Buffer> {
+      while (got.length < n) {
+        if (ended) throw new Error('closed');
+        await new Promise<void>((r) => (wake = r));
+      }
+      const out = got.subarray(0, n);
+      got = got.subarray(n);
+      return out;
+    },
+    closed: () => new Promise<void>((r) => (ended ? r() : sock.once('close', () => r()))),
+    detach(): number {
+      sock.off('data', onData);
+      sock.off('close', onClose);
+      return got.length;
+    },
+  };
+}
+
+// Xen Orchestra's NBD reader (@vates/nbd-client, under XO's delta backups with NBD) speaks an older
+// dialect than libnbd: the client flags without NO_ZEROES, STARTTLS without checking the
+// certificate, NBD_OPT_EXPORT_NAME (so the 124 zero bytes after the export's size and flags), then
+// simple replies to several reads in flight, and NBD_CMD_DISC at the end.
+describe("Xen Orchestra's NBD client dialect", () => {
+  it('STARTTLS, EXPORT_NAME with the zero padding, pipelined reads matching the disk, DISC ends the connection', async () => {
+    await x.call('network.add_purpose', net, 'nbd');
+    try {
+      const [info] = await x.call('VDI.get_nbd_info', vdi);
+      const u32 = (v: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; };
+      const option = (opt: number, data: Buffer) => Buffer.concat([Buffer.from('IHAVEOPT'), u32(opt), u32(data.length), data]);
+      const plain = netConnect({ host: info.address, port: info.port });
+      const r0 = byteReader(plain);
+      const greeting = await r0.take(18);
+      expect(greeting.subarray(0, 16).toString()).toBe('NBDMAGICIHAVEOPT');
+      expect(greeting.readUInt16BE(16) & 1).toBe(1); // fixed newstyle
+      plain.write(u32(1)); // NBD_FLAG_C_FIXED_NEWSTYLE only
+      plain.write(option(5, Buffer.alloc(0))); // NBD_OPT_STARTTLS
+      const ack = await r0.take(20);
+      expect([ack.readBigUInt64BE(0), ack.readUInt32BE(8), ack.readUInt32BE(12), ack.readUInt32BE(16)]).toEqual([0x3e889045565a9n, 5, 1, 0]);
+      expect(r0.detach()).toBe(0);
+      const sock = tlsConnect({ socket: plain, rejectUnauthorized: false });
+      await new Promise<void>((resolve, reject) => sock.once('secureConnect', resolve).once('error', reject));
+      const r = byteReader(sock);
+      sock.write(option(1, Buffer.from(info.exportname))); // NBD_OPT_EXPORT_NAME
+      const answer = await r.take(8 + 2 + 124);
+      expect(Number(answer.readBigUInt64BE(0))).toBe(SIZE);
+      expect(answer.readUInt16BE(8) & 3).toBe(3); // HAS_FLAGS | READ_ONLY
+      expect(answer.subarray(10).every((b) => b === 0)).toBe(true);
+
+      // four 2 MiB reads in flight at once (holes and data alike), answered by handle
+      const reads = [0, 1, 4, 7].map((block, i) => ({ handle: BigInt(100 + i), offset: block * BLOCK }));
+      for (const { handle, offset } of reads) {
+        const q = Buffer.alloc(28);
+        q.writeUInt32BE(0x25609513, 0);
+        q.writeUInt16BE(0, 6); // NBD_CMD_READ
+        q.writeBigUInt64BE(handle, 8);
+        q.writeBigUInt64BE(BigInt(offset), 16);
+        q.writeUInt32BE(BLOCK, 24);
+        sock.write(q);
+      }
+      const byHandle = new Map<bigint, Buffer>();
+      for (let i = 0; i < reads.length; i++) {
+        const head = await r.take(16);
+        expect([head.readUInt32BE(0), head.readUInt32BE(4)]).toEqual([0x67446698, 0]);
+        byHandle.set(head.readBigUInt64BE(8), Buffer.from(await r.take(BLOCK)));
+      }
+      for (const { handle, offset } of reads) expect(byHandle.get(handle)?.equals(written.subarray(offset, offset + BLOCK))).toBe(true);
+
+      const disc = Buffer.alloc(28);
+      disc.writeUInt32BE(0x25609513, 0);
+      disc.writeUInt16BE(2, 6); // NBD_CMD_DISC
+      sock.write(disc);
+      await r.closed();
     } finally {
       await x.call('network.remove_purpose', net, 'nbd');
     }

@@ -63,3 +63,41 @@ it('VDI.get_nbd_info is [] in a pool without an NBD network', async () => {
   expect(await xapi.call('VDI.get_nbd_info', vdi)).toEqual([]);
   await expect(xapi.call('VDI.get_nbd_info', 'OpaqueRef:nope')).rejects.toMatchObject({ code: 'HANDLE_INVALID' });
 });
+
+// Continuous replication updates the existing copy with one setter per field (XO's
+// importIncrementalVm, setFields on the target VM): the setters xapi overrides must answer as xapi's.
+it('the setters XO writes on a replicated VM: domain_type and HVM_boot_policy kept consistent, the others checked', async () => {
+  const { vm } = await newVm('replica');
+  await xapi.call('VM.set_domain_type', vm, 'pv');
+  expect([await xapi.call('VM.get_domain_type', vm), await xapi.call('VM.get_HVM_boot_policy', vm)]).toEqual(['pv', '']);
+  await xapi.call('VM.set_domain_type', vm, 'hvm');
+  expect([await xapi.call('VM.get_domain_type', vm), await xapi.call('VM.get_HVM_boot_policy', vm)]).toEqual(['hvm', 'BIOS order']);
+  await xapi.call('VM.set_HVM_boot_policy', vm, '');
+  expect([await xapi.call('VM.get_domain_type', vm), await xapi.call('VM.get_HVM_boot_policy', vm)]).toEqual(['pv', '']);
+  await xapi.call('VM.set_HVM_boot_policy', vm, 'BIOS order');
+  expect(await xapi.call('VM.get_domain_type', vm)).toBe('hvm');
+  await expect(xapi.call('VM.set_domain_type', vm, 'unspecified')).rejects.toMatchObject({ code: 'INVALID_VALUE', params: ['domain_type', 'unspecified'] });
+
+  await xapi.call('VM.set_HVM_shadow_multiplier', vm, 2.5);
+  expect(await xapi.call('VM.get_HVM_shadow_multiplier', vm)).toBe(2.5);
+  await expect(xapi.call('VM.set_HVM_shadow_multiplier', vm, 0.5)).rejects.toMatchObject({ code: 'INVALID_VALUE', params: ['multiplier', '0.5'] });
+
+  const version = await xapi.call<number>('VM.get_hardware_platform_version', vm);
+  await xapi.call('VM.set_has_vendor_device', vm, true);
+  expect(await xapi.call('VM.get_has_vendor_device', vm)).toBe(true);
+  expect(await xapi.call('VM.get_hardware_platform_version', vm)).toBe(Math.max(version, 2));
+
+  await xapi.call('VM.set_ha_restart_priority', vm, 'best-effort');
+  expect(await xapi.call('VM.get_ha_restart_priority', vm)).toBe('best-effort');
+  await expect(xapi.call('VM.set_ha_restart_priority', vm, 'always')).rejects.toMatchObject({ code: 'INVALID_VALUE', params: ['ha_restart_priority', 'always'] });
+
+  // a running VM: the vendor device and the shadow multiplier wait for a halt; HA protection follows
+  await xapi.call('VM.start', vm, false, false);
+  await expect(xapi.call('VM.set_has_vendor_device', vm, false)).rejects.toMatchObject({ code: 'VM_BAD_POWER_STATE', params: [vm, 'halted', 'running'] });
+  await expect(xapi.call('VM.set_HVM_shadow_multiplier', vm, 1)).rejects.toMatchObject({ code: 'VM_BAD_POWER_STATE' });
+  await xapi.call('VM.set_ha_restart_priority', vm, 'restart');
+  expect(await xapi.call('VM.get_ha_always_run', vm)).toBe(true);
+  await xapi.call('VM.set_ha_restart_priority', vm, '');
+  expect(await xapi.call('VM.get_ha_always_run', vm)).toBe(false);
+  await xapi.call('VM.hard_shutdown', vm);
+});
