@@ -219,6 +219,23 @@ describe('xe: transfers', () => {
     expect(await tasksLeft()).toEqual([]);
   }, 60_000);
 
+  it('vm-export then vm-import make the same VM again, and print its uuid', async () => {
+    const r = await xe(as(['vm-export', 'vm=xe-export', 'filename=round.xva']));
+    expect(r.code).toBe(0);
+    const imp = await xe(as(['vm-import', 'filename=round.xva']));
+    expect(imp).toMatchObject({ code: 0, stderr: '' });
+    const uuid = text(imp).trim();
+    const vm = await x.call('VM.get_by_uuid', uuid);
+    expect(await x.call('VM.get_name_label', vm)).toBe('xe-export');
+    // metadata only: a dry run makes nothing and says so with the placeholder uuid
+    expect((await xe(as(['vm-export', `uuid=${uuid}`, 'filename=meta', 'metadata=true']))).code).toBe(0);
+    const dry = await xe(as(['vm-import', 'filename=meta', 'metadata=true', 'dry-run=true']));
+    expect(dry).toMatchObject({ code: 0, stderr: '' });
+    expect(text(dry)).toBe('xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n');
+    expect(await xe(as(['vm-import', 'filename=round.xva', 'dry-run=true']))).toMatchObject({ code: 1, stderr: 'Only metadata import function support dry-run\n' });
+    expect(await tasksLeft()).toEqual([]);
+  }, 60_000);
+
   it('uploads a file the command names when the server loads it', async () => {
     const missing = await xe(as(['pool-install-ca-certificate', 'filename=absent.pem']));
     expect(missing).toMatchObject({ code: 1, stderr: 'Failed to read certificate\n' });

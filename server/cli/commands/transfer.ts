@@ -5,7 +5,7 @@
 import { defineCommand, type CommandContext } from '../commands.js';
 import { boolParam, param } from '../args.js';
 import { doVmOp } from '../selectors.js';
-import { ExitWithError } from '../errors.js';
+import { CliFailure, ExitWithError, ParamNotFound } from '../errors.js';
 import { clientOf } from '../exchange.js';
 import { XapiError } from '../../dispatch/errors.js';
 import type { Typed } from '../../transport/typed.js';
@@ -166,6 +166,82 @@ defineCommand({
     await doVmOp(ctx, (vm) => exportVm(ctx, vm, filename, num), {
       ignore: ['filename', 'metadata', 'compress', 'preserve-power-state', 'include-snapshots', 'excluded-device-types'],
     });
+  },
+});
+
+/** The pool's default SR, if it names an SR that exists (Cli_util.get_default_sr_uuid). */
+async function defaultSr(ctx: CommandContext): Promise<string | null> {
+  const [pool] = (await ctx.call('pool.get_all')) as string[];
+  const sr = (await ctx.call('pool.get_default_SR', pool)) as string;
+  try {
+    await ctx.call('SR.get_uuid', sr);
+    return sr;
+  } catch {
+    return null;
+  }
+}
+
+/** What a task's result says of the VMs it made: an XML-RPC array of refs. */
+const refsOfResult = (result: string): string[] => [...result.matchAll(/OpaqueRef:[^<\s]*/g)].map((m) => m[0]);
+
+/** `<name>:<key>=<value>` parameters as (key, value) pairs (read_map_params). */
+const mapParams = (ctx: CommandContext, name: string): [string, string][] =>
+  ctx.params.filter(([k]) => k.startsWith(`${name}:`)).map(([k, v]) => [k.slice(name.length + 1), v]);
+
+defineCommand({
+  name: 'vm-import',
+  reqd: [],
+  optn: ['filename', 'preserve', 'sr-uuid', 'force', 'host-username', 'host-password', 'type', 'remote-config', 'dry-run', 'metadata', 'url', 'vdi:'],
+  help: 'Import a VM from a local XVA file (filename=), or one the pool fetches (url=). metadata=true imports the metadata of a VM whose disks are already in the pool (vdi:<uuid in the export>=<uuid here> maps them); dry-run=true only checks. Prints the uuids of the VMs made.',
+  standard: true,
+  run: async (ctx) => {
+    const client = clientOf(ctx);
+    const srUuid = param(ctx.params, 'sr-uuid');
+    const sr = srUuid !== undefined ? ((await ctx.call('SR.get_by_uuid', srUuid)) as string) : await defaultSr(ctx);
+    if (sr === null) throw new CliFailure('No SR specified and Pool default SR is null');
+    const type = param(ctx.params, 'type') ?? 'default';
+    const fullRestore = boolParam(ctx.params, 'preserve');
+    const metadata = boolParam(ctx.params, 'metadata');
+    const force = boolParam(ctx.params, 'force');
+    const dryRun = boolParam(ctx.params, 'dry-run');
+    const url = param(ctx.params, 'url');
+    let filename = param(ctx.params, 'filename');
+    if (url !== undefined && filename !== undefined) {
+      client.send({ t: 'PrintStderr', text: "Invalid arguments. The 'url' and 'filename' parameters should not both be specified.\n" });
+      throw new ExitWithError(1);
+    }
+    if (!['default', 'XenServer', 'ESXServer', 'VirtualCenter', 'HyperVServer'].includes(type)) throw new XapiError('INVALID_VALUE', [type]);
+    if (type !== 'default' && type !== 'XenServer') {
+      const need = (k: string) => {
+        const v = param(ctx.params, k);
+        if (v === undefined) throw new ParamNotFound(k);
+        return v;
+      };
+      await ctx.call('VM.import_convert', type, need('host-username'), need('host-password'), sr, Object.fromEntries(mapParams(ctx, 'remote-config')));
+      return;
+    }
+    const uuidsOf = (refs: string[]) => Promise.all(refs.map((vm) => ctx.call('VM.get_uuid', vm) as Promise<string>));
+    if (url !== undefined) {
+      const vms = (await ctx.call('VM.import', url, sr, fullRestore, force)) as string[];
+      client.send({ t: 'Print', text: (await uuidsOf(vms)).join(',') });
+      return;
+    }
+    if (filename === undefined) throw new ParamNotFound('filename');
+    if (!metadata && dryRun) {
+      client.send({ t: 'PrintStderr', text: 'Only metadata import function support dry-run\n' });
+      throw new ExitWithError(1);
+    }
+    // filename=<dir>/ova.xml means the unpacked export in <dir>
+    if (filename.toLowerCase().endsWith('ova.xml')) filename = filename.slice(0, -'ova.xml'.length);
+    const file = filename;
+    const pairs: [string, string][] = [['restore', String(fullRestore)], ['force', String(force)], ['dry_run', String(dryRun)], ['sr_id', sr], ...mapParams(ctx, 'vdi').map(([a, b]) => [`vdi:${a}`, b] as [string, string])];
+    const result = await trackHttpOperation(ctx, 'VM import', (task) => ({
+      t: 'HttpPut',
+      filename: file,
+      path: `${metadata ? '/import_metadata' : '/import'}?${query([['session_id', ctx.session], ['task_id', task], ...pairs])}`,
+    }));
+    const uuids = await uuidsOf(refsOfResult(result));
+    client.send({ t: 'Print', text: (uuids.length === 0 && dryRun ? ['xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx'] : uuids).join(',') });
   },
 });
 
