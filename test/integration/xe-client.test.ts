@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import { startServer, type RunningServer } from '../../server/app.js';
+import { Decoder, encodeHandshake, encodeMessage, type Command, type Message } from '../../server/cli/protocol.js';
 import type { Client } from './helpers/jsonrpc.js';
 import { localStorage, startPool } from './helpers/pool.js';
 
@@ -245,5 +247,97 @@ describe('xe: transfers', () => {
     expect(loaded.code).toBe(1);
     expect(loaded.stderr).toBe('The function is not implemented\nfunction: pool.install_ca_certificate\n');
     expect(existsSync(join(dir, 'ca.pem'))).toBe(true);
+  });
+});
+
+/** The client side of the protocol by hand: what the server sends, and what we answer. */
+class RawCli {
+  private readonly decoder = new Decoder();
+  private readonly got: Command[] = [];
+  private waiter: (() => void) | null = null;
+  readonly socket: Socket;
+  constructor(args: string[]) {
+    const body = Buffer.from([...args, 'username=root', `password=${PASSWORD}`].join('\n'));
+    this.socket = tcpConnect(port, '127.0.0.1', () => {
+      this.socket.write(`POST /cli HTTP/1.0\r\ncontent-length: ${body.length}\r\n\r\n`);
+      this.socket.write(body);
+    });
+    this.socket.on('data', (c: Buffer) => {
+      for (const d of this.decoder.push(c)) {
+        if (d.t === 'handshake') this.socket.write(encodeHandshake());
+        else if (d.t === 'message' && d.message.kind === 'Command') this.got.push(d.message.command);
+      }
+      this.waiter?.();
+    });
+    this.socket.on('close', () => this.waiter?.());
+  }
+  /** The next command from the server. */
+  async next(): Promise<Command> {
+    while (this.got.length === 0) {
+      if (this.socket.destroyed) throw new Error('connection closed');
+      await new Promise<void>((r) => (this.waiter = r));
+    }
+    return this.got.shift()!;
+  }
+  send(...ms: (Message | Buffer)[]): void {
+    for (const m of ms) this.socket.write(Buffer.isBuffer(m) ? m : encodeMessage(m));
+  }
+  /** The commands up to Exit, and its code. */
+  async rest(): Promise<{ commands: Command[]; code: number }> {
+    const commands: Command[] = [];
+    for (;;) {
+      const c = await this.next();
+      if (c.t === 'Exit') return { commands, code: c.code };
+      commands.push(c);
+    }
+  }
+}
+
+const response = (r: 'OK' | 'Failed' | 'Wait'): Message => ({ kind: 'Response', response: r });
+
+describe('the CLI server: exchanges with the client', () => {
+  const newVdi = async (name: string): Promise<string> => {
+    const ref = await x.call('VDI.create', { SR: await localStorage(x), virtual_size: String(1 << 20), type: 'user', name_label: name, sharable: false, read_only: false, other_config: {} });
+    return (await x.call('VDI.get_uuid', ref)) as string;
+  };
+
+  it('waits through Wait heartbeats while the client downloads', async () => {
+    const uuid = await newVdi('raw-get');
+    const size = Number(await x.call('VDI.get_virtual_size', await x.call('VDI.get_by_uuid', uuid)));
+    const cli = new RawCli(['vdi-export', `uuid=${uuid}`, 'filename=x.raw']);
+    const get = await cli.next();
+    expect(get).toMatchObject({ t: 'HttpGet', filename: 'x.raw' });
+    cli.send(response('Wait'), response('Wait'));
+    const res = await fetch(new URL((get as { path: string }).path, srv.urls[0]));
+    expect(res.status).toBe(200);
+    expect((await res.arrayBuffer()).byteLength).toBe(size);
+    cli.send(response('Wait'), response('OK'));
+    expect(await cli.rest()).toEqual({ commands: [], code: 0 });
+    expect(await tasksLeft()).toEqual([]);
+  });
+
+  it('ends the task of a client that goes away before it transfers', async () => {
+    const cli = new RawCli(['vdi-import', `uuid=${await newVdi('raw-gone')}`, 'filename=x.raw']);
+    expect(await cli.next()).toMatchObject({ t: 'HttpPut', filename: 'x.raw' });
+    expect(await x.call('task.get_all')).toHaveLength(1);
+    cli.socket.destroy();
+    expect(await tasksLeft()).toEqual([]);
+  });
+
+  it('reads a loaded file from Blob chunks, or says it could not', async () => {
+    const ok = new RawCli(['pool-install-ca-certificate', 'filename=ca.pem']);
+    expect(await ok.next()).toEqual({ t: 'Load', filename: 'ca.pem' });
+    const blob = (length: number): Message => ({ kind: 'Blob', blob: { t: 'Chunk', length } });
+    ok.send(response('OK'), blob(3), Buffer.from('abc'), blob(2), Buffer.from('de'), { kind: 'Blob', blob: { t: 'End' } });
+    const r = await ok.rest();
+    expect(r.code).toBe(1);
+    expect(r.commands).toEqual([
+      { t: 'PrintStderr', text: 'The function is not implemented\n' },
+      { t: 'PrintStderr', text: 'function: pool.install_ca_certificate\n' },
+    ]);
+    const failed = new RawCli(['pool-install-ca-certificate', 'filename=ca.pem']);
+    expect(await failed.next()).toMatchObject({ t: 'Load' });
+    failed.send(response('Failed'));
+    expect(await failed.rest()).toEqual({ commands: [{ t: 'PrintStderr', text: 'Failed to read certificate\n' }], code: 1 });
   });
 });

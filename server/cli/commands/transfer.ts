@@ -6,7 +6,7 @@ import { defineCommand, type CommandContext } from '../commands.js';
 import { boolParam, param } from '../args.js';
 import { doVmOp } from '../selectors.js';
 import { CliFailure, ExitWithError, ParamNotFound } from '../errors.js';
-import { clientOf } from '../exchange.js';
+import { ClientGone, clientOf, type CliClient } from '../exchange.js';
 import { XapiError } from '../../dispatch/errors.js';
 import type { Typed } from '../../transport/typed.js';
 import type { CliRecord } from '../records.js';
@@ -39,6 +39,17 @@ async function settle(ctx: CommandContext, task: string, response: string): Prom
   return (await ctx.call('task.get_status', task)) as TaskStatus;
 }
 
+/** The client's answer to a transfer; 'Gone' when it went away meanwhile (its task still has to end). */
+async function transfer(client: CliClient, command: Parameters<CliClient['transfer']>[0]): Promise<'OK' | 'Failed' | 'Gone'> {
+  try {
+    const r = await client.transfer(command);
+    return r === 'OK' ? 'OK' : 'Failed';
+  } catch (e) {
+    if (e instanceof ClientGone) return 'Gone';
+    throw e;
+  }
+}
+
 /** A query string in xapi's order (values escaped: names and paths may hold any character). */
 const query = (pairs: [string, string][]) => pairs.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
 
@@ -52,8 +63,9 @@ async function trackHttpOperation(ctx: CommandContext, label: string, command: (
   try {
     // progress -1 until a handler takes the task (it sets 0): tells a handler that never got it
     await ctx.call('task.set_progress', task, -1);
-    const response = await clientOf(ctx).transfer(command(task));
+    const response = await transfer(clientOf(ctx), command(task));
     const status = await settle(ctx, task, response);
+    if (response === 'Gone') throw new ClientGone();
     if (response === 'OK' && status === 'success') return (await ctx.call('task.get_result', task)) as string;
     const info = (await ctx.call('task.get_error_info', task)) as string[];
     if (info.length > 0) throw new XapiError(info[0], info.slice(1));
@@ -125,9 +137,10 @@ async function exportVm(ctx: CommandContext, vm: CliRecord, filename: string, nu
     ];
     if (metadata) pairs.push(['excluded_device_types', param(ctx.params, 'excluded-device-types') ?? '']);
     const client = clientOf(ctx);
-    const response = await client.transfer({ t: 'HttpGet', filename: file, path: `${metadata ? '/export_metadata' : '/export'}?${query(pairs)}` });
+    const response = await transfer(client, { t: 'HttpGet', filename: file, path: `${metadata ? '/export_metadata' : '/export'}?${query(pairs)}` });
     // a client that failed before the handler took the task: the task fails here
     const status = await settle(ctx, task, response);
+    if (response === 'Gone') throw new ClientGone();
     if (status === 'success') {
       if (response !== 'OK') {
         client.send({ t: 'PrintStderr', text: 'Export failed, unknown error.\n' });
