@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = join(root, 'dist');
-export const SOURCE_DIRS = ['server', 'schema', 'storage'];
+export const SOURCE_DIRS = ['server', 'schema', 'storage', 'client'];
 
 function tsFiles(dir) {
   const files = [];

@@ -8,10 +8,10 @@ import { dispatch } from '../dispatch/dispatch.js';
 import { XapiError } from '../dispatch/errors.js';
 import { parseBody, parseCommandLine, boolParam } from './args.js';
 import { commandTable, type CommandContext } from './commands.js';
-import { failureCommands, ParamNotFound, UnknownCommand } from './errors.js';
+import { CliFailure, failureCommands, ParamNotFound, UnknownCommand } from './errors.js';
 import { help } from './help.js';
 import { Printer } from './printer.js';
-import { Decoder, encodeCommand, encodeHandshake, PROTOCOL_MAJOR, type Command } from './protocol.js';
+import { Decoder, encodeCommand, encodeHandshake, PROTOCOL_MAJOR, type Command, type Message, type Response } from './protocol.js';
 import { refConvert } from './records.js';
 // the commands register themselves
 import './commands/index.js';
@@ -19,17 +19,24 @@ import './commands/index.js';
 /** The API version the CLI logs in with (Datamodel_common.api_version_string). */
 const API_VERSION = `${apiRelease.version_major}.${apiRelease.version_minor}`;
 
+/** What the client sends after its handshake: responses, and Blob chunks with their bytes. */
+type Incoming = { t: 'message'; message: Message } | { t: 'data'; data: Buffer };
+
 /** The client's side of the socket once the HTTP request is read. */
 class Channel {
   private readonly decoder = new Decoder();
   private waiting: ((ok: boolean) => void) | null = null;
   private handshake: { major: number; minor: number } | null = null;
+  private readonly queue: Incoming[] = [];
   private closed = false;
 
   constructor(private readonly socket: Socket, private readonly timeoutMs: number) {
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const d of this.decoder.push(chunk)) if (d.t === 'handshake') this.handshake = d;
+        for (const d of this.decoder.push(chunk)) {
+          if (d.t === 'handshake') this.handshake = d;
+          else this.queue.push(d);
+        }
       } catch {
         // not the protocol: nothing more to say to this client
         this.close();
@@ -51,19 +58,35 @@ class Channel {
     if (!this.closed) this.socket.write(encodeCommand(c));
   }
 
+  /** Waits for something from the client; false when it went away (or, with a timeout, stayed silent). */
+  private async more(timeoutMs: number): Promise<boolean> {
+    if (this.closed) return false;
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await new Promise<boolean>((resolve) => {
+      this.waiting = resolve;
+      if (timeoutMs > 0) timer = setTimeout(() => this.wake(false), timeoutMs);
+    });
+    clearTimeout(timer);
+    return ok;
+  }
+
   /** The client's handshake (null if it goes away or never sends one). */
   async clientHandshake(): Promise<{ major: number; minor: number } | null> {
     while (!this.handshake && !this.closed) {
-      let timer: NodeJS.Timeout | undefined;
-      const ok = await new Promise<boolean>((resolve) => {
-        this.waiting = resolve;
-        // a client that never answers does not hold the connection forever
-        if (this.timeoutMs > 0) timer = setTimeout(() => this.wake(false), this.timeoutMs);
-      });
-      clearTimeout(timer);
-      if (!ok) return null;
+      // a client that never answers does not hold the connection forever
+      if (!(await this.more(this.timeoutMs))) return null;
     }
     return this.handshake;
+  }
+
+  /** The next thing the client sends, or null once it is gone. A transfer may take as long as it
+   * takes: the client says it is alive with Wait responses, and a dead one closes the socket. */
+  async next(): Promise<Incoming | null> {
+    while (this.queue.length === 0) {
+      if (this.closed) return null;
+      await this.more(0);
+    }
+    return this.queue.shift()!;
   }
 
   close(): void {
@@ -77,6 +100,78 @@ class Channel {
   get isClosed(): boolean {
     return this.closed;
   }
+}
+
+/** xapi's limit on what one Load or Prompt may carry (Constants.max_cli_upload_bytes). */
+export const MAX_CLI_UPLOAD = 32 * 1024 * 1024;
+
+/** The client end of a command: the exchanges that involve the client's files and terminal. */
+export class CliClient {
+  constructor(private readonly ch: Channel) {}
+
+  /** Blob chunks up to Blob End (cli_operations.ml's get_chunks). */
+  private async chunks(): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let size = 0;
+    for (;;) {
+      const m = await this.ch.next();
+      if (m === null) throw new ClientGone();
+      if (m.t === 'data') {
+        parts.push(m.data);
+        continue;
+      }
+      const msg = m.message;
+      if (msg.kind !== 'Blob') throw new CliFailure('Thin CLI protocol error');
+      if (msg.blob.t === 'End') return Buffer.concat(parts);
+      size += msg.blob.length;
+      if (size > MAX_CLI_UPLOAD) throw new CliFailure(`Fatal error: A CLI client tried to transfer more than the maximum allowed of ${MAX_CLI_UPLOAD}B, aborting.`);
+    }
+  }
+
+  /** The response to the last command, skipping the client's heartbeats. */
+  private async response(): Promise<Response> {
+    for (;;) {
+      const m = await this.ch.next();
+      if (m === null) throw new ClientGone();
+      if (m.t === 'message' && m.message.kind === 'Response') {
+        if (m.message.response !== 'Wait') return m.message.response;
+      } else throw new CliFailure('Thin CLI protocol error');
+    }
+  }
+
+  /** The content of a file the client holds (Load), or null if it could not read it. */
+  async load(filename: string): Promise<Buffer | null> {
+    this.ch.send({ t: 'Load', filename });
+    return (await this.response()) === 'OK' ? this.chunks() : null;
+  }
+
+  /** A line the user types (Prompt). */
+  async prompt(): Promise<string> {
+    this.ch.send({ t: 'Prompt' });
+    return (await this.chunks()).toString('utf8');
+  }
+
+  /** Has the client GET or PUT a file at `path` of this server; OK when its side went well. */
+  async transfer(command: { t: 'HttpGet' | 'HttpPut' | 'HttpConnect'; filename?: string; path: string }): Promise<Response> {
+    this.ch.send(command.t === 'HttpConnect' ? { t: 'HttpConnect', path: command.path } : { t: command.t, filename: command.filename ?? '', path: command.path });
+    return this.response();
+  }
+
+  send(c: Command): void {
+    this.ch.send(c);
+  }
+}
+
+/** The client went away in the middle of an exchange. */
+export class ClientGone extends Error {}
+
+const clients = new WeakMap<CommandContext, CliClient>();
+
+/** The client of a running command (for the commands that transfer files). */
+export function clientOf(ctx: CommandContext): CliClient {
+  const c = clients.get(ctx);
+  if (!c) throw new Error('no CLI client for this command');
+  return c;
 }
 
 /** An API call in `session` (or none), answered as an XAPI client would get it. */
@@ -125,11 +220,13 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
           call: (name, ...a) => callApi(emu, host, name, [s, ...a]),
           closed: () => ch.isClosed,
         };
+        clients.set(ctx, new CliClient(ch));
         await spec.run(ctx);
       }
       printer.flush();
       ch.send({ t: 'Exit', code: 0 });
     } catch (e) {
+      if (e instanceof ClientGone) return;
       for (const c of failureCommands(e, (s) => refConvert(emu, s))) ch.send(c);
       ch.send({ t: 'Exit', code: 1 });
     } finally {

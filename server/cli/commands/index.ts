@@ -18,3 +18,4 @@ import './task.js';
 import './event.js';
 import './message.js';
 import './misc.js';
+import './transfer.js';
