@@ -69,6 +69,9 @@ try {
   const out = JSON.parse(execFileSync(process.execPath, [consumer], { cwd: join(work, 'app'), encoding: 'utf8' }).trim().split('\n').pop());
   check("import { startEmulator } from 'xapi-emu'", /^http:\/\/127\.0\.0\.1:\d+\/$/.test(out.url) && out.scale === 0, out.url);
   check('package.json exports resolve', existsSync(join(pkg, 'dist', 'server', 'index.js')));
+  const xeVersion = execFileSync(process.execPath, [join(pkg, 'bin', 'xe.js'), '-version'], { encoding: 'utf8' }).trim();
+  check('xe from the package runs', xeVersion === 'ThinCLI protocol: 0.2', xeVersion);
+  check('tarball has the bash completion of xe', existsSync(join(pkg, 'completion', 'xe')));
 } catch (e) {
   check('package check', false, String(e?.stack ?? e));
 } finally {
