@@ -174,6 +174,16 @@ export function clientOf(ctx: CommandContext): CliClient {
   return c;
 }
 
+/** Cli_util.user_says_yes: asks the user to type 'yes'; anything else aborts, saying so. */
+export async function userSaysYes(ctx: CommandContext): Promise<boolean> {
+  const client = clientOf(ctx);
+  client.send({ t: 'Print', text: "Type 'yes' to continue" });
+  const answer = await client.prompt();
+  if (answer.trim().toLowerCase() === 'yes') return true;
+  client.send({ t: 'Print', text: `Aborted (you typed: '${answer}')` });
+  return false;
+}
+
 /** An API call in `session` (or none), answered as an XAPI client would get it. */
 async function callApi(emu: Emulator, host: string, name: string, args: unknown[]): Promise<unknown> {
   const r = await dispatch(emu, name, args, { host });

@@ -30,10 +30,11 @@ let port: number;
 let dir: string;
 
 /** `xe <args>` as a process; HOME is an empty directory unless told. */
-function xe(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
+function xe(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [XE, ...args], { cwd: opts.cwd ?? dir, encoding: 'buffer', maxBuffer: 64 << 20, env: { PATH: process.env.PATH, HOME: join(dir, 'home'), ...opts.env } },
+    const child = execFile(process.execPath, [XE, ...args], { cwd: opts.cwd ?? dir, encoding: 'buffer', maxBuffer: 64 << 20, env: { PATH: process.env.PATH, HOME: join(dir, 'home'), ...opts.env } },
       (err, stdout, stderr) => resolve({ stdout, stderr: stderr.toString(), code: err ? Number((err as { code?: number }).code ?? -1) : 0 }));
+    child.stdin?.end(opts.input ?? '');
   });
 }
 
@@ -69,6 +70,23 @@ const vmUuids = async (): Promise<string[]> => {
   const all = (await x.call('VM.get_all_records')) as Record<string, { uuid: string; is_a_template: boolean }>;
   return Object.values(all).filter((r) => !r.is_a_template).map((r) => r.uuid);
 };
+
+describe('xe: questions to the user', () => {
+  it("vm-uninstall without --force asks to type 'yes': anything else aborts and keeps the VM", async () => {
+    const [template] = (await x.call('VM.get_by_name_label', 'Other install media')) as string[];
+    const made = await xe(as(['vm-install', 'template-uuid=' + String(await x.call('VM.get_uuid', template)), 'new-name-label=xe-prompted']));
+    expect(made.code).toBe(0);
+    const uuid = text(made).trim();
+    const no = await xe(as(['vm-uninstall', `uuid=${uuid}`]), { input: 'no\n' });
+    expect(no.code).toBe(0);
+    expect(text(no)).toBe(`The following items are about to be destroyed\nVM : ${uuid} (xe-prompted)\nType 'yes' to continue\nAborted (you typed: 'no')\n`);
+    expect(await vmUuids()).toContain(uuid);
+    const yes = await xe(as(['vm-uninstall', `uuid=${uuid}`]), { input: 'YES\n' });
+    expect(yes.code).toBe(0);
+    expect(text(yes)).toBe(`The following items are about to be destroyed\nVM : ${uuid} (xe-prompted)\nType 'yes' to continue\nAll objects destroyed\n`);
+    expect(await vmUuids()).not.toContain(uuid);
+  });
+});
 
 describe('xe: output and exit codes', () => {
   it('lists the VMs, in full and --minimal', async () => {

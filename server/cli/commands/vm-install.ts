@@ -5,6 +5,7 @@ import { defineCommand, type CommandContext } from '../commands.js';
 import { boolParam, param } from '../args.js';
 import { doVmOp } from '../selectors.js';
 import { CliFailure } from '../errors.js';
+import { userSaysYes } from '../exchange.js';
 import { NULL_REF } from '../../../storage/database.js';
 
 type Rec = { [field: string]: any };
@@ -150,12 +151,12 @@ export async function uninstall(ctx: CommandContext, vms: string[]): Promise<voi
       if (suspendVdi !== null) await ctx.call('VDI.destroy', suspendVdi).catch(() => undefined);
     });
   }
-  ctx.printer.print({ t: 'msg', text: 'The following items are about to be destroyed' });
-  for (const l of lines) ctx.printer.print({ t: 'msg', text: l });
-  // (without --force xapi asks the user to type 'yes', which this server cannot ask yet)
-  if (!boolParam(ctx.params, 'force')) throw new CliFailure('This operation is dangerous and may cause data loss. This operation must be forced (use --force).');
+  // (printed straight to the client, --minimal or not, as xapi does)
+  ctx.printer.print({ t: 'raw', text: 'The following items are about to be destroyed' });
+  for (const l of lines) ctx.printer.print({ t: 'raw', text: l });
+  if (!boolParam(ctx.params, 'force') && !(await userSaysYes(ctx))) return;
   for (const s of steps) await s();
-  ctx.printer.print({ t: 'msg', text: 'All objects destroyed' });
+  ctx.printer.print({ t: 'raw', text: 'All objects destroyed' });
 }
 
 defineCommand({
