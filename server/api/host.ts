@@ -11,7 +11,26 @@ function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
 }
 
+/** Date.localtime: the server's local time, an ISO 8601 basic datetime without a zone (the
+ * emulator's hosts keep UTC) */
+function localtime(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
+}
+
 registerProvider('host', {
+  // the emulator's clock is the host's clock (xapi_host.ml: Date.now / Date.localtime)
+  get_servertime(call, host: string) {
+    assertHost(call, host);
+    return new Date(call.emu.clock.now());
+  },
+
+  get_server_localtime(call, host: string) {
+    assertHost(call, host);
+    return localtime(call.emu.clock.now());
+  },
+
   compute_free_memory(call, host: string) {
     assertHost(call, host);
     return hostFreeMemory(call.emu, host);

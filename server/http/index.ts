@@ -14,3 +14,5 @@ registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
 registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
+import { rrdUpdatesPlugin } from './rrd-updates.js';
+registerHttpPlugin(rrdUpdatesPlugin);
