@@ -14,6 +14,11 @@ function assertHost(call: Call, host: string): void {
 /** Date.localtime: the server's local time, an ISO 8601 basic datetime without a zone (the
  * emulator's hosts keep UTC) */
 function localtime(ms: number): string {
+  return isoBasic(ms);
+}
+
+/** xapi's datetime text: 20260101T00:00:00, with Z for UTC */
+function isoBasic(ms: number): string {
   const d = new Date(ms);
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
@@ -23,7 +28,7 @@ registerProvider('host', {
   // the emulator's clock is the host's clock (xapi_host.ml: Date.now / Date.localtime)
   get_servertime(call, host: string) {
     assertHost(call, host);
-    return new Date(call.emu.clock.now());
+    return `${isoBasic(call.emu.clock.now())}Z`;
   },
 
   get_server_localtime(call, host: string) {
