@@ -16,3 +16,5 @@ registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
 import { rrdUpdatesPlugin } from './rrd-updates.js';
 registerHttpPlugin(rrdUpdatesPlugin);
+import { rrdDumpsPlugin } from './rrd-dumps.js';
+registerHttpPlugin(rrdDumpsPlugin);

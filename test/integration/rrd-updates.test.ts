@@ -1,9 +1,8 @@
 // The simulated xcp-rrdd through GET /rrd_updates, read as Xen Orchestra reads it
 // (xo-server's xapi-stats: `?cf=AVERAGE&host=true&interval=<s>&json=true&start=<ts>`, every number
-// a string), and as rrdtool's xport in XML (parsed with sax); values that follow a guest's real
+// a string), and as rrdtool's xport in XML (XML); values that follow a guest's real
 // disk writes through the datapath as the clock is advanced; host.get_servertime.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import sax from 'sax';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient } from '../../server/index.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
@@ -41,27 +40,16 @@ async function rrdUpdates(params: Record<string, string | number>, json: boolean
   return parseXport(text);
 }
 
+/** rrdtool's xport read element by element, as rrdtool's own readers do */
 function parseXport(xml: string): Xport {
-  const p = sax.parser(true);
-  const out: Xport = { meta: { start: 0, step: 0, end: 0, rows: 0, columns: 0, legend: [] }, data: [] };
-  const path: string[] = [];
-  let text = '';
-  p.onopentag = (n) => {
-    path.push(n.name);
-    text = '';
-    if (n.name === 'row') out.data.push({ t: 0, values: [] });
-  };
-  p.ontext = (t) => (text += t);
-  p.onclosetag = (name) => {
-    const parent = path[path.length - 2];
-    if (parent === 'meta' && name !== 'legend') (out.meta as any)[name] = Number(text);
-    if (name === 'entry') out.meta.legend.push(text);
-    if (name === 't') out.data[out.data.length - 1].t = Number(text);
-    if (name === 'v') out.data[out.data.length - 1].values.push(Number(text));
-    path.pop();
-  };
-  p.write(xml).close();
-  return out;
+  expect(xml.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta>')).toBe(true);
+  const one = (tag: string) => Number(new RegExp(`<${tag}>([^<]*)</${tag}>`).exec(xml)![1]);
+  const meta = { start: one('start'), step: one('step'), end: one('end'), rows: one('rows'), columns: one('columns'),
+    legend: [...xml.matchAll(/<entry>([^<]*)<\/entry>/g)].map((m) => m[1]) };
+  const data = [...xml.matchAll(/<row><t>(\d+)<\/t>((?:<v>[^<]*<\/v>)*)<\/row>/g)].map((m) => ({
+    t: Number(m[1]), values: [...m[2].matchAll(/<v>([^<]*)<\/v>/g)].map((v) => Number(v[1])),
+  }));
+  return { meta, data };
 }
 
 const column = (u: Xport, entry: string) => {
