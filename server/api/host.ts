@@ -6,6 +6,7 @@ import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { forceStateReset, hostFreeMemory, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
+import { hostDataSources } from '../rrdd/data-sources.js';
 
 function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
@@ -23,6 +24,26 @@ function isoBasic(ms: number): string {
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
 }
+
+// the host's data sources live in its xcp-rrdd (server/rrdd/)
+registerProvider('host', {
+  get_data_sources(call, host: string) {
+    assertHost(call, host);
+    return hostDataSources.get(call.emu, host);
+  },
+  record_data_source(call, host: string, name: string) {
+    assertHost(call, host);
+    hostDataSources.record(call.emu, host, name);
+  },
+  query_data_source(call, host: string, name: string) {
+    assertHost(call, host);
+    return hostDataSources.query(call.emu, host, name);
+  },
+  forget_data_source_archives(call, host: string, name: string) {
+    assertHost(call, host);
+    hostDataSources.forget(call.emu, host, name);
+  },
+});
 
 registerProvider('host', {
   // the emulator's clock is the host's clock (xapi_host.ml: Date.now / Date.localtime)
