@@ -7,6 +7,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { forceStateReset, hostFreeMemory, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
 import { hostDataSources } from '../rrdd/data-sources.js';
+import { backupRrds } from '../rrdd/rrdd.js';
 
 function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
@@ -42,6 +43,10 @@ registerProvider('host', {
   forget_data_source_archives(call, host: string, name: string) {
     assertHost(call, host);
     hostDataSources.forget(call.emu, host, name);
+  },
+  backup_rrds(call, host: string, delay: number) {
+    assertHost(call, host);
+    backupRrds(call.emu, Number(delay));
   },
 });
 

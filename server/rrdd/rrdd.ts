@@ -7,6 +7,7 @@ import type { Emulator } from '../emulator.js';
 import { xenopsOf } from '../api/xenops-sync.js';
 import { Rrd, STEP, fToS, type Cf } from './rrd.js';
 import { hostReadings, vmReadings, type Reading } from './sources.js';
+import { backup, restore, type Archived } from './archive.js';
 
 /** The steps of a catch-up computed one by one (the single-step archive's rows); earlier ones are
  * one run of equal PDPs. */
@@ -20,10 +21,42 @@ interface Kept {
   domainStart?: number;
 }
 
+/** What the daemon holds: the RRDs by host ref and VM uuid, and those read back from the last
+ * backup, taken when their host or VM is first asked for. */
+interface RrddState {
+  hosts: Map<string, Kept>;
+  vms: Map<string, Kept>;
+  restored: Map<string, Archived>;
+}
+
 class Rrdd {
-  readonly hosts = new Map<string, Kept>();
-  readonly vms = new Map<string, Kept>();
-  constructor(readonly emu: Emulator) {}
+  readonly hosts: Map<string, Kept>;
+  readonly vms: Map<string, Kept>;
+  private readonly restored: Map<string, Archived>;
+
+  constructor(readonly emu: Emulator, state: RrddState) {
+    ({ hosts: this.hosts, vms: this.vms, restored: this.restored } = state);
+  }
+
+  private fromBackup(uuid: string): Kept | undefined {
+    const a = this.restored.get(uuid);
+    if (!a) return undefined;
+    this.restored.delete(uuid);
+    return { rrd: a.rrd, counters: new Map(), domainStart: a.domainStart };
+  }
+
+  /** backup_rrds: every RRD to the data directory (none without one) */
+  backup(): void {
+    const dataDir = this.emu.opts.dataDir;
+    if (!dataDir) return;
+    const all = new Map<string, Archived>();
+    for (const [host, k] of this.hosts) {
+      const uuid = this.emu.db.get('host', host)?.uuid;
+      if (uuid !== undefined) all.set(String(uuid), { rrd: k.rrd });
+    }
+    for (const [uuid, k] of this.vms) all.set(uuid, { rrd: k.rrd, domainStart: k.domainStart });
+    backup(dataDir, all);
+  }
 
   get seed(): string {
     return this.emu.ids.seed ?? this.emu.pool;
@@ -35,6 +68,7 @@ class Rrdd {
     const now = this.emu.clock.now() / 1000;
     let k = this.hosts.get(host);
     const readings = hostReadings(this.emu, this.seed, x, host);
+    if (!k && (k = this.fromBackup(String(this.emu.db.get('host', host)!.uuid)))) this.hosts.set(host, k);
     if (!k) {
       // the host has been up since long before anyone asked: its RRD starts one archive back
       k = { rrd: new Rrd([], now - STEP * DETAILED_STEPS), counters: new Map() };
@@ -48,10 +82,15 @@ class Rrdd {
   vm(host: string, vm: string, uuid: string): Rrd | undefined {
     const x = xenopsOf(this.emu, host);
     const d = x.internals().domains.get(uuid);
-    if (!d) return this.vms.get(uuid)?.rrd;
+    if (!d) {
+      const kept = this.vms.get(uuid) ?? this.fromBackup(uuid);
+      if (kept) this.vms.set(uuid, kept);
+      return kept?.rrd;
+    }
     const now = this.emu.clock.now() / 1000;
     let k = this.vms.get(uuid);
     const start = d.createTime / 1000;
+    if (!k && (k = this.fromBackup(uuid))) this.vms.set(uuid, k);
     if (!k) {
       k = { rrd: new Rrd([], Math.min(now, start)), counters: new Map(), domainStart: d.createTime };
       this.vms.set(uuid, k);
@@ -114,10 +153,22 @@ function update(k: Kept, readings: Reading[], now: number): void {
   }
 }
 
+/** One xcp-rrdd per machine (the emulator's storage directory): like xenopsd, it outlives a
+ * toolstack restart (a new Emulator on the same storage finds it again); a new process starts
+ * from the last backup. */
+const machines = new Map<string, RrddState>();
 const daemons = new WeakMap<Emulator, Rrdd>();
 export function rrddOf(emu: Emulator): Rrdd {
   let r = daemons.get(emu);
-  if (!r) daemons.set(emu, (r = new Rrdd(emu)));
+  if (r) return r;
+  const dataDir = emu.opts.dataDir;
+  // a pool in memory keeps its Emulator through a toolstack restart, and nothing after
+  let state = dataDir ? machines.get(emu.storageDir) : undefined;
+  if (!state) {
+    state = { hosts: new Map(), vms: new Map(), restored: dataDir ? restore(dataDir) : new Map() };
+    if (dataDir) machines.set(emu.storageDir, state);
+  }
+  daemons.set(emu, (r = new Rrdd(emu, state)));
   return r;
 }
 
@@ -187,4 +238,16 @@ export function updatesJson(u: Updates): string {
     meta: { start: s(u.start), step: s(u.step), end: s(u.end), rows: s(u.rows.length), columns: s(u.legend.length), legend: u.legend },
     data: u.rows.map((r) => ({ t: s(r.t), values: r.values.map(fToS) })),
   });
+}
+
+/** The machine stops (the process's emulator is disposed): its RRDs not backed up are lost. */
+export function forgetMachineRrds(storageDir: string): void {
+  machines.delete(storageDir);
+}
+
+/** host.backup_rrds: a backup after `delay` seconds of the emulator's clock (xapi schedules it). */
+export function backupRrds(emu: Emulator, delay: number): void {
+  const rrdd = rrddOf(emu);
+  if (!(delay > 0)) return rrdd.backup();
+  emu.clock.sleep(delay).then(() => rrdd.backup(), () => undefined).catch(() => undefined);
 }

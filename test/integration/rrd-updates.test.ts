@@ -1,6 +1,6 @@
 // The simulated xcp-rrdd through GET /rrd_updates, read as Xen Orchestra reads it
 // (xo-server's xapi-stats: `?cf=AVERAGE&host=true&interval=<s>&json=true&start=<ts>`, every number
-// a string), and as rrdtool's xport in XML (XML); values that follow a guest's real
+// a string), and as rrdtool's xport in XML; values that follow a guest's real
 // disk writes through the datapath as the clock is advanced; host.get_servertime.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
