@@ -16,6 +16,7 @@ import { startSm } from './sm/index.js';
 import { undoCutImports } from './xva/import-journal.js';
 import { startXenops } from './api/xenops-sync.js';
 import { destroyMachine } from './xenopsd/index.js';
+import { forgetMachineRrds } from './rrdd/rrdd.js';
 import type { GuestProfile } from './guest/profile.js';
 
 export interface EmulatorOptions {
@@ -127,6 +128,7 @@ export class Emulator {
   dispose(): void {
     // the machine stops: its domains (and their tapdisks) go with it
     void destroyMachine(this.storageDir);
+    forgetMachineRrds(this.storageDir);
     if (!this.tempStorage) return;
     rmSync(this.storageDir, { recursive: true, force: true });
     tempDirs.delete(this.storageDir);

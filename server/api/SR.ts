@@ -10,6 +10,7 @@ import { currentOperations, ocamlVariantHash, registerOperations, updateAllowedO
 import { featuresOf, smOf } from '../sm/capabilities.js';
 import { choosePbd, driverOf, smSrAttach, smSrCreate, smSrDelete, smSrDetach, smSrProbe, smSrScan, smSrUpdate, srCtx } from '../sm/sm.js';
 import { createPbd, plugPbd } from './PBD.js';
+import { srDataSources } from '../rrdd/data-sources.js';
 
 // ---- allowed_operations (Xapi_sr_operations.valid_operations) ----
 
@@ -102,6 +103,26 @@ function assertAllPbdsUnplugged(emu: Emulator, sr: string): void {
   const rec = emu.db.get('SR', sr)!;
   if ((rec.PBDs as string[]).some((p) => emu.db.get('PBD', p)?.currently_attached === true)) throw new XapiError('SR_HAS_PBD', [sr]);
 }
+
+// SR data sources come from SR plugins in xcp-rrdd; none reports here (server/rrdd/)
+registerProvider('SR', {
+  get_data_sources(call: Call, sr: string) {
+    if (!call.emu.db.has('SR', sr)) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
+    return srDataSources.get();
+  },
+  record_data_source(call: Call, sr: string, name: string) {
+    if (!call.emu.db.has('SR', sr)) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
+    srDataSources.record(call.emu, sr, name);
+  },
+  query_data_source(call: Call, sr: string, name: string) {
+    if (!call.emu.db.has('SR', sr)) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
+    return srDataSources.query(call.emu, sr, name);
+  },
+  forget_data_source_archives(call: Call, sr: string, _name: string) {
+    if (!call.emu.db.has('SR', sr)) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
+    srDataSources.forget();
+  },
+});
 
 // ---- messages ----
 

@@ -17,6 +17,7 @@ import {
 } from './xenops-sync.js';
 import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
+import { vmDataSources } from '../rrdd/data-sources.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -411,6 +412,26 @@ async function resumeLocal(call: Call, vm: string, host: string | null, paused: 
   const want = paused ? 'Paused' : 'Running';
   if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
 }
+
+// a VM's data sources live in the xcp-rrdd of the host it runs on (server/rrdd/)
+registerProvider('VM', {
+  get_data_sources(call: Call, self: string) {
+    recordOf(call.emu, 'VM', self);
+    return vmDataSources.get(call.emu, self);
+  },
+  record_data_source(call: Call, self: string, name: string) {
+    recordOf(call.emu, 'VM', self);
+    vmDataSources.record(call.emu, self, name);
+  },
+  query_data_source(call: Call, self: string, name: string) {
+    recordOf(call.emu, 'VM', self);
+    return vmDataSources.query(call.emu, self, name);
+  },
+  forget_data_source_archives(call: Call, self: string, name: string) {
+    recordOf(call.emu, 'VM', self);
+    vmDataSources.forget(call.emu, self, name);
+  },
+});
 
 // ---- messages ----
 

@@ -6,12 +6,62 @@ import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { forceStateReset, hostFreeMemory, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
+import { hostDataSources } from '../rrdd/data-sources.js';
+import { backupRrds } from '../rrdd/rrdd.js';
 
 function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
 }
 
+/** Date.localtime: the server's local time, an ISO 8601 basic datetime without a zone (the
+ * emulator's hosts keep UTC) */
+function localtime(ms: number): string {
+  return isoBasic(ms);
+}
+
+/** xapi's datetime text: 20260101T00:00:00, with Z for UTC */
+function isoBasic(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}T${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
+}
+
+// the host's data sources live in its xcp-rrdd (server/rrdd/)
 registerProvider('host', {
+  get_data_sources(call, host: string) {
+    assertHost(call, host);
+    return hostDataSources.get(call.emu, host);
+  },
+  record_data_source(call, host: string, name: string) {
+    assertHost(call, host);
+    hostDataSources.record(call.emu, host, name);
+  },
+  query_data_source(call, host: string, name: string) {
+    assertHost(call, host);
+    return hostDataSources.query(call.emu, host, name);
+  },
+  forget_data_source_archives(call, host: string, name: string) {
+    assertHost(call, host);
+    hostDataSources.forget(call.emu, host, name);
+  },
+  backup_rrds(call, host: string, delay: number) {
+    assertHost(call, host);
+    backupRrds(call.emu, Number(delay));
+  },
+});
+
+registerProvider('host', {
+  // the emulator's clock is the host's clock (xapi_host.ml: Date.now / Date.localtime)
+  get_servertime(call, host: string) {
+    assertHost(call, host);
+    return `${isoBasic(call.emu.clock.now())}Z`;
+  },
+
+  get_server_localtime(call, host: string) {
+    assertHost(call, host);
+    return localtime(call.emu.clock.now());
+  },
+
   compute_free_memory(call, host: string) {
     assertHost(call, host);
     return hostFreeMemory(call.emu, host);

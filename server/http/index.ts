@@ -14,3 +14,7 @@ registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
 registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
+import { rrdUpdatesPlugin } from './rrd-updates.js';
+registerHttpPlugin(rrdUpdatesPlugin);
+import { rrdDumpsPlugin } from './rrd-dumps.js';
+registerHttpPlugin(rrdDumpsPlugin);

@@ -1,0 +1,253 @@
+// The simulated xcp-rrdd of each host: one RRD per host and per running VM, brought up to the
+// emulator's clock when read (each 5 s step of simulated time gives one PDP, whether or not
+// anybody looked), so a pool of a thousand idle VMs costs nothing until its metrics are asked for,
+// and a halted VM nothing at all. A VM's RRD lives with its domain: it is not updated while the VM
+// is down, and the steps it was down are unknown.
+import type { Emulator } from '../emulator.js';
+import { xenopsOf } from '../api/xenops-sync.js';
+import { Rrd, STEP, fToS, type Cf } from './rrd.js';
+import { hostReadings, vmReadings, type Reading } from './sources.js';
+import { backup, restore, type Archived } from './archive.js';
+
+/** The steps of a catch-up computed one by one (the single-step archive's rows); earlier ones are
+ * one run of equal PDPs. */
+const DETAILED_STEPS = 120;
+
+interface Kept {
+  rrd: Rrd;
+  /** counters at the last update, and its time (s) */
+  counters: Map<string, number>;
+  /** the domain's start (ms) the RRD follows */
+  domainStart?: number;
+}
+
+/** What the daemon holds: the RRDs by host ref and VM uuid, and those read back from the last
+ * backup, taken when their host or VM is first asked for. */
+interface RrddState {
+  hosts: Map<string, Kept>;
+  vms: Map<string, Kept>;
+  restored: Map<string, Archived>;
+}
+
+class Rrdd {
+  readonly hosts: Map<string, Kept>;
+  readonly vms: Map<string, Kept>;
+  private readonly restored: Map<string, Archived>;
+
+  constructor(readonly emu: Emulator, state: RrddState) {
+    ({ hosts: this.hosts, vms: this.vms, restored: this.restored } = state);
+  }
+
+  private fromBackup(uuid: string): Kept | undefined {
+    const a = this.restored.get(uuid);
+    if (!a) return undefined;
+    this.restored.delete(uuid);
+    return { rrd: a.rrd, counters: new Map(), domainStart: a.domainStart };
+  }
+
+  /** backup_rrds: every RRD to the data directory (none without one) */
+  backup(): void {
+    const dataDir = this.emu.opts.dataDir;
+    if (!dataDir) return;
+    const all = new Map<string, Archived>();
+    for (const [host, k] of this.hosts) {
+      const uuid = this.emu.db.get('host', host)?.uuid;
+      if (uuid !== undefined) all.set(String(uuid), { rrd: k.rrd });
+    }
+    for (const [uuid, k] of this.vms) all.set(uuid, { rrd: k.rrd, domainStart: k.domainStart });
+    backup(dataDir, all);
+  }
+
+  get seed(): string {
+    return this.emu.ids.seed ?? this.emu.pool;
+  }
+
+  /** The host's RRD, up to date. */
+  host(host: string): Rrd {
+    const x = xenopsOf(this.emu, host);
+    const now = this.emu.clock.now() / 1000;
+    let k = this.hosts.get(host);
+    const readings = hostReadings(this.emu, this.seed, x, host);
+    if (!k && (k = this.fromBackup(String(this.emu.db.get('host', host)!.uuid)))) this.hosts.set(host, k);
+    if (!k) {
+      // the host has been up since long before anyone asked: its RRD starts one archive back
+      k = { rrd: new Rrd([], now - STEP * DETAILED_STEPS), counters: new Map() };
+      this.hosts.set(host, k);
+    }
+    update(k, readings, now);
+    return k.rrd;
+  }
+
+  /** The RRD of a VM running on `host` (by uuid), up to date; undefined if it runs elsewhere or not. */
+  vm(host: string, vm: string, uuid: string): Rrd | undefined {
+    const x = xenopsOf(this.emu, host);
+    const d = x.internals().domains.get(uuid);
+    if (!d) {
+      const kept = this.vms.get(uuid) ?? this.fromBackup(uuid);
+      if (kept) this.vms.set(uuid, kept);
+      return kept?.rrd;
+    }
+    const now = this.emu.clock.now() / 1000;
+    let k = this.vms.get(uuid);
+    const start = d.createTime / 1000;
+    if (!k && (k = this.fromBackup(uuid))) this.vms.set(uuid, k);
+    if (!k) {
+      k = { rrd: new Rrd([], Math.min(now, start)), counters: new Map(), domainStart: d.createTime };
+      this.vms.set(uuid, k);
+    } else if (k.domainStart !== d.createTime) {
+      // a new domain: the steps the VM was down are unknown, its devices' counters start again
+      k.domainStart = d.createTime;
+      k.counters.clear();
+      const gap = Math.floor(start / STEP) - k.rrd.pdpIndex;
+      if (gap > 0) k.rrd.pushPdps(new Float64Array(k.rrd.dss.length).fill(NaN), gap, start);
+    }
+    update(k, vmReadings(this.emu, this.seed, x, vm, uuid), now);
+    return k.rrd;
+  }
+
+  /** The uuids of the VMs running on `host` with their refs. */
+  residentVms(host: string): [uuid: string, ref: string][] {
+    const out: [string, string][] = [];
+    for (const uuid of xenopsOf(this.emu, host).internals().domains.keys()) {
+      const ref = this.emu.db.refByUuid('VM', uuid);
+      if (ref) out.push([uuid, ref]);
+    }
+    return out;
+  }
+}
+
+/** Brings an RRD to `now`: new data sources are added, each PDP since the last update gets its
+ * value (a counter's rate is spread evenly over the time since its last reading). */
+function update(k: Kept, readings: Reading[], now: number): void {
+  const rrd = k.rrd;
+  for (const r of readings) if (!rrd.dss.some((d) => d.name === r.def.name)) rrd.addDs(r.def);
+  const steps = Math.floor(now / STEP) - rrd.pdpIndex;
+  if (steps <= 0) return;
+  const elapsed = now - rrd.lastUpdated;
+  const byName = new Map(readings.map((r) => [r.def.name, r]));
+  const rates = new Map<string, number>();
+  for (const r of readings) {
+    if (!('counter' in r)) continue;
+    const last = k.counters.get(r.def.name);
+    // a counter that went back (a tapdisk replaced) gives no rate for this span
+    rates.set(r.def.name, last === undefined || r.counter < last || elapsed <= 0 ? (last === undefined ? 0 : NaN) : (r.counter - last) / elapsed);
+    k.counters.set(r.def.name, r.counter);
+  }
+  const values = new Float64Array(rrd.dss.length);
+  const fill = (pdp: number) => {
+    rrd.dss.forEach((d, i) => {
+      const r = byName.get(d.name);
+      // a data source whose device is gone is unknown
+      values[i] = !r ? NaN : 'counter' in r ? rates.get(d.name)! : r.at(pdp);
+    });
+  };
+  const first = rrd.pdpIndex + 1;
+  const bulk = Math.max(0, steps - DETAILED_STEPS);
+  if (bulk > 0) {
+    fill(first);
+    rrd.pushPdps(values, bulk, (first + bulk - 1) * STEP);
+  }
+  for (let p = first + bulk; p < first + steps; p++) {
+    fill(p);
+    rrd.pushPdps(values, 1, p === first + steps - 1 ? now : p * STEP);
+  }
+}
+
+/** One xcp-rrdd per machine (the emulator's storage directory): like xenopsd, it outlives a
+ * toolstack restart (a new Emulator on the same storage finds it again); a new process starts
+ * from the last backup. */
+const machines = new Map<string, RrddState>();
+const daemons = new WeakMap<Emulator, Rrdd>();
+export function rrddOf(emu: Emulator): Rrdd {
+  let r = daemons.get(emu);
+  if (r) return r;
+  const dataDir = emu.opts.dataDir;
+  // a pool in memory keeps its Emulator through a toolstack restart, and nothing after
+  let state = dataDir ? machines.get(emu.storageDir) : undefined;
+  if (!state) {
+    state = { hosts: new Map(), vms: new Map(), restored: dataDir ? restore(dataDir) : new Map() };
+    if (dataDir) machines.set(emu.storageDir, state);
+  }
+  daemons.set(emu, (r = new Rrdd(emu, state)));
+  return r;
+}
+
+export class NoRraAvailable extends Error {}
+
+/** Rrd_updates.create_multi: rows of the archives of `cf` that hold `start`, for several RRDs with
+ * their legend prefixes ("host:<uuid>:", "vm:<uuid>:"). */
+export interface Updates {
+  start: number;
+  step: number;
+  end: number;
+  legend: string[];
+  rows: { t: number; values: number[] }[];
+}
+
+export function exportUpdates(sets: [prefix: string, rrd: Rrd][], start: number, interval: number, cf: Cf | null): Updates {
+  if (sets.length === 0) throw new NoRraAvailable();
+  const lastUpdated = sets[0][1].lastUpdated;
+  const pdpInterval = Math.floor(interval / STEP);
+  // a negative start is relative to the latest update
+  const from = Math.min(...sets.map(([, r]) => (start < 0 ? Math.floor(start + r.lastUpdated) : start)));
+  const chosen = sets.map(([, r]) => r.bestRras(pdpInterval, cf, from));
+  const firstRra = chosen.find((c) => c.length > 0)?.[0];
+  if (!firstRra) throw new NoRraAvailable();
+  const kept = chosen.map((c) => c.filter((r) => r.pdpCnt === firstRra.pdpCnt && r.rows === firstRra.rows));
+  const legend: string[] = [];
+  sets.forEach(([prefix, rrd], j) => {
+    for (const rra of kept[j]) for (const d of rrd.dss) legend.push(`${rra.cf}:${prefix}${d.name}`);
+  });
+  const rraStep = STEP * firstRra.pdpCnt;
+  const lastCdp = Math.floor(lastUpdated / rraStep) * rraStep;
+  const firstCdp = Math.floor(from / rraStep) * rraStep + rraStep;
+  const rows: Updates['rows'] = [];
+  for (let i = 0; i < firstRra.rows; i++) {
+    const t = lastCdp - i * rraStep;
+    if (t < from) break;
+    const values: number[] = [];
+    sets.forEach(([, rrd], j) => {
+      for (const rra of kept[j]) for (let d = 0; d < rrd.dss.length; d++) values.push(rrd.peek(rra, d, i));
+    });
+    rows.push({ t, values });
+  }
+  return { start: firstCdp, step: rraStep, end: lastCdp, legend, rows };
+}
+
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** Rrd_updates.xml_of: rrdtool's xport, as Xmlm writes it (a declaration, no whitespace). */
+export function updatesXml(u: Updates): string {
+  const parts: string[] = ['<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta>'];
+  parts.push(`<start>${u.start}</start><step>${u.step}</step><end>${u.end}</end><rows>${u.rows.length}</rows><columns>${u.legend.length}</columns><legend>`);
+  for (const l of u.legend) parts.push(`<entry>${esc(l)}</entry>`);
+  parts.push('</legend></meta><data>');
+  for (const r of u.rows) {
+    parts.push(`<row><t>${r.t}</t>`);
+    for (const v of r.values) parts.push(`<v>${fToS(v)}</v>`);
+    parts.push('</row>');
+  }
+  parts.push('</data></xport>');
+  return parts.join('');
+}
+
+/** Rrd_updates.json_of_t: every number a JSON string (rrd.ml's Json module). */
+export function updatesJson(u: Updates): string {
+  const s = String;
+  return JSON.stringify({
+    meta: { start: s(u.start), step: s(u.step), end: s(u.end), rows: s(u.rows.length), columns: s(u.legend.length), legend: u.legend },
+    data: u.rows.map((r) => ({ t: s(r.t), values: r.values.map(fToS) })),
+  });
+}
+
+/** The machine stops (the process's emulator is disposed): its RRDs not backed up are lost. */
+export function forgetMachineRrds(storageDir: string): void {
+  machines.delete(storageDir);
+}
+
+/** host.backup_rrds: a backup after `delay` seconds of the emulator's clock (xapi schedules it). */
+export function backupRrds(emu: Emulator, delay: number): void {
+  const rrdd = rrddOf(emu);
+  if (!(delay > 0)) return rrdd.backup();
+  emu.clock.sleep(delay).then(() => rrdd.backup(), () => undefined).catch(() => undefined);
+}
