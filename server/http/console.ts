@@ -156,7 +156,7 @@ async function wsProxy(call: HttpCall, vm: string, protocol: 'rfb' | 'vt100', so
   await serve(conn);
 }
 
-function consoleHandler(ctx: HttpPluginContext, action: 'connect_console' | 'connect_console_ws') {
+function consoleHandler(ctx: HttpPluginContext, action: 'connect_console' | 'connect_console_ws', open: Set<Socket>) {
   return (req: FastifyRequest, reply: Parameters<typeof runHttpHandler>[2]) =>
     runHttpHandler(ctx, req, reply, { action, label: 'Connection to VM console' }, async (call) => {
       const console = consoleOfRequest(call.emu, req);
@@ -166,14 +166,22 @@ function consoleHandler(ctx: HttpPluginContext, action: 'connect_console' | 'con
       const socket = req.raw.socket as Socket;
       // only a request Node handed over (an upgrade or a CONNECT) owns its socket
       if (!(req.raw as { upgrade?: boolean }).upgrade) throw new HttpError(501, new Error('not a WebSocket upgrade'));
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
       if (action === 'connect_console') await connectProxy(call, vm, protocol, socket);
       else await wsProxy(call, vm, protocol, socket);
     });
 }
 
 export async function consolePlugin(app: FastifyInstance, ctx: HttpPluginContext): Promise<void> {
-  app.route({ method: 'CONNECT', url: '/console', handler: consoleHandler(ctx, 'connect_console') });
-  app.get('/console', consoleHandler(ctx, 'connect_console_ws'));
+  // a closing server ends its open consoles (Node's server waits for the connections it handed over)
+  const open = new Set<Socket>();
+  app.addHook('preClose', (done) => {
+    for (const s of open) s.destroy();
+    done();
+  });
+  app.route({ method: 'CONNECT', url: '/console', handler: consoleHandler(ctx, 'connect_console', open) });
+  app.get('/console', consoleHandler(ctx, 'connect_console_ws', open));
   app.get('/vncsnapshot', (req, reply) =>
     runHttpHandler(ctx, req, reply, { action: 'get_vncsnapshot', label: 'Taking snapshot of VM console' }, async (call) => {
       const console = consoleOfRequest(call.emu, req);
