@@ -37,6 +37,7 @@ import { sectionDatapath } from './datapath.js';
 import { sectionLifecycle } from './lifecycle.js';
 import { sectionSnapshots } from './snapshots.js';
 import { sectionXva } from './xva.js';
+import { sectionConsole } from './console.js';
 
 const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
 const DURATION = env('BENCH_DURATION', 7);
@@ -47,7 +48,7 @@ const HOSTS = env('BENCH_HOSTS', 64);
 const ROUNDS = env('BENCH_ROUNDS', 20);
 const CALLS = env('BENCH_CALLS', 20);
 const WATCHERS = 100;
-const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots', 'xva'] as const;
+const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots', 'xva', 'console'] as const;
 const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((x) => x.trim()) : [...SECTIONS];
 for (const x of ONLY) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_ONLY: unknown section "${x}" (${SECTIONS.join(', ')})`);
 const want = (s: (typeof SECTIONS)[number]) => ONLY.includes(s);
@@ -368,6 +369,7 @@ async function main(): Promise<void> {
     if (want('lifecycle')) print(await sectionLifecycle());
     if (want('snapshots')) print(await sectionSnapshots());
     if (want('xva')) print(await sectionXva(dir));
+    if (want('console')) print(await sectionConsole());
     console.log(`\ntotal ${fmt((now() - t0) / 1000, 1)} s`);
   } finally {
     await stopAll();

@@ -234,7 +234,8 @@ export class RfbServer {
     const h = Math.min(req.h, HEIGHT - y);
     if (this.dirty && y <= this.dirty.y0 && y + h >= this.dirty.y1 && x === 0 && w === WIDTH) this.dirty = null;
     const bytes = this.format.bpp / 8;
-    const out = Buffer.allocUnsafe(16 + w * h * bytes);
+    // the pixels start at byte 16 of their own buffer: 32-bit pixels are written as words
+    const out = Buffer.from(new ArrayBuffer(16 + w * h * bytes));
     out[0] = 0;
     out[1] = 0;
     out.writeUInt16BE(1, 2);
@@ -247,10 +248,13 @@ export class RfbServer {
     const enc = this.encoded;
     let o = 16;
     if (bytes === 4) {
-      const words = enc.map((e) => e.readUInt32LE(0));
+      // each palette entry's bytes, as a word in this machine's byte order
+      const words = Uint32Array.from(enc.map((e) => new Uint32Array(new Uint8Array(e).buffer)[0]));
+      const dst = new Uint32Array(out.buffer, 16, w * h);
+      let d = 0;
       for (let row = y; row < y + h; row++) {
         const base = row * WIDTH + x;
-        for (let i = 0; i < w; i++, o += 4) out.writeUInt32LE(words[px[base + i]], o);
+        for (let i = 0; i < w; i++) dst[d++] = words[px[base + i]];
       }
     } else {
       for (let row = y; row < y + h; row++) {
