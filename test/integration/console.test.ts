@@ -328,6 +328,28 @@ describe('CONNECT /console', () => {
   });
 });
 
+describe('pool.limit_console_sessions', () => {
+  it('refuses WebSockets, and a second CONNECT to the same VM, with 503', async () => {
+    const vm = await startVm('limited');
+    const c = await consoleOf(vm, 'rfb');
+    const [pool] = await x.call('pool.get_all');
+    await x.call('pool.set_limit_console_sessions', pool, true);
+    try {
+      const ws = await wsConsole(wsUrl(`/console?uuid=${c.uuid}&session_id=${x.session}`)).then(() => 0, (e: { status?: number }) => e.status);
+      expect(ws).toBe(503);
+      const first = await connectConsole(base, `/console?uuid=${c.uuid}&session_id=${x.session}`);
+      expect(first.status).toBe(200);
+      expect((await first.r.read(12)).toString('latin1')).toBe('RFB 003.008\n');
+      const second = await connectConsole(base, `/console?uuid=${c.uuid}&session_id=${x.session}`);
+      expect(second.status).toBe(503);
+      first.sock.destroy();
+      second.sock.destroy();
+    } finally {
+      await x.call('pool.set_limit_console_sessions', pool, false);
+    }
+  });
+});
+
 describe('snapshots of the screen', () => {
   it('GET /vncsnapshot answers a JPEG of the screen, as xapi does', async () => {
     const vm = await startVm('snap', { other_config: { 'xapi-emu-guest-profile': 'no-os' } });
