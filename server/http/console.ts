@@ -9,6 +9,7 @@
 // CONNECT to the same VM with 503.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { WebSocketServer, WebSocket } from 'ws';
 import type { HttpPluginContext } from '../app.js';
 import type { Emulator } from '../emulator.js';
@@ -191,7 +192,8 @@ export async function consolePlugin(app: FastifyInstance, ctx: HttpPluginContext
       // xapi asks the local xenopsd for the console's address: none for a VM without a domain here
       const jpg = rec?.power_state === 'Running' && rec.resident_on === call.host ? snapshotJpeg(call.emu, vm) : null;
       if (!jpg) return sendError(call.res, 404, 'Not Found');
-      const name = `snapshot${call.emu.ids.uuid().slice(0, 6)}.jpg`;
+      // the name of xapi's temporary file (random, as Filename.temp_file's)
+      const name = `snapshot${randomBytes(3).toString('hex')}.jpg`;
       call.res.writeHead(200, {
         connection: 'keep-alive',
         'content-length': String(jpg.length),
