@@ -5,7 +5,9 @@
 import { join } from 'node:path';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { createServer as createHttpServer, type Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, ServerResponse, type Server as HttpServer, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createServer as createHttpsServer } from 'node:https';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { model } from '../schema/index.js';
@@ -90,6 +92,16 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
   const unguards: (() => void)[] = [];
   const servers: HttpServer[] = [];
   let handler: RequestHandler | undefined;
+  const takeover = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (head.length > 0) socket.unshift(head);
+    const res = new ServerResponse(req);
+    res.assignSocket(socket as Socket);
+    res.shouldKeepAlive = false;
+    // an answer that is not a takeover (an error, another route) ends the connection
+    res.once('finish', () => socket.end());
+    socket.on('error', () => socket.destroy());
+    handler!(req, res);
+  };
   const make = (): HttpServer => {
     const tls = opts.https;
     // a TLS handshake is part of getting the request's headers
@@ -102,6 +114,9 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
     // event.from long-polls for up to its timeout: no request timeout; guardConnections times what
     // waits on the client, and closes idle keep-alive connections
     unguards.push(guardConnections(server, timeouts, tls !== undefined));
+    // a WebSocket upgrade or a CONNECT is routed as any request; its handler takes the socket over
+    server.on('upgrade', takeover);
+    server.on('connect', takeover);
     servers.push(server);
     return server;
   };
@@ -122,6 +137,7 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
       return make();
     },
   }) as unknown as FastifyInstance;
+  app.addHttpMethod('CONNECT');
   serversOf.set(app, { make, all: servers });
   app.addHook('onClose', (_app, done) => {
     for (const u of unguards) u();

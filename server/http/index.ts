@@ -7,6 +7,9 @@ import { guestPlugin } from './guest.js';
 import { exportXvaPlugin } from './export-xva.js';
 import { cliPlugin } from '../cli/plugin.js';
 import { importXvaPlugin } from './import-xva.js';
+import { rrdUpdatesPlugin } from './rrd-updates.js';
+import { rrdDumpsPlugin } from './rrd-dumps.js';
+import { consolePlugin } from './console.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
@@ -14,7 +17,6 @@ registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
 registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
-import { rrdUpdatesPlugin } from './rrd-updates.js';
 registerHttpPlugin(rrdUpdatesPlugin);
-import { rrdDumpsPlugin } from './rrd-dumps.js';
 registerHttpPlugin(rrdDumpsPlugin);
+registerHttpPlugin(consolePlugin);
