@@ -7,6 +7,7 @@ import { guestPlugin } from './guest.js';
 import { exportXvaPlugin } from './export-xva.js';
 import { cliPlugin } from '../cli/plugin.js';
 import { importXvaPlugin } from './import-xva.js';
+import { webrootPlugin } from './webroot.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
@@ -14,3 +15,4 @@ registerHttpPlugin(guestPlugin);
 registerHttpPlugin(exportXvaPlugin);
 registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
+registerHttpPlugin(webrootPlugin);
