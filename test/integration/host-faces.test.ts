@@ -11,7 +11,7 @@ import type { RunningServer } from '../../server/app.js';
 import { controlClient } from '../../server/control/client.js';
 import { srFile } from '../../server/sm/index.js';
 import { startPool } from './helpers/pool.js';
-import { faultOf, type Client } from './helpers/jsonrpc.js';
+import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
 import { MiB, NULL, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'host-faces-test';
@@ -96,6 +96,27 @@ describe('host.call_plugin', () => {
     expect(rest.stdout).toContain('xapi-core');
     expect(await plugin(hosts[1], 'updater.py', 'check_update')).toEqual([]);
     expect((await ctl.updates.get({})).hosts.every((h) => h.packages.length === 0)).toBe(true);
+  });
+
+  it('updater.py: published updates and proxies survive a toolstack restart', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'xapi-emu-updates-'));
+    const { srv: s2 } = await startPool(PASSWORD, { memory: false, dataDir, nbdPort: null });
+    try {
+      const ctl = controlClient({ url: s2.urls[0], username: 'root', password: PASSWORD });
+      await ctl.updates.publish({ packages: [{ name: 'xen-hypervisor', version: '4.17.5', release: '3.xcpng8.3' }] });
+      let c = await connect(s2.urls[0], 'root', PASSWORD);
+      await c.call('host.call_plugin', s2.emu.master, 'updater.py', 'set_proxies', { proxies: '{"xcp-ng-updates": "http://cache:3142"}' });
+      await s2.toolstackRestart();
+      c = await connect(s2.urls[0], 'root', PASSWORD);
+      const offered = JSON.parse(await c.call('host.call_plugin', s2.emu.master, 'updater.py', 'check_update', {}));
+      expect(offered.map((p: { name: string }) => p.name)).toEqual(['xen-hypervisor']);
+      expect(JSON.parse(await c.call('host.call_plugin', s2.emu.master, 'updater.py', 'get_proxies', {}))['xcp-ng-updates']).toBe('http://cache:3142');
+      await ctl.updates.withdraw({});
+      expect(JSON.parse(await c.call('host.call_plugin', s2.emu.master, 'updater.py', 'check_update', {}))).toEqual([]);
+    } finally {
+      await s2.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('updater.py: the proxies of the repositories', async () => {
