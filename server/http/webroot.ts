@@ -86,7 +86,8 @@ async function serveFile(root: string, req: FastifyRequest, reply: FastifyReply)
 }
 
 export const webrootPlugin: HttpPlugin = async (app, { emu, hostOf, www }) => {
-  const root = www ? await realpath(resolve(www)) : null;
+  // (a directory gone since the start serves nothing: its paths answer 404)
+  const root = www ? await realpath(resolve(www)).catch(() => resolve(www)) : null;
   const answer = async (req: FastifyRequest, reply: FastifyReply) => {
     if (root) return serveFile(root, req, reply);
     const uri = req.url.split('?', 1)[0];

@@ -1,6 +1,6 @@
 // XCP-ng's storage plugins on the simulated disks (disks.ts): lsblk.py, lvm.py, smartctl.py,
 // raid.py (no md array) and zfs.py (no zfs).
-import { installPlugin, notSimulated, commandFailed } from './registry.js';
+import { installPlugin, notSimulated, commandFailed, pyJson } from './registry.js';
 import type { Emulator } from '../emulator.js';
 import { blockDevices, extLvSize, localSrOf, srPartitionSize, vgName, type LocalSr } from './disks.js';
 
@@ -18,7 +18,7 @@ installPlugin('lsblk.py', {
       else roots.push(out);
       byKname.set(d.kname, out);
     }
-    return JSON.stringify({ blockdevices: roots });
+    return pyJson({ blockdevices: roots });
   },
 });
 
@@ -46,7 +46,7 @@ installPlugin(lvm, {
     const sr = localSrOf(emu, host);
     if (!sr) return '{}';
     const size = srPartitionSize(sr) - 4 * 1024 * 1024;
-    return JSON.stringify({ '/dev/sda3': { vg_name: vgName(sr), format: 'lvm2', attributes: 'a--', capacity: size, free: vgFree(emu, sr, size) } });
+    return pyJson({ '/dev/sda3': { vg_name: vgName(sr), format: 'lvm2', attributes: 'a--', capacity: size, free: vgFree(emu, sr, size) } });
   },
   list_volume_groups: ({ emu, host, args }) => {
     const sr = localSrOf(emu, host);
@@ -55,7 +55,7 @@ installPlugin(lvm, {
     if (!sr || (name && name !== vgName(sr))) return '{}';
     const size = srPartitionSize(sr) - 4 * 1024 * 1024;
     const lvs = Object.keys(logicalVolumes(emu, sr)).length;
-    return JSON.stringify({ [vgName(sr)]: { pv_count: 1, lv_count: lvs, sn_count: 0, attributes: 'wz--n-', capacity: size, free: vgFree(emu, sr, size) } });
+    return pyJson({ [vgName(sr)]: { pv_count: 1, lv_count: lvs, sn_count: 0, attributes: 'wz--n-', capacity: size, free: vgFree(emu, sr, size) } });
   },
   list_logical_volumes: ({ emu, host, args }) => {
     const sr = localSrOf(emu, host);
@@ -66,7 +66,7 @@ installPlugin(lvm, {
       }
       return '{}';
     }
-    return JSON.stringify(logicalVolumes(emu, sr));
+    return pyJson(logicalVolumes(emu, sr));
   },
   create_physical_volume: notSimulated(lvm),
   create_volume_group: notSimulated(lvm),
@@ -78,12 +78,12 @@ installPlugin(lvm, {
 const SMART_DEVICE = { name: '/dev/sda', type: 'scsi' };
 
 installPlugin('smartctl.py', {
-  health: () => JSON.stringify({ [`${SMART_DEVICE.name}:${SMART_DEVICE.type}`]: 'PASSED' }),
+  health: () => pyJson({ [`${SMART_DEVICE.name}:${SMART_DEVICE.type}`]: 'PASSED' }),
   // `smartctl -j -a`: the parts of its JSON that describe the disk and its health
   information: ({ emu, host }) => {
     const size = blockDevices(emu, host)[0].size;
     const serial = String(emu.db.get('host', host)?.uuid ?? '').replace(/-/g, '').slice(0, 20).toUpperCase();
-    return JSON.stringify({
+    return pyJson({
       [`${SMART_DEVICE.name}:${SMART_DEVICE.type}`]: {
         json_format_version: [1, 0],
         smartctl: { version: [7, 0], svn_revision: '4883', platform_info: 'x86_64-linux-4.19.0+1', build_info: '(local build)', argv: ['smartctl', '-j', '-a', '-d', SMART_DEVICE.type, SMART_DEVICE.name], exit_status: 0 },

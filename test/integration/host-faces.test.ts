@@ -3,7 +3,8 @@
 // host, the web root (landing page, --www), the tools SR's guest-tools.iso, VM.copy without SR.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient, type Xapi } from 'xen-api';
@@ -295,6 +296,18 @@ describe('the tools SR', () => {
     expect(Number(iso.virtual_size)).toBe(file.length);
     expect(file.subarray(0x8001, 0x8006).toString()).toBe('CD001');
     expect(file.readUInt32LE(0x8000 + 80) * 2048).toBe(file.length);
+    // the root directory (its record in the primary descriptor) lists one file, readable
+    const rootDir = file.readUInt32LE(0x8000 + 156 + 2) * 2048;
+    const names: string[] = [];
+    for (let off = rootDir; file[off] > 0; off += file[off]) {
+      const name = file.subarray(off + 33, off + 33 + file[off + 32]).toString('latin1');
+      if (file[off + 25] === 0) names.push(name);
+      if (name === 'README.TXT;1') expect(file.subarray(file.readUInt32LE(off + 2) * 2048, file.readUInt32LE(off + 2) * 2048 + file.readUInt32LE(off + 10)).toString()).toMatch(/guest tools/);
+    }
+    expect(names).toEqual(['README.TXT;1']);
+    if (existsSync('/usr/sbin/blkid')) {
+      expect(execFileSync('/usr/sbin/blkid', ['-p', '-o', 'export', srFile(srv.emu, srs[tools[0]].uuid, 'guest-tools.iso')]).toString()).toMatch(/^TYPE=iso9660$/m);
+    }
 
     const vm: string = await x.call('VM.create', vmArgs('tools-cd'));
     const cd: string = await x.call('VBD.create', vbdArgs(vm, NULL, '3', { type: 'CD', mode: 'RO', empty: true, bootable: false }));
