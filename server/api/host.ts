@@ -13,6 +13,10 @@ function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
 }
 
+function isLive(call: Call, host: string): boolean {
+  return call.emu.db.get('host_metrics', String(call.emu.db.get('host', host)?.metrics))?.live === true;
+}
+
 /** Jsonrpc.call_of_string: a JSON object with a method name (and params). */
 function extensionMethod(call: string): string {
   let v: unknown;
@@ -32,6 +36,8 @@ registerProvider('host', {
   // Xapi_plugins.call_plugin, on the named host (message_forwarding runs it there)
   call_plugin(call, host: string, plugin: string, fn: string, args: Record<string, string>) {
     assertHost(call, host);
+    // message_forwarding.check_live: a member that is down cannot be reached
+    if (host !== call.emu.master && !isLive(call, host)) throw new XapiError('HOST_OFFLINE', [host]);
     return callPlugin({ emu: call.emu, host, session: call.session, plugin, fn, args: args ?? {} });
   },
 

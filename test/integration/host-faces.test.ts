@@ -341,3 +341,13 @@ describe('VM.copy', () => {
     expect(await faultOf(x.call('VM.copy', 'OpaqueRef:nope', 'x', ''))).toEqual(['HANDLE_INVALID', 'VM', 'OpaqueRef:nope']);
   });
 });
+
+describe('a member that is down', () => {
+  it('runs no plugin: HOST_OFFLINE, as message forwarding answers', async () => {
+    await x.call('host.disable', hosts[1]);
+    await x.call('host.shutdown', hosts[1]);
+    expect((await x.call('host_metrics.get_live', (await x.call('host.get_record', hosts[1])).metrics))).toBe(false);
+    expect(await faultOf(x.call('host.call_plugin', hosts[1], 'updater.py', 'check_update', {}))).toEqual(['HOST_OFFLINE', hosts[1]]);
+    expect(await plugin(hosts[0], 'updater.py', 'check_update')).toEqual([]);
+  });
+});
