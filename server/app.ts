@@ -79,8 +79,23 @@ export interface AppOptions {
 
 type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
+const ALLOW_ORIGIN = 'access-control-allow-origin';
+
+/** Adds the header to the answer's writeHead rather than with setHeader, which would turn each
+ * handler's writeHead into a merge with stored headers (and change what hasHeader reports). */
 function allowAnyOrigin(_req: FastifyRequest, reply: FastifyReply, done: () => void): void {
-  reply.raw.setHeader('access-control-allow-origin', '*');
+  const res = reply.raw;
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, status: number, ...rest: unknown[]) {
+    const i = rest.findIndex((a) => typeof a === 'object' && a !== null);
+    const h = rest[i];
+    if (Array.isArray(h)) {
+      if (!h.some((k, j) => j % 2 === 0 && String(k).toLowerCase() === ALLOW_ORIGIN)) rest[i] = [...h, ALLOW_ORIGIN, '*'];
+    } else if (h) {
+      if (!Object.keys(h).some((k) => k.toLowerCase() === ALLOW_ORIGIN)) rest[i] = { ...h, [ALLOW_ORIGIN]: '*' };
+    } else if (!this.hasHeader(ALLOW_ORIGIN)) rest.push({ [ALLOW_ORIGIN]: '*' });
+    return (writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+  } as typeof res.writeHead;
   done();
 }
 
