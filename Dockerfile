@@ -1,6 +1,10 @@
-# xapi-emu: an emulated XCP-ng/XenServer pool (XAPI on port 8080, data in the /data volume).
+# xapi-emu: an emulated XCP-ng/XenServer pool, listening as a host does: HTTPS on 443 (self-signed
+# certificate in /data) and plain HTTP on 80; data in the /data volume.
 #   docker build -t xapi-emu .
-#   docker run -p 127.0.0.1:8080:8080 -e XAPI_EMU_PASSWORD=secret -v xapi-data:/data xapi-emu
+#   docker run -p 127.0.0.1:443:443 -p 127.0.0.1:80:80 -e XAPI_EMU_PASSWORD=secret -v xapi-data:/data xapi-emu
+# Clients that address a host by host.address (Xen Orchestra for /rrd_updates, /console, the web
+# root) use the default port of their protocol: publish 80 and 443 on the address given as
+# XAPI_EMU_ADDRESS, not other ports.
 # Every flag has an XAPI_EMU_* variable (see `xapi-emu --help`). `docker kill -s HUP <container>`
 # restarts the toolstack as xe-toolstack-restart does on a host.
 FROM node:20-bookworm
@@ -21,9 +25,11 @@ RUN npm run build
 
 # The CLI refuses a non-loopback address with the default password: XAPI_EMU_PASSWORD must be set.
 VOLUME /data
-EXPOSE 8080
+# as a host: HTTPS on 443, plain HTTP on 80 (each XAPI_EMU_* variable can be overridden at run time)
+ENV XAPI_EMU_HTTPS=1 XAPI_EMU_PORT=443 XAPI_EMU_HTTP_PORT=80
+EXPOSE 80 443
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.XAPI_EMU_PORT||8080)+'/',{method:'POST',body:'<methodCall><methodName>system.isAlive:hc</methodName><params><param><value>ok</value></param></params></methodCall>'}).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.XAPI_EMU_HTTP_PORT||80)+'/',{method:'POST',body:'<methodCall><methodName>system.isAlive:hc</methodName><params><param><value>ok</value></param></params></methodCall>'}).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
 
 CMD ["node", "bin/xapi-emu.js", "--host", "0.0.0.0", "--data", "/data"]

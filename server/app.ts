@@ -41,6 +41,8 @@ export interface HttpPluginContext {
   hostOf: (req: FastifyRequest) => string;
   /** the running server around the app (absent for an app built alone) */
   runtime?: ServerRuntime;
+  /** the directory served as the hosts' web root (--www), else a landing page */
+  www?: string;
 }
 
 /** What a handler may ask of the running server. */
@@ -73,9 +75,31 @@ export interface AppOptions {
   hostFor?: (localAddress: string) => string;
   plugins?: HttpPlugin[];
   runtime?: ServerRuntime;
+  /** the web root's directory (see HttpPluginContext.www) */
+  www?: string;
 }
 
 type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+const ALLOW_ORIGIN = 'access-control-allow-origin';
+
+/** Adds the header to the answer's writeHead rather than with setHeader, which would turn each
+ * handler's writeHead into a merge with stored headers (and change what hasHeader reports). */
+function allowAnyOrigin(_req: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  const res = reply.raw;
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, status: number, ...rest: unknown[]) {
+    const i = rest.findIndex((a) => typeof a === 'object' && a !== null);
+    const h = rest[i];
+    if (Array.isArray(h)) {
+      if (!h.some((k, j) => j % 2 === 0 && String(k).toLowerCase() === ALLOW_ORIGIN)) rest[i] = [...h, ALLOW_ORIGIN, '*'];
+    } else if (h) {
+      if (!Object.keys(h).some((k) => k.toLowerCase() === ALLOW_ORIGIN)) rest[i] = { ...h, [ALLOW_ORIGIN]: '*' };
+    } else if (!this.hasHeader(ALLOW_ORIGIN)) rest.push({ [ALLOW_ORIGIN]: '*' });
+    return (writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+  } as typeof res.writeHead;
+  done();
+}
 
 /** The servers of each app: the first is app.server, the others listen on further addresses. */
 const serversOf = new WeakMap<FastifyInstance, { make: () => HttpServer; all: HttpServer[] }>();
@@ -126,6 +150,7 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
     // its own JSON error, other paths a bare 400
     frameworkErrors: (err, req, res) => {
       const reply = res as unknown as FastifyReply;
+      void reply.header('access-control-allow-origin', '*');
       if (req.url.startsWith(`${CONTROL_PREFIX}/`) || req.url === CONTROL_PREFIX) {
         void sendControlError(reply, new ControlError(400, 'INVALID_INPUT', err.message));
       } else void reply.code(400).header('content-type', 'text/plain').send(`${err.message}\n`);
@@ -146,10 +171,23 @@ export function buildApp(emu: Emulator, opts: AppOptions = {}): FastifyInstance 
     for (const srv of servers.slice(1)) srv.closeIdleConnections?.();
     Promise.all(closing).then(() => done(), done);
   });
+  // Every answer allows any origin, errors and 404s included, so that a browser client (XO Lite)
+  // reads them instead of failing on CORS. The RPC answers carry it already and stay untouched;
+  // what Fastify sends (404s, framework errors) gets it here, and the HTTP handlers, which often
+  // write raw, get it before they run.
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (!reply.hasHeader('access-control-allow-origin')) void reply.header('access-control-allow-origin', '*');
+    done(null, payload);
+  });
   const hostFor = opts.hostFor ?? hostByLocalAddress(emu);
   app.register(rpcPlugin, { emu, bodyLimit: opts.bodyLimit, hostFor });
-  const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor), runtime: opts.runtime };
-  for (const p of [...registeredPlugins(), ...(opts.plugins ?? [])]) app.register(async (scope) => p(scope, ctx));
+  const ctx: HttpPluginContext = { emu, hostOf: receivingHost(hostFor), runtime: opts.runtime, www: opts.www };
+  for (const p of [...registeredPlugins(), ...(opts.plugins ?? [])]) {
+    app.register(async (scope) => {
+      scope.addHook('onRequest', allowAnyOrigin);
+      await p(scope, ctx);
+    });
+  }
   return app;
 }
 
@@ -206,6 +244,8 @@ export interface ServerOptions {
   /** the NBD server's port on every host address (default 10809, or any free port when `port` is 0;
    * null: no NBD server) */
   nbdPort?: number | null;
+  /** a directory served as every host's web root (GET /, as /opt/xensource/www) */
+  www?: string;
   /** a fixture (a YAML/JSON file, or a document) loaded into the new pool before the listeners open
    * (see control/fixture/startup.ts for a data directory that already holds a pool) */
   fixture?: FixtureOption;
@@ -347,7 +387,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
 
   async function listen(): Promise<void> {
     const hostFor = loopback ? undefined : () => emu.master;
-    const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins, runtime };
+    const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins, runtime, www: opts.www };
     const opened: FastifyInstance[] = [];
     const openedUrls: string[] = [];
     try {

@@ -1,7 +1,7 @@
 // The `xapi-emu` command: flags (each with an XAPI_EMU_* environment variable), start-up banner,
 // signals (SIGINT/SIGTERM stop, SIGHUP = toolstack restart) and `xapi-emu toolstack-restart`.
 import { parseArgs } from 'node:util';
-import { existsSync, readFileSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -27,6 +27,7 @@ const FLAGS = {
   'time-scale': { type: 'string', env: 'XAPI_EMU_TIME_SCALE', arg: 'X', help: 'duration of emulated operations, 0 = instant (default 0)' },
   config: { type: 'string', env: 'XAPI_EMU_CONFIG', arg: 'FILE', help: 'xapi.conf-style file, re-read on toolstack restart' },
   fixture: { type: 'string', env: 'XAPI_EMU_FIXTURE', arg: 'FILE', help: 'YAML or JSON fixture loaded into a new pool (an empty --data, or --memory)' },
+  www: { type: 'string', env: 'XAPI_EMU_WWW', arg: 'DIR', help: 'directory served as the hosts\' web root (GET /), e.g. a build of XO Lite' },
   users: { type: 'string', env: 'XAPI_EMU_USERS', arg: 'FILE', help: 'JSON file of extra users: [{"name","password","role"}]' },
   'auth-fail-delay': { type: 'string', env: 'XAPI_EMU_AUTH_FAIL_DELAY', arg: 'SECONDS', help: 'delay before a failed login is answered (default 5, as xapi)' },
   address: { type: 'string', env: 'XAPI_EMU_ADDRESS', arg: 'ADDR', help: 'host.address on a non-loopback --host (default --host, or 127.0.0.1 for 0.0.0.0)' },
@@ -123,6 +124,13 @@ function readUsers(file: string): UserSpec[] {
     seen.add(u.name);
   }
   return r.data;
+}
+
+/** --www: an existing directory (its files are read at each request) */
+function wwwDir(dir: string): string {
+  const abs = resolve(dir);
+  if (!existsSync(abs) || !statSync(abs).isDirectory()) throw new UsageError(`--www ${dir}: not a directory`);
+  return abs;
 }
 
 // (the fixture modules are loaded only when a fixture is given: they cost a start without one)
@@ -247,6 +255,7 @@ export async function main(argv: string[] = process.argv.slice(2), env: NodeJS.P
       log: values.log === true,
       // read and checked now: a bad fixture is a usage error, before anything is made
       fixture: values.fixture === undefined ? undefined : await checkedFixture(resolve(String(values.fixture))),
+      www: values.www === undefined ? undefined : wwwDir(String(values.www)),
     };
     if (opts.httpPort !== undefined && !opts.https) throw new UsageError('--http-port goes with --https (plain HTTP is on --port otherwise)');
 

@@ -1,13 +1,15 @@
 // host: the messages the VM lifecycle needs (xapi_host.ml): free memory as xenopsd reports it,
 // disable/enable (a disabled host starts no VM; a host that is down cannot be enabled), and
 // declare_dead for a host that went away. Evacuation, reboot, shutdown and host's
-// allowed_operations are in pool-ops.ts. Others stay NOT_IMPLEMENTED.
+// allowed_operations are in pool-ops.ts. Plugins (host.call_plugin) run on the simulated host
+// (server/plugins/); no extension is installed. Others stay NOT_IMPLEMENTED.
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { forceStateReset, hostFreeMemory, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
 import { hostDataSources } from '../rrdd/data-sources.js';
 import { backupRrds } from '../rrdd/rrdd.js';
+import { callPlugin } from '../plugins/index.js';
 
 function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
@@ -50,6 +52,25 @@ registerProvider('host', {
   },
 });
 
+function isLive(call: Call, host: string): boolean {
+  return call.emu.db.get('host_metrics', String(call.emu.db.get('host', host)?.metrics))?.live === true;
+}
+
+/** Jsonrpc.call_of_string: a JSON object with a method name (and params). */
+function extensionMethod(call: string): string {
+  let v: unknown;
+  try {
+    v = JSON.parse(call);
+  } catch (e) {
+    throw new XapiError('INTERNAL_ERROR', [`Jsonrpc.Parse_error: ${(e as Error).message}`]);
+  }
+  const method = (v as { method?: unknown } | null)?.method;
+  if (typeof v !== 'object' || v === null || typeof method !== 'string') {
+    throw new XapiError('INTERNAL_ERROR', [`Jsonrpc.Malformed_method_request(${call})`]);
+  }
+  return method;
+}
+
 registerProvider('host', {
   // the emulator's clock is the host's clock (xapi_host.ml: Date.now / Date.localtime)
   get_servertime(call, host: string) {
@@ -60,6 +81,25 @@ registerProvider('host', {
   get_server_localtime(call, host: string) {
     assertHost(call, host);
     return localtime(call.emu.clock.now());
+  },
+
+  // Xapi_plugins.call_plugin, on the named host (message_forwarding runs it there)
+  call_plugin(call, host: string, plugin: string, fn: string, args: Record<string, string>) {
+    assertHost(call, host);
+    // message_forwarding.check_live: a member that is down cannot be reached
+    if (host !== call.emu.master && !isLive(call, host)) throw new XapiError('HOST_OFFLINE', [host]);
+    return callPlugin({ emu: call.emu, host, session: call.session, plugin, fn, args: args ?? {} });
+  },
+
+  // Xapi_extensions: scripts of /etc/xapi.d/extensions, of which a simulated host has none
+  has_extension(call, host: string, _name: string) {
+    assertHost(call, host);
+    return false;
+  },
+
+  call_extension(call, host: string, request: string) {
+    assertHost(call, host);
+    throw new XapiError('MESSAGE_METHOD_UNKNOWN', [extensionMethod(request)]);
   },
 
   compute_free_memory(call, host: string) {

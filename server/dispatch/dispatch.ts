@@ -205,11 +205,16 @@ async function withFault(call: Call, handler: Handler, args: unknown[], async: b
   return { ok: true, value: value === undefined ? '' : value, ty: msg.result };
 }
 
+/** Arguments xapi reads as "none" when they name no object (Xapi_vm.copy: an SR that does not
+ * exist means each disk stays in its own SR), so no HANDLE_INVALID for them. */
+const MAY_NAME_NOTHING: ReadonlyMap<MessageMeta | undefined, string> = new Map([[messages.get('VM.copy'), 'sr']]);
+
 /** A ref argument naming no object of its class is HANDLE_INVALID [class; ref]. */
 function checkHandles(emu: Emulator, msg: MessageMeta, args: unknown[]): void {
+  const lenient = MAY_NAME_NOTHING.get(msg);
   for (let i = 0; i < msg.params.length; i++) {
     const ty = msg.params[i].ty;
-    if (ty.k !== 'ref') continue;
+    if (ty.k !== 'ref' || msg.params[i].name === lenient) continue;
     const ref = args[i];
     if (typeof ref !== 'string' || ref === 'OpaqueRef:NULL') continue;
     if (!emu.db.has(ty.class, ref)) throw new XapiError('HANDLE_INVALID', [ty.class, ref]);

@@ -10,6 +10,7 @@ import { importXvaPlugin } from './import-xva.js';
 import { rrdUpdatesPlugin } from './rrd-updates.js';
 import { rrdDumpsPlugin } from './rrd-dumps.js';
 import { consolePlugin } from './console.js';
+import { webrootPlugin } from './webroot.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
@@ -20,3 +21,4 @@ registerHttpPlugin(importXvaPlugin);
 registerHttpPlugin(rrdUpdatesPlugin);
 registerHttpPlugin(rrdDumpsPlugin);
 registerHttpPlugin(consolePlugin);
+registerHttpPlugin(webrootPlugin);

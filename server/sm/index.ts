@@ -13,8 +13,9 @@ import './dummy-sr.js';
 import { driverFor, withSrLock } from './driver.js';
 import { reconcileSr } from './recovery.js';
 import { smLog } from './smlog.js';
-import { srBase } from './paths.js';
-import { setReady, smSrAttach, srCtx } from './sm.js';
+import { srBase, srPath } from './paths.js';
+import { dbIntroduce, setReady, smSrAttach, srCtx, vdiByLocation } from './sm.js';
+import { ensureToolsIso, toolsIsoDisk, TOOLS_ISO } from './tools-iso.js';
 import { startSrGc } from './gc.js';
 
 export { driverFor, registerDriver, smError, toXapiError, type SrDriver, type SrCtx, type DiskInfo, type VdiIo } from './driver.js';
@@ -31,8 +32,23 @@ export { srPath, srFile } from './paths.js';
  * restart are dropped and allowed_operations computed, and the GC's background pass starts. SM
  * calls wait for the attaches and reconciliations to finish.
  */
+/** The tools SR holds the guest tools image, as a host's /opt/xensource/packages/iso does: there
+ * before the first call is answered, as on a host fresh from its installation. */
+function provideToolsIso(emu: Emulator): void {
+  for (const [sr, row] of [...emu.db.table('SR')]) {
+    if (row.rec.is_tools_sr !== true) continue;
+    try {
+      const size = ensureToolsIso(srPath(emu, String(row.rec.uuid)));
+      if (!vdiByLocation(emu, sr, TOOLS_ISO)) dbIntroduce(emu, sr, toolsIsoDisk(size));
+    } catch (e) {
+      smLog(emu, `SR ${String(row.rec.uuid)}: no ${TOOLS_ISO}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+}
+
 export function startSm(emu: Emulator): () => void {
   mkdirSync(srBase(emu), { recursive: true });
+  provideToolsIso(emu);
   resetOperations(emu, ['SR', 'VDI']);
   setReady(emu, (async () => {
     const reconciled = new Set<string>();

@@ -80,6 +80,19 @@ function imagePath(ctx: SrCtx, location: string): string {
   return srFile(ctx.emu, ctx.uuid, location);
 }
 
+/** ISOSR on the tools SR: one image is the official tools ISO (sm_config:xs-tools, hence
+ * VDI.is_tools_iso): the first, unless a later one has a higher xs-tools-build; a guest-tools* or
+ * xs-tools* image is labelled by its kind rather than its versioned file name. */
+function markToolsIso(disks: DiskInfo[]): void {
+  let best: DiskInfo | undefined;
+  for (const d of disks) {
+    if (/^(xs|guest)-tools/.test(d.location)) d.name_label = d.location.startsWith('xs-') ? 'xs-tools.iso' : 'guest-tools.iso';
+    const build = d.sm_config['xs-tools-build'];
+    if (!best || (build != null && build >= (best.sm_config['xs-tools-build'] ?? '0'))) best = d;
+  }
+  for (const d of disks) d.sm_config = { ...d.sm_config, 'xs-tools': d === best ? 'true' : null };
+}
+
 const isoSr: SrDriver = {
   types: ['iso'],
   vhdBased: false,
@@ -120,6 +133,7 @@ const isoSr: SrDriver = {
       disks.push(imageInfo(ctx, name, st.size, byLocation.get(name)));
     }
     const tools = (ctx.rec.other_config as Record<string, string>)?.xenserver_tools_sr === 'true';
+    if (tools) markToolsIso(disks);
     return { disks, stat: await stats(ctx, used), keepGone: tools };
   },
 

@@ -48,7 +48,7 @@ const CORS = ['access-control-allow-origin', '*', 'access-control-allow-headers'
 const NO_CACHE = ['cache-control', 'no-cache, no-store'];
 const XML_HEADERS = ['content-type', 'text/xml', ...CORS, ...NO_CACHE];
 const JSON_HEADERS = ['content-type', 'application/json', ...CORS, ...NO_CACHE];
-const HTML_HEADERS = ['content-type', 'text/html', 'connection', 'close', ...NO_CACHE];
+const HTML_HEADERS = ['content-type', 'text/html', 'connection', 'close', 'access-control-allow-origin', '*', ...NO_CACHE];
 const EMPTY = Buffer.alloc(0);
 
 /** Bodies above this are UTF-8 encoded once into a Buffer (instead of once to measure and again to

@@ -6,6 +6,7 @@ import { faults } from './faults.js';
 import { guests } from './guests.js';
 import { fixture } from './fixture.js';
 import { status } from './status.js';
+import { updates } from './updates.js';
 
 export const contract = {
   clock,
@@ -14,6 +15,7 @@ export const contract = {
   guests,
   fixture,
   status,
+  updates,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

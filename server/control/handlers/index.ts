@@ -8,6 +8,7 @@ import { fixtureHandlers } from './fixture.js';
 import { guestsHandlers } from './guests.js';
 import { faultsHandlers } from './faults.js';
 import { snapshotsHandlers } from './snapshots.js';
+import { updatesHandlers } from './updates.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -28,4 +29,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   guests: guestsHandlers,
   faults: faultsHandlers,
   snapshots: snapshotsHandlers,
+  updates: updatesHandlers,
 };
