@@ -9,7 +9,7 @@ import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
 import { NULL_REF } from '../../storage/database.js';
 import { importMetadataStream, importXvaStream } from '../xva/import-vm.js';
-import { Body } from './import-raw-vdi.js';
+import { Body, bodiesToStream } from './body.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { progressOf, redirect, srLocation } from './vdi.js';
 
@@ -121,13 +121,7 @@ async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
 }
 
 export function importXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): void {
-  // the body is the handler's to stream: no parsing, no size limit, whatever the content-type
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_req, _payload, done) => done(null));
-  app.addHook('onRequest', (req, _reply, done) => {
-    req.headers['content-type'] = 'application/octet-stream';
-    done();
-  });
+  bodiesToStream(app);
   const handler = (req: FastifyRequest, reply: FastifyReply) =>
     runHttpHandler(ctx, req, reply, { action: 'put_import', label: 'VM.import' }, importXva);
   // xapi matches handlers by path prefix: XO sends /import/
