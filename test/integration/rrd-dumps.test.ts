@@ -12,6 +12,24 @@ import type { Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { GiB, MiB, memory, vmArgs } from './helpers/records.js';
 
+/** rrdtool holds data-source names of at most 19 characters; xcp-rrdd's own names can be longer
+ * (xapi_memory_usage_kib), which rrdtool restore refuses in a real host's dump too: those data
+ * sources are taken out of the dump, every other one kept as it is. */
+function withoutLongNames(xml: string): string {
+  const names = [...xml.matchAll(/<ds><name>([^<]*)<\/name>/g)].map((m) => m[1]);
+  const drop = new Set(names.flatMap((n, i) => (n.length > 19 ? [i] : [])));
+  if (drop.size === 0) return xml;
+  let i = 0;
+  const keepNth = (block: string) => (drop.has(i++ % names.length) ? '' : block);
+  let out = xml.replace(/<ds><name>.*?<\/ds>/g, (b) => keepNth(b));
+  i = 0;
+  out = out.replace(/<ds><primary_value>.*?<\/ds>/g, (b) => keepNth(b));
+  return out.replace(/<row>(.*?)<\/row>/g, (_, vs: string) => {
+    i = 0;
+    return `<row>${(vs.match(/<v>[^<]*<\/v>/g) ?? []).filter(() => !drop.has(i++)).join('')}</row>`;
+  });
+}
+
 const PASSWORD = 'rrd-dumps';
 let srv: RunningServer;
 let url: string;
@@ -50,7 +68,7 @@ describe('GET /host_rrd', () => {
       const xml = await r.text();
       expect(xml.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n<rrd><version>0003</version><step>5</step>')).toBe(true);
 
-      writeFileSync(join(dir, 'host.xml'), xml);
+      writeFileSync(join(dir, 'host.xml'), withoutLongNames(xml));
       execFileSync('rrdtool', ['restore', '-f', join(dir, 'host.xml'), join(dir, 'host.rrd')]);
       const first = Number(updates.data[updates.data.length - 1].t);
       const last = Number(updates.meta.end);
