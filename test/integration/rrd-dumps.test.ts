@@ -133,6 +133,15 @@ describe('GET /vm_rrd, /sr_rrd', () => {
     const xml = await here.text();
     expect(xml).toContain('<ds><name>cpu0</name><type>DERIVE</type><minimal_heartbeat>300</minimal_heartbeat><min>0.0</min><max>1</max>');
     expect(xml).toContain('<name>memory</name><type>GAUGE</type>');
+    // get_vm_rrds and get_host_rrds: the same dumps under xapi's other names
+    const also = await get('/vm_rrds', { uuid }, srv.urls[1]);
+    expect(also.status).toBe(200);
+    expect(await also.text()).toContain('<ds><name>cpu0</name><type>DERIVE</type>');
+    expect((await get('/vm_rrds', { uuid })).status).toBe(302);
+    expect((await get('/vm_rrds')).status).toBe(400);
+    const hostDump = await get('/host_rrds', { json: 'true' });
+    expect(hostDump.status).toBe(200);
+    expect((await hostDump.json()).ds.some((d: { name: string }) => d.name === 'memory_total_kib')).toBe(true);
   });
 
   it('answers 400 without uuid, 404 for what has no RRD, 401 without a session', async () => {
