@@ -140,6 +140,21 @@ class Rrdd {
     return k.rrd;
   }
 
+  /** put_rrd_handler: a VM's RRD pushed to this host (a migration's), in place of the one kept;
+   * it follows the domain running here, if any. */
+  putVm(host: string, uuid: string, rrd: Rrd): void {
+    const d = xenopsOf(this.emu, host).internals().domains.get(uuid);
+    this.restored.delete(uuid);
+    this.vms.set(uuid, { rrd, counters: new Map(), domainStart: d?.createTime });
+  }
+
+  /** archive_rrd_internal on the master: the RRD kept as its uuid's backup, the one a host or VM
+   * that has none live takes up. */
+  archive(uuid: string, rrd: Rrd): void {
+    if (this.state.dataDir) backup(this.state.dataDir, new Map([[uuid, { rrd }]]));
+    this.restored.set(uuid, { rrd });
+  }
+
   /** The uuids of the VMs running on `host` with their refs. */
   residentVms(host: string): [uuid: string, ref: string][] {
     const out: [string, string][] = [];
