@@ -64,6 +64,8 @@ class Rrdd {
     const now = this.emu.clock.now();
     if (now < this.state.nextBackup) return;
     while (this.state.nextBackup <= now) this.state.nextBackup += RRD_BACKUP_INTERVAL * 1000;
+    // a pool in memory keeps no backup: nothing to bring up to date for one
+    if (!this.state.dataDir) return;
     try {
       // xcp-rrdd's RRDs are current when it writes them: those of this pool's hosts catch up first
       for (const host of [...this.hosts.keys()]) {
