@@ -9,6 +9,7 @@ import { cliPlugin } from '../cli/plugin.js';
 import { importXvaPlugin } from './import-xva.js';
 import { rrdUpdatesPlugin } from './rrd-updates.js';
 import { rrdDumpsPlugin } from './rrd-dumps.js';
+import { rrdPutPlugin } from './rrd-put.js';
 import { consolePlugin } from './console.js';
 import { webrootPlugin } from './webroot.js';
 
@@ -20,5 +21,6 @@ registerHttpPlugin(cliPlugin);
 registerHttpPlugin(importXvaPlugin);
 registerHttpPlugin(rrdUpdatesPlugin);
 registerHttpPlugin(rrdDumpsPlugin);
+registerHttpPlugin(rrdPutPlugin);
 registerHttpPlugin(consolePlugin);
 registerHttpPlugin(webrootPlugin);

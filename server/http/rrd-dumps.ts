@@ -1,4 +1,4 @@
-// GET /host_rrd, /vm_rrd?uuid=, /sr_rrd?uuid=: a whole RRD as rrdtool's XML dump, or JSON when the
+// GET /host_rrd (and /host_rrds), /vm_rrd?uuid= (and /vm_rrds), /sr_rrd?uuid=: a whole RRD as rrdtool's XML dump, or JSON when the
 // client prefers it (rrdd_http_handler.rrd_handler). /vm_rrd for a VM running on another host
 // answers 302 to that host, as rrdd_proxy.get_vm_rrd_forwarder does; a VM that runs nowhere gets
 // the RRD its last run left (xapi unarchives it on the master).
@@ -57,5 +57,8 @@ export function rrdDumpsPlugin(app: FastifyInstance, ctx: HttpPluginContext): vo
     (req: FastifyRequest, reply: FastifyReply) => runHttpHandler(ctx, req, reply, { action, label }, fn);
   app.get('/host_rrd', { exposeHeadRoute: false }, run('host_rrd', 'Get Host RRD.', hostRrd));
   app.get('/vm_rrd', { exposeHeadRoute: false }, run('vm_rrd', 'Get VM RRD.', vmRrd));
+  // xapi serves its get_host_rrds and get_vm_rrds actions with the same forwarders (xapi.ml)
+  app.get('/host_rrds', { exposeHeadRoute: false }, run('get_host_rrds', 'Get Host RRD.', hostRrd));
+  app.get('/vm_rrds', { exposeHeadRoute: false }, run('get_vm_rrds', 'Get VM RRD.', vmRrd));
   app.get('/sr_rrd', { exposeHeadRoute: false }, run('sr_rrd', 'Get SR RRD.', srRrd));
 }

@@ -1,6 +1,6 @@
 // The whole RRD as xapi-rrd writes it (rrd.ml's xml_to_output and its Json module): rrdtool's XML
 // dump format (version 0003), which `rrdtool restore` reads, or the same tree as JSON.
-import { Rrd, STEP, fToS, type DsType, type Rra } from './rrd.js';
+import { Rrd, STEP, fToS, type Cf, type DsType, type Rra } from './rrd.js';
 
 const TYPE: Record<DsType, string> = { gauge: 'GAUGE', absolute: 'ABSOLUTE', derive: 'DERIVE' };
 /** xcp-rrdd creates every data source with a heartbeat of 300 s (create_fresh_rrd) */
@@ -58,4 +58,56 @@ export function rrdJson(rrd: Rrd): string {
       database: rrd.dss.length === 0 ? [] : Array.from({ length: r.rows }, (_, row) => rrd.dss.map((__, i) => f(rrd.peek(r, i, r.rows - row - 1)))),
     })),
   });
+}
+
+/** An RRD read back from rrdtool's XML dump (rrd.ml's from_xml, as xcp-rrdd reads a pushed RRD);
+ * throws on anything that is not a whole dump of 5 s steps. */
+export function parseRrdXml(xml: string): Rrd {
+  const one = (s: string, tag: string): string => {
+    const m = new RegExp(`<${tag}>\\s*([^<]*?)\\s*</${tag}>`).exec(s);
+    if (!m) throw new Error(`no <${tag}>`);
+    return m[1];
+  };
+  const num = (s: string): number => {
+    const v = s === 'NaN' ? NaN : s === 'Infinity' || s === 'inf' ? Infinity : s === '-Infinity' || s === '-inf' ? -Infinity : Number(s);
+    if (s === '' || (Number.isNaN(v) && s !== 'NaN')) throw new Error(`not a number: ${s}`);
+    return v;
+  };
+  if (!/^\s*(<\?xml[^>]*\?>)?\s*<rrd>/.test(xml) || !/<\/rrd>\s*$/.test(xml)) throw new Error('not an RRD dump');
+  if (num(one(xml, 'step')) !== STEP) throw new Error('not an RRD of 5 s steps');
+  const lastUpdated = num(one(xml, 'lastupdate'));
+  const firstRra = xml.indexOf('<rra>');
+  const head = firstRra < 0 ? xml : xml.slice(0, firstRra);
+  const types = Object.fromEntries(Object.entries(TYPE).map(([k, v]) => [v, k as DsType]));
+  const dss = [...head.matchAll(/<ds>([\s\S]*?)<\/ds>/g)].map((m) => {
+    const type = types[one(m[1], 'type')];
+    if (!type) throw new Error('unknown data source type');
+    return { name: one(m[1], 'name'), type, units: 'unknown', description: 'description not available', min: num(one(m[1], 'min')), max: num(one(m[1], 'max')), default: false };
+  });
+  if (new Set(dss.map((d) => d.name)).size !== dss.length) throw new Error('a data source twice');
+  const rrd = new Rrd(dss, lastUpdated);
+  const pdpIndex = Math.floor(lastUpdated / STEP);
+  rrd.rras = [...xml.matchAll(/<rra>([\s\S]*?)<\/rra>/g)].map((m): Rra => {
+    const body = m[1];
+    const cf = one(body, 'cf') as Cf;
+    if (cf !== 'AVERAGE' && cf !== 'MIN' && cf !== 'MAX') throw new Error('unknown consolidation function');
+    const pdpCnt = num(one(body, 'pdp_per_row'));
+    if (!(Number.isInteger(pdpCnt) && pdpCnt > 0)) throw new Error('bad pdp_per_row');
+    const prep = [...(/<cdp_prep>([\s\S]*?)<\/cdp_prep>/.exec(body)?.[1] ?? '').matchAll(/<ds>([\s\S]*?)<\/ds>/g)];
+    const rows = [...body.matchAll(/<row>([\s\S]*?)<\/row>/g)].map((r) => [...r[1].matchAll(/<v>\s*([^<]*?)\s*<\/v>/g)].map((v) => num(v[1])));
+    if (prep.length !== dss.length || rows.length === 0 || rows.some((r) => r.length !== dss.length)) throw new Error('an archive that does not match its data sources');
+    const done = pdpIndex % pdpCnt;
+    return {
+      cf, rows: rows.length, pdpCnt, xff: num(one(body, 'xff')), head: rows.length - 1,
+      // oldest row first in the dump; the newest ends at head
+      rings: dss.map((_, i) => Float64Array.from(rows, (r) => r[i])),
+      cdp: prep.map((p) => {
+        const unknown = num(one(p[1], 'unknown_datapoints'));
+        const value = num(one(p[1], 'value'));
+        return { value: cf === 'AVERAGE' ? value * pdpCnt : value, known: Math.max(0, done - unknown), unknown };
+      }),
+    };
+  });
+  if (rrd.rras.length === 0) throw new Error('an RRD without archives');
+  return rrd;
 }

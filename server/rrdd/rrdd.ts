@@ -19,7 +19,14 @@ interface Kept {
   counters: Map<string, number>;
   /** the domain's start (ms) the RRD follows */
   domainStart?: number;
+  /** a host's uuid, its backup's name */
+  uuid?: string;
 }
+
+/** xapi's periodic scheduler backs the RRDs up an hour after it starts, then every
+ * rrd_backup_interval (xapi_periodic_scheduler_init.ml, xapi_globs.ml), in seconds */
+export const RRD_BACKUP_DELAY = 3600;
+export const RRD_BACKUP_INTERVAL = 86400;
 
 /** What the daemon holds: the RRDs by host ref and VM uuid, and those read back from the last
  * backup, taken when their host or VM is first asked for. */
@@ -27,6 +34,19 @@ interface RrddState {
   hosts: Map<string, Kept>;
   vms: Map<string, Kept>;
   restored: Map<string, Archived>;
+  /** where backups go (none for a pool in memory) */
+  dataDir?: string;
+  /** when the next periodic backup is due (ms of the emulator's clock) */
+  nextBackup: number;
+}
+
+/** backup_rrds: every RRD kept to the data directory */
+function backupState(state: RrddState): void {
+  if (!state.dataDir) return;
+  const all = new Map<string, Archived>();
+  for (const k of state.hosts.values()) if (k.uuid !== undefined) all.set(k.uuid, { rrd: k.rrd });
+  for (const [uuid, k] of state.vms) all.set(uuid, { rrd: k.rrd, domainStart: k.domainStart });
+  backup(state.dataDir, all);
 }
 
 class Rrdd {
@@ -34,8 +54,29 @@ class Rrdd {
   readonly vms: Map<string, Kept>;
   private readonly restored: Map<string, Archived>;
 
-  constructor(readonly emu: Emulator, state: RrddState) {
+  constructor(readonly emu: Emulator, private readonly state: RrddState) {
     ({ hosts: this.hosts, vms: this.vms, restored: this.restored } = state);
+  }
+
+  /** The periodic backup, once its time has come: looked at as the clock is advanced and as RRDs
+   * are read (they only change when read), so no wall-clock timer runs for it. */
+  backupIfDue(): void {
+    const now = this.emu.clock.now();
+    if (now < this.state.nextBackup) return;
+    while (this.state.nextBackup <= now) this.state.nextBackup += RRD_BACKUP_INTERVAL * 1000;
+    // a pool in memory keeps no backup: nothing to bring up to date for one
+    if (!this.state.dataDir) return;
+    try {
+      // xcp-rrdd's RRDs are current when it writes them: those of this pool's hosts catch up first
+      for (const host of [...this.hosts.keys()]) {
+        if (!this.emu.hosts.includes(host)) continue;
+        this.host(host);
+        for (const [uuid, ref] of this.residentVms(host)) this.vm(host, ref, uuid);
+      }
+      this.backup();
+    } catch {
+      // (a failed backup is logged and ignored by xapi; the next one tries again)
+    }
   }
 
   private fromBackup(uuid: string): Kept | undefined {
@@ -47,15 +88,7 @@ class Rrdd {
 
   /** backup_rrds: every RRD to the data directory (none without one) */
   backup(): void {
-    const dataDir = this.emu.opts.dataDir;
-    if (!dataDir) return;
-    const all = new Map<string, Archived>();
-    for (const [host, k] of this.hosts) {
-      const uuid = this.emu.db.get('host', host)?.uuid;
-      if (uuid !== undefined) all.set(String(uuid), { rrd: k.rrd });
-    }
-    for (const [uuid, k] of this.vms) all.set(uuid, { rrd: k.rrd, domainStart: k.domainStart });
-    backup(dataDir, all);
+    backupState(this.state);
   }
 
   get seed(): string {
@@ -68,13 +101,16 @@ class Rrdd {
     const now = this.emu.clock.now() / 1000;
     let k = this.hosts.get(host);
     const readings = hostReadings(this.emu, this.seed, x, host);
-    if (!k && (k = this.fromBackup(String(this.emu.db.get('host', host)!.uuid)))) this.hosts.set(host, k);
+    const uuid = String(this.emu.db.get('host', host)!.uuid);
+    if (!k && (k = this.fromBackup(uuid))) this.hosts.set(host, k);
     if (!k) {
       // the host has been up since long before anyone asked: its RRD starts one archive back
       k = { rrd: new Rrd([], now - STEP * DETAILED_STEPS), counters: new Map() };
       this.hosts.set(host, k);
     }
+    k.uuid = uuid;
     update(k, readings, now);
+    this.backupIfDue();
     return k.rrd;
   }
 
@@ -102,7 +138,23 @@ class Rrdd {
       if (gap > 0) k.rrd.pushPdps(new Float64Array(k.rrd.dss.length).fill(NaN), gap, start);
     }
     update(k, vmReadings(this.emu, this.seed, x, vm, uuid), now);
+    this.backupIfDue();
     return k.rrd;
+  }
+
+  /** put_rrd_handler: a VM's RRD pushed to this host (a migration's), in place of the one kept;
+   * it follows the domain running here, if any. */
+  putVm(host: string, uuid: string, rrd: Rrd): void {
+    const d = xenopsOf(this.emu, host).internals().domains.get(uuid);
+    this.restored.delete(uuid);
+    this.vms.set(uuid, { rrd, counters: new Map(), domainStart: d?.createTime });
+  }
+
+  /** archive_rrd_internal on the master: the RRD kept as its uuid's backup, the one a host or VM
+   * that has none live takes up. */
+  archive(uuid: string, rrd: Rrd): void {
+    if (this.state.dataDir) backup(this.state.dataDir, new Map([[uuid, { rrd }]]));
+    this.restored.set(uuid, { rrd });
   }
 
   /** The uuids of the VMs running on `host` with their refs. */
@@ -165,10 +217,16 @@ export function rrddOf(emu: Emulator): Rrdd {
   // a pool in memory keeps its Emulator through a toolstack restart, and nothing after
   let state = dataDir ? machines.get(emu.storageDir) : undefined;
   if (!state) {
-    state = { hosts: new Map(), vms: new Map(), restored: dataDir ? restore(dataDir) : new Map() };
+    state = {
+      hosts: new Map(), vms: new Map(), restored: dataDir ? restore(dataDir) : new Map(), dataDir: dataDir ?? undefined,
+      nextBackup: emu.clock.now() + RRD_BACKUP_DELAY * 1000,
+    };
     if (dataDir) machines.set(emu.storageDir, state);
   }
-  daemons.set(emu, (r = new Rrdd(emu, state)));
+  const daemon = new Rrdd(emu, state);
+  r = daemon;
+  daemons.set(emu, daemon);
+  emu.clock.onAdvance(() => daemon.backupIfDue());
   return r;
 }
 
@@ -240,9 +298,18 @@ export function updatesJson(u: Updates): string {
   });
 }
 
-/** The machine stops (the process's emulator is disposed): its RRDs not backed up are lost. */
+/** The machine stops cleanly (the process's emulator is disposed): its RRDs are backed up first,
+ * as xapi does before a host shuts down (xapi_host.ml); a kill loses what came after the last
+ * backup. */
 export function forgetMachineRrds(storageDir: string): void {
+  const state = machines.get(storageDir);
   machines.delete(storageDir);
+  if (!state) return;
+  try {
+    backupState(state);
+  } catch {
+    // a stop goes on without its backup, as xapi's log_and_ignore_exn
+  }
 }
 
 /** host.backup_rrds: a backup after `delay` seconds of the emulator's clock (xapi schedules it). */

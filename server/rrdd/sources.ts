@@ -6,6 +6,8 @@ import type { Emulator } from '../emulator.js';
 import type { Xenopsd } from '../xenopsd/index.js';
 import { loadOf } from '../guest/events.js';
 import type { DsDef, DsType } from './rrd.js';
+import { srActivity } from './sr-io.js';
+import { xapiReadings } from './xapi-stats.js';
 
 /** How a value is read: a cumulative counter (the rate is its difference over time), or a value
  * at a given PDP (gauges, and rates the load model gives directly). */
@@ -133,5 +135,39 @@ export function hostReadings(emu: Emulator, seed: string, x: Xenopsd, host: stri
     { def: ds('pif_aggr_rx', 'derive', 'B/s', 'Bytes per second received on all physical interfaces'), at: traffic(`${uuid}:aggr:rx`, pifs.length > 0) },
     { def: ds('pif_aggr_tx', 'derive', 'B/s', 'Bytes per second sent on all physical interfaces'), at: traffic(`${uuid}:aggr:tx`, pifs.length > 0) },
   );
+  out.push(...srReadings(x), ...xapiReadings());
+  return out;
+}
+
+/** rrdp-iostat's per-SR sources on the host's RRD: the figures of the SR's tapdisks on the host,
+ * named <key>_<first 8 chars of the SR uuid>; bytes, requests and wait times are summed, latencies
+ * summed too (its Stats_value.accumulate), the overall latency the worst of them
+ * (Iostats_value.accumulate). An SR without a tapdisk here reports nothing. */
+export function srReadings(x: Xenopsd): Reading[] {
+  const out: Reading[] = [];
+  for (const [sr, { total: s, tapdisks }] of srActivity(x)) {
+    const k = (key: string) => `${key}_${sr.slice(0, 8)}`;
+    const avg = (usecs: number, reqs: number) => (reqs ? usecs / reqs : 0);
+    const sum = (f: (t: (typeof tapdisks)[number]['stats']) => number) => () => tapdisks.reduce((a, t) => a + f(t.stats), 0);
+    out.push(
+      { def: ds(k('read'), 'derive', 'B/s', 'Reads from device SR, in B/s'), counter: s.rd_bytes },
+      { def: ds(k('write'), 'derive', 'B/s', 'Writes from device SR, in B/s'), counter: s.wr_bytes },
+      { def: ds(k('read_latency'), 'gauge', 'μs', 'Read latency from device SR, in microseconds'), at: sum((t) => avg(t.rd_usecs, t.rd_reqs)) },
+      { def: ds(k('write_latency'), 'gauge', 'μs', 'Write latency from device SR, in microseconds'), at: sum((t) => avg(t.wr_usecs, t.wr_reqs)) },
+      { def: ds(k('io_throughput_read'), 'absolute', 'MiB/s', 'Data read from the SR, in MiB/s'), counter: s.rd_bytes / 2 ** 20 },
+      { def: ds(k('io_throughput_write'), 'absolute', 'MiB/s', 'Data written to the SR, in MiB/s'), counter: s.wr_bytes / 2 ** 20 },
+      { def: ds(k('io_throughput_total'), 'absolute', 'MiB/s', 'All SR I/O, in MiB/s'), counter: (s.rd_bytes + s.wr_bytes) / 2 ** 20 },
+      { def: ds(k('iops_read'), 'absolute', 'requests/s', 'Read requests per second'), counter: s.rd_reqs },
+      { def: ds(k('iops_write'), 'absolute', 'requests/s', 'Write requests per second'), counter: s.wr_reqs },
+      { def: ds(k('iops_total'), 'absolute', 'requests/s', 'I/O Requests per second'), counter: s.rd_reqs + s.wr_reqs },
+      { def: ds(k('iowait'), 'absolute', 's/s', 'Total I/O wait time (all requests) per second'), counter: (s.rd_usecs + s.wr_usecs) / 1e6 },
+      // requests run one after the other and are done when a reading is taken
+      { def: ds(k('inflight'), 'gauge', 'requests', 'Number of I/O requests currently in flight'), at: () => 0 },
+      {
+        def: ds(k('latency'), 'gauge', 'μs', 'Average I/O latency'),
+        at: () => Math.max(0, ...tapdisks.map((t) => avg(t.stats.rd_usecs + t.stats.wr_usecs, t.stats.rd_reqs + t.stats.wr_reqs))),
+      },
+    );
+  }
   return out;
 }

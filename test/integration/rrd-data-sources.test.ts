@@ -2,7 +2,8 @@
 // kept across restarts: host.backup_rrds writes them under the data directory, a new process on
 // that directory reads them back; a toolstack restart keeps them (xcp-rrdd outlives xapi).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunningServer } from '../../server/app.js';
@@ -128,6 +129,72 @@ describe('host.backup_rrds and restarts', () => {
       expect(same).toBeGreaterThan(40);
       expect(known(restored)).toBeGreaterThan(40);
       await s.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('RRD backups of their own', () => {
+  it("are taken an hour after xcp-rrdd starts, then every day of the emulator's clock, with the RRDs up to date", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrd-periodic-'));
+    try {
+      const { srv: s, x: c } = await startPool(PASSWORD, { memory: false, dataDir: dir, seed: 'rrd-periodic', closeGrace: 0 });
+      try {
+        const control = controlClient({ url: s.urls[0], session: c.session });
+        const hostUuid: string = await c.call('host.get_uuid', (await c.call('host.get_all'))[0]);
+        const file = join(dir, 'rrds', `${hostUuid}.gz`);
+        const lastUpdate = () => JSON.parse(gunzipSync(readFileSync(file)).toString('utf8')).lastUpdated as number;
+        const r = await fetch(new URL(`/rrd_updates?session_id=${c.session}&start=-60&host=true`, s.urls[0]));
+        expect(r.status).toBe(200);
+        await control.clock.advance({ seconds: 1800 });
+        expect(existsSync(file)).toBe(false);
+        await control.clock.advance({ seconds: 1801 });
+        expect(existsSync(file)).toBe(true);
+        const first = lastUpdate();
+        const now = () => control.clock.get().then((g) => Date.parse(String(g.now)) / 1000);
+        expect((await now()) - first).toBeLessThan(5);
+        // nothing more until a day has gone by, read or not
+        await control.clock.advance({ seconds: 86400 - 600 });
+        expect(lastUpdate()).toBe(first);
+        await control.clock.advance({ seconds: 600 });
+        expect(lastUpdate() - first).toBeGreaterThanOrEqual(86400 - 5);
+        expect((await now()) - lastUpdate()).toBeLessThan(5);
+      } finally {
+        await s.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('are taken when the process stops cleanly, and read back by the next one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rrd-stop-'));
+    try {
+      const opts = { memory: false, dataDir: dir, seed: 'rrd-stop', closeGrace: 0 } as const;
+      let { srv: s, x: c } = await startPool(PASSWORD, opts);
+      const hostUuid: string = await c.call('host.get_uuid', (await c.call('host.get_all'))[0]);
+      const read = async () => (await (await fetch(new URL(`/rrd_updates?session_id=${c.session}&start=-600&interval=5&host=true&cf=AVERAGE&json=`, s.urls[0]))).json());
+      await read();
+      await controlClient({ url: s.urls[0], session: c.session }).clock.advance({ seconds: 600 });
+      const before = await read();
+      const clockNow = (await controlClient({ url: s.urls[0], session: c.session }).clock.get()).now;
+      expect(existsSync(join(dir, 'rrds', `${hostUuid}.gz`))).toBe(false);
+      await s.close();
+      expect(existsSync(join(dir, 'rrds', `${hostUuid}.gz`))).toBe(true);
+      ({ srv: s, x: c } = await startPool(PASSWORD, opts));
+      try {
+        await controlClient({ url: s.urls[0], session: c.session }).clock.advance({ seconds: Math.max(0, (Date.parse(String(clockNow)) - Date.now()) / 1000) });
+        const after = await read();
+        const col = (j: any) => new Map<number, string>(j.data.map((row: any) => [Number(row.t), row.values[j.meta.legend.findIndex((l: string) => l.endsWith(':cpu0'))]]));
+        const was = col(before);
+        const now = col(after);
+        let same = 0;
+        for (const [t, v] of was) if (now.has(t) && v !== 'NaN') expect(now.get(t)).toBe(v), same++;
+        expect(same).toBeGreaterThan(60);
+      } finally {
+        await s.close();
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
