@@ -14,6 +14,11 @@ import { MiB, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'xo-host-faces';
 
+/** XO's client's getResource (not in its type declarations) */
+interface XoHttp {
+  getResource(path: string, opts: { query: Record<string, string | number> }): Promise<{ body: { text(): Promise<string> } }>;
+}
+
 let srv: RunningServer;
 let x: Client;
 let xapi: Xapi;
@@ -68,7 +73,7 @@ const serverTime = async (): Promise<number> => {
 /** xo-server's _getAndUpdateStats for one object: its metrics by name, oldest value first, as numbers or null. */
 async function statsOf(uuid: string, step: number, points: number) {
   const now = await serverTime();
-  const res = await xapi.getResource('/rrd_updates', {
+  const res = await (xapi as unknown as XoHttp).getResource('/rrd_updates', {
     query: { cf: 'AVERAGE', host: 'true', interval: step, json: 'true', start: now - step * points + step },
   });
   const json = JSON.parse(await res.body.text());
