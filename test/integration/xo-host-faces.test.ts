@@ -132,6 +132,28 @@ describe('xo-server stats (xapi-stats) over /rrd_updates', () => {
   });
 });
 
+describe('a disk hot-plugged into a running VM', () => {
+  it('its first writes show in the VBD rates of the step they fall in', async () => {
+    const control = controlClient({ url, username: 'root', password: PASSWORD });
+    await statsOf(vmUuid, 5, 120); // the VM's RRD is read: its devices' counters are being followed
+    const vdi = await x.call('VDI.create', vdiArgs(await localStorage(x), 16 * MiB, 'hot'));
+    const vbd = await x.call('VBD.create', vbdArgs(vm, vdi, '5'));
+    await x.call('VBD.plug', vbd);
+    const r = await fetch(new URL(`/xapi-emu/guest/disk?session_id=${x.session}&vm=${vmUuid}&device=5&offset=0`, url), {
+      method: 'POST', body: new Uint8Array(4 * MiB).fill(9), headers: { 'content-type': 'application/octet-stream' },
+    });
+    expect(r.status).toBe(200);
+    await r.arrayBuffer();
+    await control.clock.advance({ seconds: 5 });
+    const stats = await statsOf(vmUuid, 5, 120);
+    const written = stats.get('vbd_xvdf_write')!.filter((v) => v !== null).reduce((a, v) => a + v! * 5, 0);
+    // spread over the time since the last reading, which the clock's wall-time drift makes a
+    // little longer than the step
+    expect(written).toBeGreaterThan(0.5 * 4 * MiB);
+    expect(written).toBeLessThan(1.5 * 4 * MiB);
+  });
+});
+
 describe('host.call_plugin as XO and XO Lite call it', () => {
   const parseJson = (s: unknown) => JSON.parse(String(s));
   it.each([
