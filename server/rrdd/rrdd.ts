@@ -21,6 +21,9 @@ interface Kept {
   domainStart?: number;
   /** a host's uuid, its backup's name */
   uuid?: string;
+  /** the RRD began with its domain, whose devices counted from 0 then: the I/O done before the
+   * first reading belongs to the first span, as xcp-rrdd sampling since the start would show */
+  fromZero?: boolean;
 }
 
 /** xapi's periodic scheduler backs the RRDs up an hour after it starts, then every
@@ -128,12 +131,13 @@ class Rrdd {
     const start = d.createTime / 1000;
     if (!k && (k = this.fromBackup(uuid))) this.vms.set(uuid, k);
     if (!k) {
-      k = { rrd: new Rrd([], Math.min(now, start)), counters: new Map(), domainStart: d.createTime };
+      k = { rrd: new Rrd([], Math.min(now, start)), counters: new Map(), domainStart: d.createTime, fromZero: start <= now };
       this.vms.set(uuid, k);
     } else if (k.domainStart !== d.createTime) {
       // a new domain: the steps the VM was down are unknown, its devices' counters start again
       k.domainStart = d.createTime;
       k.counters.clear();
+      k.fromZero = true;
       const gap = Math.floor(start / STEP) - k.rrd.pdpIndex;
       if (gap > 0) k.rrd.pushPdps(new Float64Array(k.rrd.dss.length).fill(NaN), gap, start);
     }
@@ -178,13 +182,17 @@ function update(k: Kept, readings: Reading[], now: number): void {
   const elapsed = now - rrd.lastUpdated;
   const byName = new Map(readings.map((r) => [r.def.name, r]));
   const rates = new Map<string, number>();
+  // a counter first seen while others were already counted is a new device's (a hot-plugged
+  // VBD's tapdisk): it started from 0 within this span
+  const counting = k.counters.size > 0;
   for (const r of readings) {
     if (!('counter' in r)) continue;
-    const last = k.counters.get(r.def.name);
+    const last = k.counters.get(r.def.name) ?? (k.fromZero || counting ? 0 : undefined);
     // a counter that went back (a tapdisk replaced) gives no rate for this span
     rates.set(r.def.name, last === undefined || r.counter < last || elapsed <= 0 ? (last === undefined ? 0 : NaN) : (r.counter - last) / elapsed);
     k.counters.set(r.def.name, r.counter);
   }
+  k.fromZero = false;
   const values = new Float64Array(rrd.dss.length);
   const fill = (pdp: number) => {
     rrd.dss.forEach((d, i) => {
