@@ -1,13 +1,15 @@
 // Race harness: N clients for D seconds run conflicting lifecycle operations on a few VMs
 // (start, shutdown, suspend, resume, snapshot, checkpoint, revert, copy, clone, destroy, VBD
 // create/destroy/plug/unplug), then the invariant checker runs on the quiet pool.
-//   npm run robust:race -- [--clients 32] [--seconds 60] [--vms 4] [--seed 1] [--timeout 30000]
+//   npm run robust:race -- [--clients 32] [--seconds 60] [--calls N] [--vms 4] [--seed 1] [--timeout 30000]
+// With --calls the run also ends once that many calls were made: the same work on a fast or a
+// loaded machine.
 import { startServer } from '../server/app.js';
 import { smReady } from '../server/sm/sm.js';
 import { checkInvariants, formatViolation } from '../server/check/invariants.js';
 import { Fault, Hang, Rng, Tally, isMain, localSr, loginAs, option, report, selfRssMiB, tempDataDir, vbdArgs, vdiArgs, vmArgs, MiB, NULL, type Session } from './lib.js';
 
-export interface RaceOptions { clients: number; seconds: number; vms: number; seed: number; timeoutMs: number }
+export interface RaceOptions { clients: number; seconds: number; calls?: number; vms: number; seed: number; timeoutMs: number }
 export interface RaceResult { calls: number; hangs: number; internalErrors: number; violations: string[]; tally: Tally; text: string }
 
 const PASSWORD = 'race-pass';
@@ -31,7 +33,8 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     const tally = new Tally();
     let calls = 0;
     let hangs = 0;
-    const end = Date.now() + o.seconds * 1000;
+    const began = Date.now();
+    const end = began + o.seconds * 1000;
     const client = async (id: number): Promise<void> => {
       const rng = new Rng(o.seed * 1000 + id);
       const s: Session = await loginAs(base, 'root', PASSWORD, o.timeoutMs);
@@ -49,7 +52,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
         }
       };
       let all: string[] = vms;
-      for (let round = 0; Date.now() < end; round++) {
+      for (let round = 0; Date.now() < end && calls < (o.calls ?? Infinity); round++) {
         // the VMs of the game: the originals and whatever copies and clones are alive; kept few
         if (round % 4 === 0) all = (await call('VM.get_all_where', 'field "is_a_template" = "false" and field "is_control_domain" = "false" and field "is_a_snapshot" = "false"')) ?? vms;
         const vm = rng.pick(all.length ? all : vms);
@@ -113,6 +116,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
       }
     };
     const results = await Promise.allSettled(Array.from({ length: o.clients }, (_, i) => client(i)));
+    const elapsed = (Date.now() - began) / 1000;
     const crashed = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
     // a call its client gave up on may still run: let the pool go quiet (a task still pending
     // after the bound is a task left behind, and the checker reports it)
@@ -121,7 +125,7 @@ export async function runRace(o: RaceOptions): Promise<RaceResult> {
     while (busy() && Date.now() < quietBy) await new Promise((r) => setTimeout(r, 50));
     const violations = (await checkInvariants(server.emu)).map(formatViolation);
     const figures = {
-      clients: o.clients, seconds: o.seconds, VMs: o.vms, seed: o.seed, calls, 'calls/s': calls / o.seconds, hangs,
+      clients: o.clients, 'seconds (bound)': o.seconds, VMs: o.vms, seed: o.seed, calls, 'load seconds': elapsed, 'calls/s': calls / elapsed, hangs,
       INTERNAL_ERROR: tally.internalCount, 'clients stopped by a transport error': crashed.length, violations: violations.length,
       'RSS before (MiB)': rssBefore, 'RSS after (MiB)': selfRssMiB(),
     };
@@ -137,7 +141,7 @@ export const raceFailed = (r: RaceResult): boolean => r.hangs > 0 || r.internalE
 
 export async function main(argv = process.argv.slice(2)): Promise<number> {
   const r = await runRace({
-    clients: option(argv, 'clients', 32), seconds: option(argv, 'seconds', 60), vms: option(argv, 'vms', 4),
+    clients: option(argv, 'clients', 32), seconds: option(argv, 'seconds', 60), calls: option(argv, 'calls', Infinity), vms: option(argv, 'vms', 4),
     seed: option(argv, 'seed', 1), timeoutMs: option(argv, 'timeout', 30_000),
   });
   console.log(r.text);

@@ -122,7 +122,8 @@ export class Database {
   /** generation up to which deletions may have been forgotten */
   forgottenUpTo = 0;
   private readonly deletedKept: number;
-  private readonly sql: BetterSqlite3.Database | null;
+  /** null with no file, and from close() on: work that outlives a close writes nothing more */
+  private sql: BetterSqlite3.Database | null;
   private dirty = new Map<string, Dirty>();
   private flushScheduled = false;
   /** changes made under derived(): written in the background, or by a flush that has the same row */
@@ -223,7 +224,7 @@ export class Database {
   }
 
   setMeta(key: string, value: string): void {
-    this.stmts?.meta.run(key, value);
+    if (this.sql) this.stmts?.meta.run(key, value);
   }
 
   // ---- reads ----
@@ -451,8 +452,9 @@ export class Database {
   }
 
   private write(pending: Dirty[]): void {
+    if (!this.sql) return; // closed: a background batch queued before the close finds nothing to write to
     const { put, del, meta } = this.stmts!;
-    this.sql!.transaction(() => {
+    this.sql.transaction(() => {
       for (const e of pending) {
         if ('gone' in e) del.run(e.cls, e.ref);
         else put.run(e.cls, e.ref, JSON.stringify(persistedRecord(e)), e.created, e.modified);
@@ -692,7 +694,11 @@ export class Database {
     for (const [key, e] of this.derivedDirty) if (!this.dirty.has(key)) this.dirty.set(key, e);
     this.derivedDirty.clear();
     this.flush(true);
-    this.sql?.close();
+    // what is acknowledged is on disk now; later changes (a task its client gave up on, still
+    // running) stay in memory, as they would in a xapi that stops
+    const sql = this.sql;
+    this.sql = null;
+    sql?.close();
   }
 }
 
