@@ -5,7 +5,7 @@
 import type { Emulator } from '../emulator.js';
 import { XapiError } from '../dispatch/errors.js';
 import { XvaArchive, importFailure } from './read-archive.js';
-import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportState, type XvaHeader } from './import-objects.js';
+import { assertCompatible, cleanup, completeImport, importObjects, parseHeader, type ImportConfig, type ImportState, type XvaHeader } from './import-objects.js';
 import { receiveDisks } from './receive-disks.js';
 import { beginImport, endImport } from './import-journal.js';
 
@@ -48,8 +48,15 @@ export function assertCanRestoreBackup(emu: Emulator, header: XvaHeader): void {
   }
 }
 
-/** The imported VMs (Import.complete_import's choice). */
-export async function importXvaStream(run: XvaImportRun, input: AsyncIterable<Buffer>): Promise<string[]> {
+/** Import.with_error_handling around one import: the archive opened and checked, the objects made
+ * in `mode`, then `rest` (the disks); what fails is undone (unless forced). The imported VMs
+ * (Import.complete_import's choice). */
+async function runImport(
+  run: Omit<XvaImportRun, 'sr' | 'progress' | 'objectsCreated'>,
+  input: AsyncIterable<Buffer>,
+  mode: ImportConfig['mode'],
+  rest: (archive: XvaArchive, state: ImportState) => Promise<void>,
+): Promise<string[]> {
   const { emu } = run;
   let archive: XvaArchive | null = null;
   let state: ImportState | null = null;
@@ -62,16 +69,13 @@ export async function importXvaStream(run: XvaImportRun, input: AsyncIterable<Bu
     const ctx = { emu, session: run.session, host: run.host, task: run.task };
     // (recorded first: a stop of the emulator from here on is undone when it starts again)
     beginImport(emu, run.task);
-    state = await importObjects(ctx, header, { mode: { kind: 'full', sr: run.sr }, fullRestore: run.fullRestore, force: run.force });
-    run.objectsCreated?.();
-    emu.db.flush();
-    const total = state.disks.reduce((t, d) => t + d.size, 0);
-    await receiveDisks(emu, archive, state.disks, { force: run.force, progress: (done) => run.progress(done, total), check: run.check });
+    state = await importObjects(ctx, header, { mode, fullRestore: run.fullRestore, force: run.force });
+    await rest(archive, state);
     run.check();
     return completeImport(emu, run.task, state.createdVms);
   } catch (e) {
     if (state && !run.force) await cleanup(state);
-    // Import.with_error_handling: what is not an API error is an IMPORT_ERROR
+    // what is not an API error is an IMPORT_ERROR
     if (e instanceof XapiError) throw e;
     throw importFailure(String((e as Error)?.message ?? e));
   } finally {
@@ -80,33 +84,22 @@ export async function importXvaStream(run: XvaImportRun, input: AsyncIterable<Bu
   }
 }
 
+/** PUT /import: the VMs of an XVA with their disks. */
+export function importXvaStream(run: XvaImportRun, input: AsyncIterable<Buffer>): Promise<string[]> {
+  return runImport(run, input, { kind: 'full', sr: run.sr }, async (archive, state) => {
+    run.objectsCreated?.();
+    run.emu.db.flush();
+    const total = state.disks.reduce((t, d) => t + d.size, 0);
+    await receiveDisks(run.emu, archive, state.disks, { force: run.force, progress: (done) => run.progress(done, total), check: run.check });
+  });
+}
+
 /** Import.metadata_handler's import: the objects of ova.xml without disks; the VMs made (none for a
  * dry run, which only checks that everything would be found). */
-export async function importMetadataStream(
+export function importMetadataStream(
   run: Omit<XvaImportRun, 'sr' | 'progress' | 'objectsCreated'>,
   input: AsyncIterable<Buffer>,
   o: { vdiMap: Map<string, string>; dryRun: boolean },
 ): Promise<string[]> {
-  const { emu } = run;
-  let archive: XvaArchive | null = null;
-  let state: ImportState | null = null;
-  try {
-    const opened = await XvaArchive.open(input);
-    archive = opened.archive;
-    const header = parseHeader(opened.ova);
-    assertCompatible(emu, run.host, header.version);
-    if (run.fullRestore) assertCanRestoreBackup(emu, header);
-    const ctx = { emu, session: run.session, host: run.host, task: run.task };
-    beginImport(emu, run.task);
-    state = await importObjects(ctx, header, { mode: { kind: 'metadata', vdiMap: o.vdiMap, dryRun: o.dryRun }, fullRestore: run.fullRestore, force: run.force });
-    run.check();
-    return completeImport(emu, run.task, state.createdVms);
-  } catch (e) {
-    if (state && !run.force) await cleanup(state);
-    if (e instanceof XapiError) throw e;
-    throw importFailure(String((e as Error)?.message ?? e));
-  } finally {
-    endImport(emu, run.task);
-    archive?.close();
-  }
+  return runImport(run, input, { kind: 'metadata', vdiMap: o.vdiMap, dryRun: o.dryRun }, async () => undefined);
 }
