@@ -6,6 +6,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { VhdError } from '../../storage/vhd/index.js';
 import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { vdiIoError } from './vdi.js';
+import type { HttpCall } from './auth.js';
 
 /** The plugin's bodies are its handlers' to stream: no parsing, no size limit, whatever the
  * content-type. */
@@ -126,5 +127,17 @@ export class Body implements AsyncIterable<Buffer> {
     } finally {
       this.dispose();
     }
+  }
+}
+
+/** Runs `use` with the request's body, taken off the socket from now on (a client may cut right
+ * after its last byte); cancelling the task cancels the input, and the body is let go after. */
+export async function withBody<T>(call: HttpCall, use: (body: Body) => Promise<T>): Promise<T> {
+  const body = new Body(call.req.raw, call.task, call.clientGone);
+  call.onCancel(() => body.cancel());
+  try {
+    return await use(body);
+  } finally {
+    body.dispose();
   }
 }

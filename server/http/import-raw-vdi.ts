@@ -17,7 +17,7 @@ import { dispatch } from '../dispatch/dispatch.js';
 import { withVdiFile, refreshVdi, vdiPath, markVdiChanged } from '../sm/index.js';
 import { importRaw, importVhd, VhdError } from '../../storage/vhd/index.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
-import { Body, bodiesToStream } from './body.js';
+import { Body, bodiesToStream, withBody } from './body.js';
 import { CONTENT_TYPE, assertAttachable, formatOf, progressOf, redirect, srLocation, vdiIoError, vdiOf } from './vdi.js';
 
 /** Importexport.sr_of_req: sr_id (a ref, taken as given) or sr_uuid; cookies first. */
@@ -40,18 +40,9 @@ function contentLength(req: IncomingMessage): number | undefined {
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
-async function importRawVdi(call: HttpCall): Promise<HttpOutcome> {
-  const raw = call.req.raw;
-  // taken off the socket from now on: a client that goes away while the VDI is made or found
-  // ends the input (an empty or short one, which fails the import)
-  const body = new Body(raw, call.task, call.clientGone);
-  call.onCancel(() => body.cancel());
-  try {
-    return await importInto(call, body);
-  } finally {
-    body.dispose();
-  }
-}
+// (a client that goes away while the VDI is made or found ends the input: an empty or short one,
+// which fails the import)
+const importRawVdi = (call: HttpCall): Promise<HttpOutcome> => withBody(call, (body) => importInto(call, body));
 
 async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   const { emu, params } = call;

@@ -9,7 +9,7 @@ import type { HttpPluginContext } from '../app.js';
 import { XapiError } from '../dispatch/errors.js';
 import { NULL_REF } from '../../storage/database.js';
 import { importMetadataStream, importXvaStream } from '../xva/import-vm.js';
-import { Body, bodiesToStream } from './body.js';
+import { Body, bodiesToStream, withBody } from './body.js';
 import { HttpError, runHttpHandler, okHeaders, type HttpCall, type HttpOutcome } from './auth.js';
 import { progressOf, redirect, srLocation } from './vdi.js';
 
@@ -36,16 +36,7 @@ function srOfImport(call: HttpCall): string {
   return sr;
 }
 
-async function importXva(call: HttpCall): Promise<HttpOutcome> {
-  // taken off the socket from now on: XO cuts right after its last byte
-  const body = new Body(call.req.raw, call.task, call.clientGone);
-  call.onCancel(() => body.cancel());
-  try {
-    return await importInto(call, body);
-  } finally {
-    body.dispose();
-  }
-}
+const importXva = (call: HttpCall): Promise<HttpOutcome> => withBody(call, (body) => importInto(call, body));
 
 async function importInto(call: HttpCall, body: Body): Promise<HttpOutcome> {
   const { emu } = call;
@@ -98,26 +89,22 @@ function mapParams(call: HttpCall, name: string): Map<string, string> {
  * (Import.metadata_handler): the objects of an export_metadata archive, without disks: the VDIs
  * are those already in the pool. dry_run checks that everything would be found and makes nothing.
  */
-async function importMetadata(call: HttpCall): Promise<HttpOutcome> {
-  const body = new Body(call.req.raw, call.task, call.clientGone);
-  call.onCancel(() => body.cancel());
-  const { emu } = call;
-  const fullRestore = flag(call, 'restore');
-  const force = flag(call, 'force');
-  const dryRun = flag(call, 'dry_run');
-  const vdiMap = mapParams(call, 'vdi');
-  call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
-  call.res.flushHeaders();
-  try {
+function importMetadata(call: HttpCall): Promise<HttpOutcome> {
+  return withBody(call, async (body) => {
+    const { emu } = call;
+    const fullRestore = flag(call, 'restore');
+    const force = flag(call, 'force');
+    const dryRun = flag(call, 'dry_run');
+    const vdiMap = mapParams(call, 'vdi');
+    call.res.writeHead(200, okHeaders(call.task, { 'content-type': 'application/octet-stream' }));
+    call.res.flushHeaders();
     const vms = await importMetadataStream(
       { emu, session: call.session, host: call.host, task: call.task, fullRestore, force, check: () => call.assertNotCancelled() },
       body,
       { vdiMap, dryRun },
     );
     return { value: vms, ty: { k: 'set', of: { k: 'ref', class: 'VM' } } };
-  } finally {
-    body.dispose();
-  }
+  });
 }
 
 export function importXvaPlugin(app: FastifyInstance, ctx: HttpPluginContext): void {
