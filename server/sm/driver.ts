@@ -6,6 +6,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { XapiError } from '../dispatch/errors.js';
+import { SM_ERROR_CODES } from './error-codes.js';
 
 /** The SR an operation runs on, with the device_config of the PBD it runs through. */
 export interface SrCtx {
@@ -127,47 +128,17 @@ export function driverFor(type: string): SrDriver | undefined {
 
 // ---- SM errors, as xapi reports them ----
 
-/** XE_SR_ERRORCODES.xml entries the emulated drivers raise: name -> [code, description]. */
-const SM_ERRORS: Record<string, [number, string]> = {
-  SRInUse: [16, 'The SR device is currently in use'],
-  VDIInUse: [24, 'The VDI is currently in use'],
-  Unimplemented: [38, 'The requested method is not supported/implemented'],
-  SRNotEmpty: [39, 'The SR is not empty'],
-  SRScan: [40, 'The SR scan failed'],
-  SRExists: [42, 'The SR already exists'],
-  VDIExists: [43, 'The VDI already exists'],
-  SRNoSpace: [44, 'There is insufficient space'],
-  VDIUnavailable: [46, 'The VDI is not available'],
-  SRUnavailable: [47, 'The SR is not available'],
-  FileSRCreate: [61, 'File SR creation error'],
-  FileSRDelete: [63, 'File SR deletion error'],
-  VDILoad: [65, 'Failed to load VDI'],
-  VDIType: [66, 'Invalid VDI type'],
-  VDICreate: [78, 'VDI Creation failed'],
-  VDISize: [79, 'VDI Invalid size'],
-  VDIDelete: [80, 'Failed to mark VDI hidden'],
-  VDIClone: [81, 'Failed to clone VDI'],
-  VDISnapshot: [82, 'Failed to snapshot VDI'],
-  ConfigDeviceMissing: [90, 'The request is missing the device parameter'],
-  ConfigLocationMissing: [94, 'The request is missing the location parameter'],
-  SnapshotChainTooLong: [109, 'The snapshot chain is too long'],
-  VDIResize: [110, 'VDI resize failed'],
-  VDIMissing: [144, 'VDI could not be found'],
-  EIO: [200, 'General IO error'],
-  ISOMountFailure: [222, 'Could not mount the directory specified in Device Configuration'],
-  ISOLocalPath: [226, 'Invalid local path'],
-};
-
-/** An SM plugin failure (SM's XenError): a Fault(code, "<description>[ [opterr=...]]"). */
+/** An SM plugin failure (SM's XenError): a Fault(code, "<description>[ [opterr=...]]"), with
+ * what the plugin printed on stderr (a probe's list of exports, targets or LUNs). */
 export class SmError extends Error {
-  constructor(readonly key: string, readonly code: number, readonly text: string) {
+  constructor(readonly key: string, readonly code: number, readonly text: string, readonly stderr = '') {
     super(text);
   }
 }
 
-export function smError(key: keyof typeof SM_ERRORS | string, opterr?: string): SmError {
-  const [code, desc] = SM_ERRORS[key] ?? [1, `Error reporting error, unknown key ${key}`];
-  return new SmError(key, code, opterr === undefined ? desc : `${desc} [opterr=${opterr}]`);
+export function smError(key: string, opterr?: string, stderr?: string): SmError {
+  const [code, desc] = SM_ERROR_CODES[key] ?? [1, `Error reporting error, unknown key ${key}`];
+  return new SmError(key, code, opterr === undefined ? desc : `${desc} [opterr=${opterr}]`, stderr);
 }
 
 /** Thrown by a driver for a method its SM plugin does not implement (Fault 38). */
@@ -193,7 +164,7 @@ export function toXapiError(e: unknown, ctx: { sr?: string; vdi?: string; onUnim
     case 144:
       return new XapiError('VDI_MISSING', [ctx.sr ?? '', ctx.vdi ?? '']);
     default:
-      return new XapiError(`SR_BACKEND_FAILURE_${e.code}`, ['', e.text, '']);
+      return new XapiError(`SR_BACKEND_FAILURE_${e.code}`, ['', e.text, e.stderr]);
   }
 }
 

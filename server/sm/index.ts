@@ -10,6 +10,7 @@ import './file-sr.js';
 import './iso-sr.js';
 import './udev-sr.js';
 import './dummy-sr.js';
+import './nfs-sr.js';
 import { driverFor, withSrLock } from './driver.js';
 import { reconcileSr } from './recovery.js';
 import { smLog } from './smlog.js';
