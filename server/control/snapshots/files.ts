@@ -38,7 +38,7 @@ const fromRel = (root: string, rel: string) => join(root, ...rel.split('/').filt
  * locations of file and ISO SRs inside the root. Nothing else of the root (the database, the
  * snapshots, what a user keeps there) is ever walked. */
 export function contentRoots(emu: Emulator): string[] {
-  const roots = new Set(['sr']);
+  const roots = new Set(['sr', 'fabric']);
   for (const row of emu.db.table('PBD').values()) {
     const loc = (row.rec.device_config as Record<string, string> | undefined)?.location;
     if (typeof loc === 'string' && isAbsolute(loc) && isUsableLocation(emu, loc)) roots.add(relative(emu.storageDir, resolve(loc)).split(sep).join('/'));
