@@ -44,18 +44,14 @@ const EMPTY: FabricState = { servers: [], fc_luns: null };
 export const fabricDir = (emu: StorageRoot): string => join(emu.storageDir, 'fabric');
 const stateFile = (emu: StorageRoot) => join(fabricDir(emu), 'servers.json');
 
-const cache = new WeakMap<StorageRoot, FabricState>();
-
+/** The declarations, read from their file at each use (SM calls only): a pool snapshot restored
+ * brings its own back. */
 export function fabricState(emu: StorageRoot): FabricState {
-  let s = cache.get(emu);
-  if (s) return s;
   try {
-    s = { ...EMPTY, ...(JSON.parse(readFileSync(stateFile(emu), 'utf8')) as Partial<FabricState>) };
+    return { ...EMPTY, ...(JSON.parse(readFileSync(stateFile(emu), 'utf8')) as Partial<FabricState>) };
   } catch {
-    s = { ...EMPTY, servers: [] };
+    return { ...EMPTY, servers: [] };
   }
-  cache.set(emu, s);
-  return s;
 }
 
 /** Replaces the declarations, durably (written whole under a temporary name, then renamed). */
@@ -76,7 +72,6 @@ export function setFabricState(emu: StorageRoot, s: FabricState): void {
   } finally {
     closeSync(dfd);
   }
-  cache.set(emu, s);
 }
 
 /** Declares (or replaces) one server. */
