@@ -104,6 +104,65 @@ function assertAllPbdsUnplugged(emu: Emulator, sr: string): void {
   if ((rec.PBDs as string[]).some((p) => emu.db.get('PBD', p)?.currently_attached === true)) throw new XapiError('SR_HAS_PBD', [sr]);
 }
 
+// ---- HA statefile and metadata replication (xha_statefile.ml, xapi_sr.ml) ----
+
+const MiB = 1024 * 1024;
+/** Xha_statefile.minimum_statefile_size: a global section and one per host, for 64 hosts */
+const MINIMUM_STATEFILE_SIZE = 4096 + 64 * 4096;
+/** Redo_log.minimum_vdi_size: 4 GB in 4 MiB units, less two */
+const REDO_LOG_MINIMUM_SIZE = (Math.floor(4_000_000_000 / (4 * MiB)) - 2) * 4 * MiB;
+const roundTo = (align: number, n: number) => Math.ceil(n / align) * align;
+/** Xha_statefile.minimum_sr_size */
+const MINIMUM_SR_SIZE = roundTo(4 * MiB, MINIMUM_STATEFILE_SIZE) + roundTo(4 * MiB, REDO_LOG_MINIMUM_SIZE);
+
+/** Every host has a PBD to the SR, and each is plugged (else SR_NO_PBDS). */
+function assertPluggedOnEveryHost(emu: Emulator, sr: string, rec: Rec): void {
+  const pbds = rec.PBDs as string[];
+  const connected = new Set(pbds.map((p) => String(emu.db.get('PBD', p)?.host)));
+  if (emu.hosts.some((h) => !connected.has(h))) throw new XapiError('SR_NO_PBDS', [sr]);
+  if (pbds.some((p) => emu.db.get('PBD', p)?.currently_attached !== true)) throw new XapiError('SR_NO_PBDS', [sr]);
+}
+
+/** Xha_statefile.ha_fits_sr: a VDI of that type and size to reuse, or room for a new one. */
+function haFitsSr(emu: Emulator, sr: string, rec: Rec, type: string, minimum: number): void {
+  if ((rec.VDIs as string[]).some((v) => emu.db.get('VDI', v)?.type === type && Number(emu.db.get('VDI', v)?.virtual_size) >= minimum)) return;
+  if (Number(rec.physical_size) - Number(rec.physical_utilisation) < MINIMUM_SR_SIZE) throw new XapiError('SR_SOURCE_SPACE_INSUFFICIENT', [sr]);
+}
+
+/** Xha_statefile.assert_sr_can_host_statefile (with the xhad cluster stack). */
+export function assertSrCanHostStatefile(emu: Emulator, sr: string): void {
+  const rec = recordOf(emu, 'SR', sr);
+  assertPluggedOnEveryHost(emu, sr, rec);
+  const f = featuresOf(emu, String(rec.type));
+  if (!smOf(emu, String(rec.type))) throw new XapiError('INTERNAL_ERROR', [`SR does not have corresponding SM record: ${sr} ${String(rec.type)}`]);
+  if (!hasOwn(f, 'VDI_GENERATE_CONFIG') && !hasOwn(f, 'VDI_ATTACH_OFFLINE')) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [sr]);
+  haFitsSr(emu, sr, rec, 'ha_statefile', MINIMUM_STATEFILE_SIZE);
+  haFitsSr(emu, sr, rec, 'redo_log', REDO_LOG_MINIMUM_SIZE);
+}
+
+registerProvider('SR', {
+  assert_can_host_ha_statefile(call: Call, sr: string) {
+    assertSrCanHostStatefile(call.emu, sr);
+  },
+  assert_supports_database_replication(call: Call, sr: string) {
+    const { emu } = call;
+    const rec = srRec(call, sr);
+    assertPluggedOnEveryHost(emu, sr, rec);
+    if (!smOf(emu, String(rec.type))) throw new XapiError('INTERNAL_ERROR', [`SR does not have corresponding SM record: ${sr} ${String(rec.type)}`]);
+    if (!hasOwn(featuresOf(emu, String(rec.type)), 'SR_METADATA')) throw new XapiError('SR_OPERATION_NOT_SUPPORTED', [sr]);
+  },
+  /** Xapi_vm_helpers.possible_hosts with assert_can_see_specified_SRs: live hosts with the SR plugged */
+  get_live_hosts(call: Call, sr: string) {
+    const { emu } = call;
+    const rec = srRec(call, sr);
+    const plugged = new Set((rec.PBDs as string[]).filter((p) => emu.db.get('PBD', p)?.currently_attached === true).map((p) => String(emu.db.get('PBD', p)!.host)));
+    return emu.hosts.filter((h) => {
+      const m = emu.db.get('host', h)?.metrics;
+      return plugged.has(h) && emu.db.get('host_metrics', String(m))?.live === true;
+    });
+  },
+});
+
 // SR data sources come from SR plugins in xcp-rrdd; none reports here (server/rrdd/)
 registerProvider('SR', {
   get_data_sources(call: Call, sr: string) {
