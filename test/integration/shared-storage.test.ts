@@ -194,6 +194,21 @@ describe('nfs: the export made on demand, shared by the pool', () => {
   });
 });
 
+describe('fixtures', () => {
+  it('declares servers with the storage_servers key, and refuses a bad declaration naming its path', async () => {
+    await ctl.fixture.load({ fixture: { storage_servers: [{ address: 'fixture-nas', nfs: { versions: ['4.1'], exports: [{ path: '/only', size: 5 * GiB }] } }] } });
+    expect((await ctl.storage.get({})).servers.find((s) => s.address === 'fixture-nas')).toEqual({
+      address: 'fixture-nas', reachable: true, nfs: { versions: ['4.1'], exports: [{ path: '/only', size: 5 * GiB }] },
+    });
+    expect((await faultOf(nfsCreate({ server: 'fixture-nas', serverpath: '/only' })))[0]).toBe('SR_BACKEND_FAILURE_72');
+    const sr = await nfsCreate({ server: 'fixture-nas', serverpath: '/only', nfsversion: '4.1' });
+    expect(await x.call('SR.get_physical_size', sr)).toBe(5 * GiB);
+    const bad = await ctl.fixture.load({ fixture: { storage_servers: [{ address: 'x', reachable: 'no' }] } }).then(() => null, (e: any) => e);
+    expect(bad?.status).toBe(400);
+    expect(JSON.stringify(bad?.body ?? bad?.message)).toContain('storage_servers');
+  });
+});
+
 describe('smb', () => {
   it('creates on a share, and fails to mount a missing share or with wrong credentials', async () => {
     const sr: string = await x.call('SR.create', hosts[0], { server: '\\\\fs1\\vms' }, 0, 'smb', '', 'smb', 'user', true, {});
