@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { smError, SmError, type DiskInfo, type SrCtx } from './driver.js';
 import { isUuid } from './paths.js';
 import { isDir, linkedDriver, pbdHostUuid } from './linked-sr.js';
-import { localDeviceDir, lunDir } from './fabric/contents.js';
+import { isHostName, localDeviceDir, lunDir } from './fabric/contents.js';
 import { defaultFcLun, defaultLun, fabricState, ISCSI_PORT, iscsiService, reachable, type IscsiTarget, type Lun } from './fabric/servers.js';
 import { prettyXml, record, type XmlNode } from './probe-xml.js';
 import { DEFAULT_DEVICE_SIZE } from './file-sr.js';
@@ -106,6 +106,7 @@ function iscsiTarget(emu: Emulator, dconf: Record<string, string>, host: string)
     if (!/^\d+$/.test(dconf.port) || port > 65535) throw smError('ISCSIPort');
   }
   const target = dconf.target.split(',')[0];
+  if (!isHostName(target)) throw smError('DNSError');
   const svc = reachable(emu, target) ? iscsiService(emu, target) : null;
   const testHost = () => {
     if (!svc || svc.port !== port) throw smError('ISCSITarget');

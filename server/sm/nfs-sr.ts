@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { smError, SmError, type SrCtx } from './driver.js';
 import { isUuid } from './paths.js';
 import { isDir, linkedDriver } from './linked-sr.js';
-import { nfsExportDir, pathComponents } from './fabric/contents.js';
+import { isHostName, nfsExportDir, pathComponents } from './fabric/contents.js';
 import { DEFAULT_SIZE, nfsService, reachable, type NfsService } from './fabric/servers.js';
 import { prettyXml, record } from './probe-xml.js';
 import type { Emulator } from '../emulator.js';
@@ -26,6 +26,7 @@ function load(dconf: Record<string, string>): { server: string; serverpath?: str
 
 /** util._testHost on the NFS port. */
 function testHost(emu: Emulator, server: string): NfsService {
+  if (!isHostName(server)) throw smError('DNSError');
   const s = reachable(emu, server) ? nfsService(emu, server) : null;
   if (!s) throw smError('NFSTarget');
   return s;

@@ -194,6 +194,20 @@ describe('nfs: the export made on demand, shared by the pool', () => {
   });
 });
 
+describe('hostile device_config', () => {
+  it('never names a directory outside the fabric: bad names fail as SM fails them', async () => {
+    const before = [await srCount(), await pbdCount()];
+    expect((await faultOf(nfsCreate({ server: '../../sr', serverpath: '/x' })))[0]).toBe('SR_BACKEND_FAILURE_140');
+    expect((await faultOf(nfsCreate({ server: '..', serverpath: '/x' })))[0]).toBe('SR_BACKEND_FAILURE_140');
+    expect((await faultOf(nfsCreate({ server: '10.0.0.5', serverpath: '/../../sr' })))[0]).toBe('SR_BACKEND_FAILURE_73');
+    expect((await faultOf(x.call('SR.create', hosts[0], { SCSIid: '../../sr' }, 0, 'h', '', 'lvmohba', 'user', true, {})))[0]).toBe('SR_BACKEND_FAILURE_107');
+    expect((await faultOf(x.call('SR.create', hosts[0], { device: '/dev/../..' }, 0, 'l', '', 'lvm', 'user', false, {})))[0]).toBe('SR_BACKEND_FAILURE_91');
+    expect((await faultOf(x.call('SR.create', hosts[0], { server: '//../x' }, 0, 's', '', 'smb', 'user', true, {})))[0]).toBe('SR_BACKEND_FAILURE_111');
+    expect([await srCount(), await pbdCount()]).toEqual(before);
+    expect(existsSync(join(srv.emu.storageDir, 'x'))).toBe(false);
+  });
+});
+
 describe('fixtures', () => {
   it('declares servers with the storage_servers key, and refuses a bad declaration naming its path', async () => {
     await ctl.fixture.load({ fixture: { storage_servers: [{ address: 'fixture-nas', nfs: { versions: ['4.1'], exports: [{ path: '/only', size: 5 * GiB }] } }] } });

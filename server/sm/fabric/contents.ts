@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { inside, isPlainName, type StorageRoot } from '../paths.js';
 import { fabricDir } from './servers.js';
+import { smError } from '../driver.js';
 
 /** The components of a path a client gave ("/exports/a" -> [exports, a]); null if one is not a
  * plain name or the path is empty. */
@@ -21,17 +22,21 @@ function under(emu: StorageRoot, kind: string, parts: string[]): string {
   return inside(emu, join(fabricDir(emu), kind, ...parts));
 }
 
-export const validAddress = (a: string) => isPlainName(a) && !a.includes(':') || /^[0-9a-fA-F:.]+$/.test(a);
+/** A server name or address device_config gives: one that cannot name a host does not resolve. */
+export const isHostName = (a: string) => isPlainName(a) && /^[A-Za-z0-9._:\[\]-]+$/.test(a);
 
 export function nfsExportDir(emu: StorageRoot, server: string, parts: string[]): string {
+  if (!isHostName(server)) throw smError('DNSError');
   return under(emu, 'nfs', [server, ...parts]);
 }
 
 export function smbShareDir(emu: StorageRoot, server: string, parts: string[]): string {
+  if (!isHostName(server)) throw smError('DNSError');
   return under(emu, 'smb', [server, ...parts]);
 }
 
 export function lunDir(emu: StorageRoot, scsiId: string): string {
+  if (!/^[0-9A-Za-z_-]{1,64}$/.test(scsiId)) throw smError('ConfigSCSIid');
   return under(emu, 'lun', [scsiId]);
 }
 
