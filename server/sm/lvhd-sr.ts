@@ -9,11 +9,11 @@
 // device_config: lvm: device; lvmoiscsi: target, targetIQN, SCSIid, port, chapuser/chappassword;
 // lvmohba: SCSIid. Missing keys, unreachable targets and unknown LUNs fail as SM fails them; the
 // probes print the target IQNs (ConfigTargetIQNMissing) and LUNs (ConfigSCSIid) SM prints.
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { smError, SmError, type DiskInfo, type SrCtx } from './driver.js';
 import { isUuid } from './paths.js';
-import { isDir, linkedDriver, pbdHostUuid } from './linked-sr.js';
+import { isDir, LVHD_MGT_SIZE, linkedDriver, pbdHostUuid } from './linked-sr.js';
 import { isHostName, localDeviceDir, lunDir } from './fabric/contents.js';
 import { defaultFcLun, defaultLun, fabricState, ISCSI_PORT, iscsiService, reachable, type IscsiTarget, type Lun } from './fabric/servers.js';
 import { prettyXml, record, type XmlNode } from './probe-xml.js';
@@ -219,7 +219,7 @@ function contents(ctx: SrCtx): string {
 
 const vgsOn = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith(VG_PREFIX) && isUuid(n.slice(VG_PREFIX.length))).sort();
 
-linkedDriver({
+const lvhd = linkedDriver({
   types: ['lvm', 'lvmoiscsi', 'lvmohba'],
   contents,
   utilisation,
@@ -274,3 +274,37 @@ linkedDriver({
     }
   },
 });
+
+// ---- thin provisioning: inflate on attach, deflate on detach (LVHDVDI.attach / detach) ----
+
+/** Records a disk's new LV size (SM's _db_update after lvhdutil.inflate / deflate). */
+function setLvSize(ctx: SrCtx, uuid: string, size: number): void {
+  const ref = ctx.emu.db.refByUuid('VDI', uuid);
+  if (ref && ctx.emu.db.get('VDI', ref)?.physical_utilisation !== size) ctx.emu.db.update('VDI', ref, { physical_utilisation: size });
+}
+
+const openDisk = lvhd.openVdi.bind(lvhd);
+lvhd.openVdi = async (ctx, vdi, opts) => {
+  const thin = provisioning(ctx) === 'thin' && !opts.readOnly && vdi.managed !== false;
+  const full = calcSizeVHDLV(Number(vdi.virtual_size));
+  const grow = thin ? full - Number(vdi.physical_utilisation) : 0;
+  if (grow > 0) {
+    // the LV grows to the whole disk: the VG must have room for it
+    let free = 0;
+    for (const v of (ctx.emu.db.get('SR', ctx.sr)?.VDIs ?? []) as string[]) free -= Number(ctx.emu.db.get('VDI', v)?.physical_utilisation ?? 0);
+    free += (await lvhd.update(ctx)).physical_size - LVHD_MGT_SIZE;
+    if (free < grow) throw smError('SRNoSpace');
+  }
+  const io = await openDisk(ctx, vdi, opts);
+  if (!thin) return io;
+  const uuid = String(vdi.uuid);
+  setLvSize(ctx, uuid, full);
+  const close = io.close.bind(io);
+  io.close = async () => {
+    await close();
+    const file = lvhd.vdiPath(ctx, vdi);
+    const st = file ? await stat(file).catch(() => null) : null;
+    if (st) setLvSize(ctx, uuid, deflatedLV(Number(vdi.virtual_size), st.size));
+  };
+  return io;
+};
