@@ -16,6 +16,7 @@ import { domainTypeOf, toXapiFromXenops, vifSpec, vmSpec, withEventsSuppressed, 
 import type { Xenopsd } from '../xenopsd/index.js';
 import { NULL_REF } from '../../storage/database.js';
 import { effectiveLockingMode } from '../guest/link.js';
+import { dropStaticAddress } from '../guest/agent.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { attachNetworkForVif, assertCanSeeNetwork, isSriovNetwork } from './network.js';
 import { assertDeviceListSettled } from './vm-settings.js';
@@ -200,6 +201,7 @@ async function configureIp(call: Call, family: 4 | 6, self: string, mode: string
   }
   assertHasStaticIpSetting(emu, String(rec.VM));
   const p = family === 4 ? 'ipv4' : 'ipv6';
+  if (family === 4 && rec.ipv4_configuration_mode === 'Static' && mode !== 'Static' && deviceActive(emu, rec)) dropStaticAddress(emu, self);
   emu.db.update('VIF', self, { [`${p}_configuration_mode`]: mode, [`${p}_addresses`]: [address], [`${p}_gateway`]: gateway });
   await refreshIpConfiguration(call, self, family);
 }

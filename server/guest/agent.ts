@@ -216,6 +216,21 @@ export function refreshGuestNetworks(emu: Emulator, vm: string): void {
   refreshNetworks(emu, vm, rec, gmOf(emu, rec)!);
 }
 
+/** The guest's tools give up a VIF's static IPv4 address for its default configuration: its
+ * DHCP client leases afresh at the next report (a running agent's record, where it lists it). */
+export function dropStaticAddress(emu: Emulator, vif: string): void {
+  const v = emu.db.get('VIF', vif);
+  const rec = v && emu.db.get('VM', String(v.VM));
+  if (!rec || agentState(emu, rec) !== 'running') return;
+  const gm = gmOf(emu, rec)!;
+  const dev = String(v.device);
+  const networks = { ...((gm.networks ?? {}) as Record<string, string>) };
+  if (networks[`${dev}/ip`] === undefined) return;
+  delete networks[`${dev}/ip`];
+  delete networks[`${dev}/ipv4/0`];
+  emu.db.update('VM_guest_metrics', String(rec.guest_metrics), { networks });
+}
+
 // ---- boots under way ----
 
 interface Boot {
