@@ -5,11 +5,10 @@
 // VIFs in network_default mode get, changed only while none of them is attached.
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
-import { genericHandler, recordOf } from './generic.js';
-import { messages } from '../../schema/index.js';
+import { recordOf } from './generic.js';
 import type { Emulator } from '../emulator.js';
 import { NULL_REF } from '../../storage/database.js';
-import { refreshGuestNetworks } from '../guest/agent.js';
+import { refreshGuestsOn } from '../guest/agent.js';
 
 /** a pool offers NBD either with TLS or without, never both (Xapi_network.assert_can_add_purpose) */
 const INCOMPATIBLE: Record<string, string[]> = { nbd: ['insecure_nbd'], insecure_nbd: ['nbd'] };
@@ -49,16 +48,6 @@ export function assertCanSeeNetwork(emu: Emulator, vm: string, host: string, net
   }
 }
 
-/** The guests on `host` with a NIC on `network` report what they now see. */
-function refreshGuestsOn(emu: Emulator, network: string, host: string): void {
-  const vms = new Set<string>();
-  for (const v of (emu.db.get('network', network)?.VIFs as string[] | undefined) ?? []) {
-    const vm = String(emu.db.get('VIF', v)?.VM);
-    if (emu.db.get('VM', vm)?.resident_on === host) vms.add(vm);
-  }
-  for (const vm of vms) refreshGuestNetworks(emu, vm);
-}
-
 /** Xapi_network.attach_internal: an unmanaged network's bridge must be up already (a PIF of it
  * plugged on the host); a managed one gets its managed PIFs there brought up (all of them when
  * forced, else those not attached). A bond slave cannot be plugged on its own. */
@@ -87,8 +76,6 @@ function attachInternal(emu: Emulator, network: string, host: string, force: boo
 export function attachNetworkForVif(emu: Emulator, vif: string, host: string): void {
   attachInternal(emu, String(recordOf(emu, 'VIF', vif).network), host, false);
 }
-
-const genericCreate = genericHandler(messages.get('network.create')!)!;
 
 registerProvider('network', {
   add_purpose(call: Call, self: string, value: string) {
@@ -143,8 +130,12 @@ registerProvider('network', {
 
   /** Xapi_network.pool_introduce: the record as given (a joining host's network), no checks. */
   pool_introduce(call: Call, name_label: string, name_description: string, MTU: number, other_config: Record<string, string>, bridge: string, managed: boolean, purpose: string[]) {
-    const ref = genericCreate(call, { name_label, name_description, MTU, other_config, bridge, managed, tags: [] }) as string;
-    call.emu.db.update('network', ref, { purpose: [...(purpose ?? [])], default_locking_mode: 'unlocked' });
+    const { emu } = call;
+    const ref = emu.ids.ref();
+    emu.db.create('network', ref, {
+      uuid: emu.ids.uuid(), name_label, name_description, MTU, other_config, bridge, managed, purpose: [...(purpose ?? [])],
+      tags: [], blobs: {}, default_locking_mode: 'unlocked', assigned_ips: {},
+    });
     return ref;
   },
 });

@@ -216,6 +216,17 @@ export function refreshGuestNetworks(emu: Emulator, vm: string): void {
   refreshNetworks(emu, vm, rec, gmOf(emu, rec)!);
 }
 
+/** The guests on `host` with a NIC on `network` report what they now see (after its PIFs there
+ * were plugged or unplugged, or their carrier changed). */
+export function refreshGuestsOn(emu: Emulator, network: string, host: string): void {
+  const vms = new Set<string>();
+  for (const v of (emu.db.get('network', network)?.VIFs as string[] | undefined) ?? []) {
+    const vm = String(emu.db.get('VIF', v)?.VM);
+    if (emu.db.get('VM', vm)?.resident_on === host) vms.add(vm);
+  }
+  for (const vm of vms) refreshGuestNetworks(emu, vm);
+}
+
 /** The guest's tools give up a VIF's static IPv4 address for its default configuration: its
  * DHCP client leases afresh at the next report (a running agent's record, where it lists it). */
 export function dropStaticAddress(emu: Emulator, vif: string): void {

@@ -11,7 +11,7 @@ import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { isIPv4, isIPv6 } from 'node:net';
-import { parseIpv4 } from './dhcp.js';
+import { offerIpv4, parseIpv4 } from './dhcp.js';
 
 export type EffectiveLockingMode = 'locked' | 'unlocked' | 'disabled';
 
@@ -81,6 +81,8 @@ export function vifCarriesTraffic(emu: Emulator, vif: string, address: string | 
   const rec = emu.db.get('VIF', vif);
   if (!rec || !vifCanLease(emu, vif)) return false;
   if (effectiveLockingMode(emu, rec) !== 'locked') return true;
+  // a guest that reports nothing still has the address DHCP gave it
+  address ??= offerIpv4(emu, vif) ?? undefined;
   if (!address) return false;
   const allowed = [...((rec.ipv4_allowed as string[]) ?? []), ...((rec.ipv6_allowed as string[]) ?? [])];
   return addressAllowed(allowed, address);
