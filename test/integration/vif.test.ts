@@ -230,6 +230,11 @@ describe('VIF.move', () => {
     await x.call('VIF.add_trunks', vif, 100);
     expect(await faultOf(x.call('VIF.move', vif, vlanNet))).toEqual(['NETWORK_INCOMPATIBLE_WITH_TRUNKS', vlanNet]);
     expect(await x.call('VIF.get_network', vif)).toBe(netB);
+    // nor created there with trunks
+    const vm: string = await x.call('VIF.get_VM', vif);
+    expect(await faultOf(x.call('VIF.create', vifArgs(vm, vlanNet, '1', { trunks: [100] })))).toEqual(['NETWORK_INCOMPATIBLE_WITH_TRUNKS', vlanNet]);
+    const plain: string = await x.call('VIF.create', vifArgs(vm, vlanNet, '1'));
+    expect(await faultOf(x.call('VIF.add_trunks', plain, 100))).toEqual(['NETWORK_INCOMPATIBLE_WITH_TRUNKS', vlanNet]);
   });
 });
 
