@@ -173,7 +173,9 @@ function assertNetworkCompatibleWithTrunks(emu: Emulator, network: string): void
 
 /** Listext.setify: each value once, at its last place. */
 function setify<T>(xs: T[]): T[] {
-  return xs.filter((x, i) => !xs.slice(i + 1).includes(x));
+  const last = new Map<T, number>();
+  xs.forEach((x, i) => last.set(x, i));
+  return xs.filter((x, i) => last.get(x) === i);
 }
 
 /** Xapi_vif.assert_has_feature_static_ip_setting: the guest's tools say they apply static IP settings. */
@@ -318,7 +320,10 @@ registerProvider('VIF', {
     if (effective === 'locked') {
       // Helpers.assert_vswitch_controller_not_active (the host's backend is openvswitch)
       const sdn = [...emu.db.table('SDN_controller')].length > 0;
-      const backend = ((emu.db.get('host', call.host)?.software_version ?? {}) as Record<string, string>).network_backend;
+      // checked where the call is forwarded: the VM's host, or this one
+      const resident = String(emu.db.get('VM', String(rec.VM))?.resident_on ?? NULL_REF);
+      const host = resident === NULL_REF ? call.host : resident;
+      const backend = ((emu.db.get('host', host)?.software_version ?? {}) as Record<string, string>).network_backend;
       if (sdn && backend === 'openvswitch') throw new XapiError('OPERATION_NOT_ALLOWED', ['A vswitch controller is active']);
       assertLicensed(emu, 'restrict_vif_locking', 'VIF_locking');
     }
@@ -338,9 +343,9 @@ registerProvider('VIF', {
 
   /** Xapi_vif.add_trunks: consed onto the list when new */
   async add_trunks(call, self: string, value: number) {
+    const rec = vifRec(call, self);
     const tag = Number(value);
     assertValidVlanTag(tag);
-    const rec = vifRec(call, self);
     assertNetworkCompatibleWithTrunks(call.emu, String(rec.network));
     const current = (rec.trunks as unknown[]).map(Number);
     if (current.includes(tag)) return;
