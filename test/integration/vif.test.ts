@@ -238,6 +238,36 @@ describe('VIF.move', () => {
   });
 });
 
+describe('licence and vswitch controller', () => {
+  it('a pool restricted from VIF locking or guest IP setting refuses them; an SDN controller forbids locked ports', async () => {
+    const { vif } = await newVm('restricted', netA);
+    const { db, pool, ids } = srv.emu;
+    const restrictions = db.get('pool', pool)!.restrictions as Record<string, string>;
+    db.update('pool', pool, { restrictions: { ...restrictions, restrict_vif_locking: 'true', restrict_guest_ip_setting: 'true' } });
+    try {
+      expect(await faultOf(x.call('VIF.set_locking_mode', vif, 'locked'))).toEqual(['LICENCE_RESTRICTION', 'VIF_locking']);
+      expect(await faultOf(x.call('VIF.add_ipv4_allowed', vif, '10.0.0.1'))).toEqual(['LICENCE_RESTRICTION', 'VIF_locking']);
+      expect(await faultOf(x.call('VIF.configure_ipv4', vif, 'Static', '10.20.0.9/24', ''))).toEqual(['LICENCE_RESTRICTION', 'Guest_ip_setting']);
+      // what needs no licence still works: unlocking, emptying, removing
+      await x.call('VIF.set_locking_mode', vif, 'disabled');
+      await x.call('VIF.set_ipv4_allowed', vif, []);
+      await x.call('VIF.remove_ipv4_allowed', vif, '10.0.0.1');
+    } finally {
+      db.update('pool', pool, { restrictions });
+    }
+    const sdn = ids.ref();
+    db.create('SDN_controller', sdn, { uuid: ids.uuid(), protocol: 'ssl', address: '192.0.2.1', port: 6632 });
+    try {
+      expect(await faultOf(x.call('VIF.set_locking_mode', vif, 'locked'))).toEqual(['OPERATION_NOT_ALLOWED', 'A vswitch controller is active']);
+      await x.call('VIF.set_locking_mode', vif, 'unlocked');
+    } finally {
+      db.destroy('SDN_controller', sdn);
+    }
+    await x.call('VIF.set_locking_mode', vif, 'locked');
+    expect(await x.call('VIF.get_locking_mode', vif)).toBe('locked');
+  });
+});
+
 describe('trunks', () => {
   it('valid 802.1Q tags, each once; add conses, set keeps the last of each', async () => {
     const { vif } = await newVm('trunks', netA);
