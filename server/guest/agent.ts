@@ -21,7 +21,7 @@ import { xapiDate } from '../clock.js';
 import { guestOsOf, BOOT_SECONDS, type GuestOs } from './os.js';
 import { hasAgent, profileOf } from './profile.js';
 import { formatIpv4, inSubnet, offerIpv4, parseIpv4, slaacIpv6, subnetOf } from './dhcp.js';
-import { vifCanLease, vifHasLink } from './link.js';
+import { effectiveLockingMode, vifHasLink } from './link.js';
 import { updateAllowedOperations } from '../api/operations.js';
 
 /** The part of xenopsd's VM state the guest follows. */
@@ -143,7 +143,7 @@ function networksOf(emu: Emulator, rec: Rec, current: Record<string, string>): R
   for (const [ref, vif] of vifs) {
     if (!vifHasLink(emu, ref)) continue;
     const dev = String(vif!.device);
-    const lease = vifCanLease(emu, ref);
+    const lease = effectiveLockingMode(emu, vif!) !== 'disabled';
     let ip: string | null = null;
     const static4 = vif!.ipv4_configuration_mode === 'Static' ? staticAddress(vif!.ipv4_addresses) : '';
     if (static4) ip = static4;
