@@ -18,7 +18,8 @@ import { attachVdi } from '../sm/attachments.js';
 import { driverFor } from '../sm/driver.js';
 import { smReady, srCtx } from '../sm/sm.js';
 import {
-  xenopsdFor, XenopsError, type DomainType, type StorageBackend, type VmSpec, type Xenopsd,
+  xenopsdFor, XenopsError, type DomainType, type StorageBackend, type VifIpConfiguration, type VifLockingMode, type VifSpec, type VmSpec,
+  type Xenopsd,
 } from '../xenopsd/index.js';
 import { updateAllowedOperations, resetOperations } from './operations.js';
 import { hasPvDrivers, profileOf, PV_DRIVERS_KEY } from '../guest/profile.js';
@@ -132,7 +133,7 @@ export function vmSpec(emu: Emulator, vm: string): VmSpec {
   const vifs = (rec.VIFs as string[])
     .map((r) => db.get('VIF', r))
     .filter((v): v is Rec => !!v)
-    .map((v) => ({ id: String(v.device), position: Number(v.device) || 0, mac: String(v.MAC ?? ''), bridge: String(db.get('network', String(v.network))?.bridge ?? '') }));
+    .map((v) => vifSpec(emu, v));
   return {
     id: String(rec.uuid),
     name: String(rec.name_label),
@@ -144,6 +145,26 @@ export function vmSpec(emu: Emulator, vm: string): VmSpec {
     bootOrder: String((rec.HVM_boot_params as Record<string, string> | undefined)?.order ?? 'cd'),
     vbds,
     vifs,
+  };
+}
+
+/** Xapi_xenops.of_vif: a VIF as xenopsd sees it, with its switch port's locking mode (a
+ * network_default VIF takes its network's default) and the IP settings for the guest's tools. */
+export function vifSpec(emu: Emulator, v: Rec): VifSpec {
+  const net = emu.db.get('network', String(v.network));
+  const mode = String(v.locking_mode ?? 'network_default');
+  const lockingMode: VifLockingMode =
+    mode === 'locked' ? { kind: 'locked', ipv4: [...((v.ipv4_allowed as string[]) ?? [])], ipv6: [...((v.ipv6_allowed as string[]) ?? [])] }
+      : mode === 'disabled' || (mode === 'network_default' && net?.default_locking_mode === 'disabled') ? { kind: 'disabled' }
+        : { kind: 'unlocked' };
+  const ip = (m: unknown, dynamic: string, addresses: unknown, gateway: unknown): VifIpConfiguration =>
+    m === 'Static' ? { kind: 'static', addresses: [...((addresses as string[]) ?? [])], ...(gateway ? { gateway: String(gateway) } : {}) }
+      : m === dynamic ? { kind: 'dhcp' } : { kind: 'unspecified' };
+  return {
+    id: String(v.device), position: Number(v.device) || 0, mac: String(v.MAC ?? ''), bridge: String(net?.bridge ?? ''), lockingMode,
+    ipv4Configuration: ip(v.ipv4_configuration_mode, 'DHCP', v.ipv4_addresses, v.ipv4_gateway),
+    ipv6Configuration: ip(v.ipv6_configuration_mode, 'Autoconf', v.ipv6_addresses, v.ipv6_gateway),
+    trunks: ((v.trunks as unknown[]) ?? []).map(Number),
   };
 }
 

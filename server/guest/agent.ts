@@ -20,7 +20,8 @@ import { NULL_REF } from '../../storage/database.js';
 import { xapiDate } from '../clock.js';
 import { guestOsOf, BOOT_SECONDS, type GuestOs } from './os.js';
 import { hasAgent, profileOf } from './profile.js';
-import { offerIpv4, slaacIpv6 } from './dhcp.js';
+import { formatIpv4, inSubnet, offerIpv4, parseIpv4, slaacIpv6, subnetOf } from './dhcp.js';
+import { effectiveLockingMode, vifHasLink } from './link.js';
 import { updateAllowedOperations } from '../api/operations.js';
 
 /** The part of xenopsd's VM state the guest follows. */
@@ -125,8 +126,14 @@ function createDriversMetrics(emu: Emulator, vm: string, rec: Rec): void {
   emu.db.update('VM', vm, { guest_metrics: ref });
 }
 
-/** The networks map the agent reports: every attached VIF's addresses, keeping the ones the
- * guest already has (its leases) and asking DHCP for the others. */
+/** The address part of the first CIDR the VIF's static configuration holds ("" when none). */
+const staticAddress = (addresses: unknown): string => String(((addresses as string[] | undefined) ?? [])[0] ?? '').split('/')[0];
+
+/** The networks map the agent reports: every attached VIF's addresses. An interface without a
+ * link has none. A static configuration pushed by xapi (VIF.configure_ipv4/6, read by the tools
+ * from xenstore's static-ip-setting) is the guest's address; otherwise the guest keeps its lease
+ * while it is one of its network's (a VIF moved to another network leases anew) and asks DHCP,
+ * and SLAAC, which need the switch to let its traffic through (not a disabled VIF). */
 function networksOf(emu: Emulator, rec: Rec, current: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
   const vifs = ((rec.VIFs as string[]) ?? [])
@@ -134,13 +141,23 @@ function networksOf(emu: Emulator, rec: Rec, current: Record<string, string>): R
     .filter(([, r]) => r && r.currently_attached === true)
     .sort(([, a], [, b]) => Number(a!.device) - Number(b!.device));
   for (const [ref, vif] of vifs) {
+    if (!vifHasLink(emu, ref)) continue;
     const dev = String(vif!.device);
-    const ip = current[`${dev}/ip`] ?? offerIpv4(emu, ref);
+    const lease = effectiveLockingMode(emu, vif!) !== 'disabled';
+    let ip: string | null = null;
+    const static4 = vif!.ipv4_configuration_mode === 'Static' ? staticAddress(vif!.ipv4_addresses) : '';
+    if (static4) ip = static4;
+    else if (lease) {
+      const net = emu.db.get('network', String(vif!.network));
+      const held = parseIpv4(current[`${dev}/ip`] ?? '');
+      ip = held !== null && net && inSubnet(subnetOf(net), held) ? formatIpv4(held) : offerIpv4(emu, ref);
+    }
     if (ip) {
       out[`${dev}/ip`] = ip;
       out[`${dev}/ipv4/0`] = ip;
     }
-    const ip6 = current[`${dev}/ipv6/0`] ?? slaacIpv6(emu, ref);
+    const static6 = vif!.ipv6_configuration_mode === 'Static' ? staticAddress(vif!.ipv6_addresses) : '';
+    const ip6 = static6 || (lease ? slaacIpv6(emu, ref) : null);
     if (ip6) out[`${dev}/ipv6/0`] = ip6;
   }
   return out;
@@ -168,7 +185,8 @@ export function agentReport(emu: Emulator, vm: string): void {
     PV_drivers_version: os.pvDriversVersion,
     netbios_name: os.hostName ? { host_name: os.hostName } : {},
     networks: networksOf(emu, rec, (gm.networks ?? {}) as Record<string, string>),
-    other: controlKeys(os, rec),
+    // the tools apply static IP settings pushed through xenstore (VIF.configure_ipv4/6)
+    other: { ...controlKeys(os, rec), 'feature-static-ip-setting': '1' },
     can_use_hotplug_vbd: hotplug,
     can_use_hotplug_vif: hotplug,
   };
@@ -188,6 +206,40 @@ function refreshNetworks(emu: Emulator, vm: string, rec: Rec, gm: Rec): void {
   const current = (gm.networks ?? {}) as Record<string, string>;
   const next = networksOf(emu, rec, current);
   if (!sameMap(current, next)) emu.db.update('VM_guest_metrics', String(rec.guest_metrics), { networks: next, last_updated: xapiDate(emu.clock.now()) });
+}
+
+/** A running agent reports its NICs again after something changed under them outside a sync of
+ * the VM (a link, a switch port's mode). */
+export function refreshGuestNetworks(emu: Emulator, vm: string): void {
+  const rec = emu.db.get('VM', vm);
+  if (!rec || agentState(emu, rec) !== 'running') return;
+  refreshNetworks(emu, vm, rec, gmOf(emu, rec)!);
+}
+
+/** The guests on `host` with a NIC on `network` report what they now see (after its PIFs there
+ * were plugged or unplugged, or their carrier changed). */
+export function refreshGuestsOn(emu: Emulator, network: string, host: string): void {
+  const vms = new Set<string>();
+  for (const v of (emu.db.get('network', network)?.VIFs as string[] | undefined) ?? []) {
+    const vm = String(emu.db.get('VIF', v)?.VM);
+    if (emu.db.get('VM', vm)?.resident_on === host) vms.add(vm);
+  }
+  for (const vm of vms) refreshGuestNetworks(emu, vm);
+}
+
+/** The guest's tools give up a VIF's static IPv4 address for its default configuration: its
+ * DHCP client leases afresh at the next report (a running agent's record, where it lists it). */
+export function dropStaticAddress(emu: Emulator, vif: string): void {
+  const v = emu.db.get('VIF', vif);
+  const rec = v && emu.db.get('VM', String(v.VM));
+  if (!rec || agentState(emu, rec) !== 'running') return;
+  const gm = gmOf(emu, rec)!;
+  const dev = String(v.device);
+  const networks = { ...((gm.networks ?? {}) as Record<string, string>) };
+  if (networks[`${dev}/ip`] === undefined) return;
+  delete networks[`${dev}/ip`];
+  delete networks[`${dev}/ipv4/0`];
+  emu.db.update('VM_guest_metrics', String(rec.guest_metrics), { networks });
 }
 
 // ---- boots under way ----

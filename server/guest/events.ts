@@ -13,7 +13,7 @@ import { xapiDate } from '../clock.js';
 import { syncVm, toXapiFromXenops, withEventsSuppressed, xenopsOf } from '../api/xenops-sync.js';
 import { DURATIONS } from '../xenopsd/xenopsd.js';
 import { agentReport, agentReported, forgetBoots } from './agent.js';
-import { formatIpv4, leasesOn, offerIpv4, parseIpv4 } from './dhcp.js';
+import { formatIpv4, inSubnet, leasesOn, offerIpv4, parseIpv4, subnetOf } from './dhcp.js';
 import { hasAgent, hasOs, profileOf, type GuestProfile } from './profile.js';
 
 /** A guest event that the guest's state rules out (answered 409 by the control API). */
@@ -135,6 +135,9 @@ export function changeAddress(emu: Emulator, vm: string, device: string, address
   if (address !== undefined) {
     const n = parseIpv4(address);
     if (n === null) throw new GuestError('INVALID_ADDRESS', `not an IPv4 address: ${address}`);
+    // a lease is of the VIF's network (another would be given up at the next report)
+    const net = emu.db.get('network', String(vifRec.network));
+    if (!net || !inSubnet(subnetOf(net), n)) throw new GuestError('INVALID_ADDRESS', `${address} is not in the subnet of the VIF's network`);
     if (leasesOn(emu, String(vifRec.network), vif).has(n)) throw new GuestError('ADDRESS_IN_USE', `${address} is held by another VIF on this network`);
     ip = formatIpv4(n);
   } else {

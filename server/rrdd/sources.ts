@@ -5,6 +5,8 @@
 import type { Emulator } from '../emulator.js';
 import type { Xenopsd } from '../xenopsd/index.js';
 import { loadOf } from '../guest/events.js';
+import { vifCarriesTraffic } from '../guest/link.js';
+import type { Rec } from '../../storage/database.js';
 import type { DsDef, DsType } from './rrd.js';
 import { srActivity } from './sr-io.js';
 import { xapiReadings } from './xapi-stats.js';
@@ -71,9 +73,11 @@ export function vmReadings(emu: Emulator, seed: string, x: Xenopsd, vm: string, 
     );
   }
   const nics = [...d.vifs.values()].filter((v) => v.active);
+  // a NIC without a link, or whose switch port drops its traffic, moves nothing
+  const flowing = nics.filter((v) => nicCarriesTraffic(emu, rec, v.spec.id));
   for (const v of nics) {
-    // the guest's network load, shared by its NICs, half received and half sent
-    const rate = load.network / nics.length / 2;
+    // the guest's network load, shared by its NICs that carry traffic, half received and half sent
+    const rate = flowing.includes(v) ? load.network / flowing.length / 2 : 0;
     const key = `${uuid}:vif${v.spec.id}`;
     const r = (dir: string) => (pdp: number) => (rate > 0 ? rate * (0.9 + 0.2 * jitter(seed, key + dir, pdp)) : 0);
     out.push(
@@ -82,6 +86,15 @@ export function vmReadings(emu: Emulator, seed: string, x: Xenopsd, vm: string, 
     );
   }
   return out;
+}
+
+/** Whether the guest's NIC `dev` carries traffic (server/guest/link.ts), from its address. */
+function nicCarriesTraffic(emu: Emulator, rec: Rec | undefined, dev: string): boolean {
+  if (!rec) return false;
+  const vif = ((rec.VIFs as string[]) ?? []).find((v) => String(emu.db.get('VIF', v)?.device) === dev);
+  if (!vif) return false;
+  const networks = (emu.db.get('VM_guest_metrics', String(rec.guest_metrics))?.networks ?? {}) as Record<string, string>;
+  return vifCarriesTraffic(emu, vif, networks[`${dev}/ip`] ?? networks[`${dev}/ipv6/0`]);
 }
 
 /** What a host reports: physical CPUs (dom0's idle jitter plus the guests' vCPUs spread over

@@ -6,7 +6,7 @@ import { Xenopsd, type HostSpec, type XenopsdEnv } from './xenopsd.js';
 
 export { Xenopsd, DURATIONS, type HostSpec, type XenopsdEnv, type Progress, type XenopsdState } from './xenopsd.js';
 export { Tapdisk, Blktap, TD_VBD_PAUSED, type TapdiskInfo } from './tapdisk.js';
-export { XenopsError, type VmSpec, type VbdSpec, type VifSpec, type VmState, type VbdState, type VifState, type StorageBackend, type DomainType } from './types.js';
+export { XenopsError, type VmSpec, type VbdSpec, type VifSpec, type VifLockingMode, type VifIpConfiguration, type VmState, type VbdState, type VifState, type StorageBackend, type DomainType } from './types.js';
 export { Updates, type UpdateId } from './updates.js';
 export { migrateVm, MigrationError } from './migrate.js';
 export { vbdInsert, vbdEject } from './media.js';

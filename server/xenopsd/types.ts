@@ -16,12 +16,23 @@ export interface VbdSpec {
   unpluggable: boolean;
 }
 
+/** Vif.locking_mode: what the switch port lets through */
+export type VifLockingMode = { kind: 'unlocked' } | { kind: 'disabled' } | { kind: 'locked'; ipv4: string[]; ipv6: string[] };
+
+/** Vif.ipv4_configuration / ipv6_configuration: what the guest's tools read in xenstore */
+export type VifIpConfiguration = { kind: 'unspecified' } | { kind: 'dhcp' } | { kind: 'static'; addresses: string[]; gateway?: string };
+
 export interface VifSpec {
   /** VIF.device ("0", "1" ...) */
   id: string;
   position: number;
   mac: string;
   bridge: string;
+  lockingMode?: VifLockingMode;
+  ipv4Configuration?: VifIpConfiguration;
+  ipv6Configuration?: VifIpConfiguration;
+  /** 802.1Q VLANs the port carries */
+  trunks?: number[];
 }
 
 export interface VmSpec {

@@ -7,7 +7,8 @@ import type { Clock } from '../clock.js';
 import { Blktap, Tapdisk } from './tapdisk.js';
 import { Updates } from './updates.js';
 import {
-  XenopsError, type DomainType, type StorageBackend, type VbdSpec, type VbdState, type VifSpec, type VifState, type VmSpec, type VmState,
+  XenopsError, type DomainType, type StorageBackend, type VbdSpec, type VbdState, type VifIpConfiguration, type VifLockingMode, type VifSpec,
+  type VifState, type VmSpec, type VmState,
 } from './types.js';
 
 /** Simulated seconds each atomic operation takes at time scale 1 (our own model: the sources give
@@ -541,6 +542,40 @@ export class Xenopsd {
       const v = d.vifs.get(dev);
       if (!v || !v.plugged) throw new XenopsError('Device_not_connected');
       await this.vifUnplugAtoms(id, v, new Steps(this.clock, 0));
+    });
+  }
+
+  /** VIF.move: the backend leaves its bridge for another one, without the guest noticing more
+   * than a carrier flap (no hot-unplug in the guest). */
+  vifMove(id: string, dev: string, bridge: string): Promise<void> {
+    return this.vifChange(id, dev, { bridge });
+  }
+
+  /** VIF.set_locking_mode: the switch port's rules */
+  vifSetLockingMode(id: string, dev: string, lockingMode: VifLockingMode): Promise<void> {
+    return this.vifChange(id, dev, { lockingMode });
+  }
+
+  /** VIF.set_ipv4_configuration / set_ipv6_configuration: written for the guest's tools */
+  vifSetIpConfiguration(id: string, dev: string, family: 4 | 6, conf: VifIpConfiguration): Promise<void> {
+    return this.vifChange(id, dev, family === 4 ? { ipv4Configuration: conf } : { ipv6Configuration: conf });
+  }
+
+  /** VIF.set_trunks */
+  vifSetTrunks(id: string, dev: string, trunks: number[]): Promise<void> {
+    return this.vifChange(id, dev, { trunks });
+  }
+
+  /** A change to a plugged VIF's backend, kept in its metadata too (a migration or a reboot
+   * takes it along), announced on the updates channel. */
+  private vifChange(id: string, dev: string, change: Partial<VifSpec>): Promise<void> {
+    return this.queued(id, async () => {
+      const v = this.domains.get(id)?.vifs.get(dev);
+      if (!v) throw new XenopsError('Does_not_exist', ['VIF', `${id}.${dev}`]);
+      v.spec = { ...v.spec, ...change };
+      const meta = this.metadata.get(id);
+      if (meta) meta.vifs = meta.vifs.map((s) => (s.id === dev ? { ...s, ...change } : s));
+      this.updates.add(`VIF/${id}/${dev}`);
     });
   }
 
