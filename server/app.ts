@@ -21,6 +21,13 @@ import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } 
 import type { GuestProfile } from './guest/profile.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
+// the pool-internal HTTP of pool.join (the master's side)
+import './pool/adopt-http.js';
+import { recoverAdoptions } from './pool/adoption.js';
+import { setPoolRuntime } from './pool/runtime.js';
+import { clearJournal, readJournal, readMember, writeMember, type MemberMarker } from './pool/marker.js';
+import { adoptedOnMaster, listenOnMaster } from './pool/handover.js';
+import { openDoor, type Door } from './pool/door.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
 import { ControlError, sendControlError } from './control/errors.js';
@@ -272,6 +279,14 @@ const isLoopback = (h: string): boolean => h === 'localhost' || h === '::1' || /
 const isWildcard = (h: string): boolean => h === '0.0.0.0' || h === '::' || h === '';
 const urlHost = (h: string): string => (isIP(h) === 6 ? `[${h}]` : h);
 
+/** Host i's loopback address: the master's (--host) last octet plus i, so that pools of several
+ * instances on one machine do not collide (127.0.0.1 gives 127.0.0.1, 127.0.0.2 ...). */
+export function loopbackHostAddress(host: string, i: number): string {
+  const m = /^127\.(\d+)\.(\d+)\.(\d+)$/.exec(host);
+  if (!m || Number(m[3]) + i > 254) return `127.0.0.${i + 1}`;
+  return `127.${m[1]}.${m[2]}.${Number(m[3]) + i}`;
+}
+
 /** Rows of classes that xapi does not persist (sessions, tasks …) vanish with the process. */
 function dropVolatile(emu: Emulator): void {
   for (const c of model.classes) {
@@ -333,7 +348,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     authFailDelay: opts.authFailDelay,
     conf: opts.conf ?? (opts.configFile ? readConf(opts.configFile) : undefined),
     // on loopback each host gets its own address (and listener); elsewhere they share one
-    hostAddress: loopback ? (i) => `127.0.0.${i + 1}` : () => address,
+    hostAddress: loopback ? (i) => loopbackHostAddress(host, i) : () => address,
   };
   const grace = (opts.closeGrace ?? 2) * 1000;
 
@@ -348,6 +363,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const loadIt = fx ? (dataDir === null ? true : fxm!.prepareDataDir(dataDir, fx)) : false;
 
   let emu = new Emulator(emuOpts);
+  // an instance whose host another pool adopted comes back as the door to it
+  const memberAtStart = dataDir !== null ? await membershipAtStart(dataDir, emu) : undefined;
+  if (memberAtStart) return serveAsDoor(emu, memberAtStart, host, opts.port ?? DEFAULT_PORT, dataDir!);
+  recoverAdoptions(emu);
   restoreInterrupted(emu);
   emu.start();
   if (fx && loadIt) {
@@ -384,6 +403,48 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   let apps: FastifyInstance[] = [];
   let urls: string[] = [];
   const runtime: ServerRuntime = { urls: () => urls, toolstackRestart: () => running.toolstackRestart() };
+  let door: Door | null = null;
+
+  /** The master: an adopted host's address is served too, at the pool's port. */
+  async function listenHost(address: string): Promise<number> {
+    if (!loopback || plan.some((p) => p.addr === address)) return port;
+    const hostRef = emu.hostByAddress(address) ?? emu.master;
+    plan.push({ addr: address, hostRef });
+    for (const [i, app] of apps.entries()) {
+      const secure = tls !== undefined && i === 0;
+      const p = secure || !tls ? port : httpPort!;
+      await listenAlso(app, address, p);
+      urls.push(`${secure ? 'https' : 'http'}://${urlHost(address)}:${p}/`);
+    }
+    return port;
+  }
+
+  /** The joiner: its listeners give way to the door (or to the master itself on the same port). */
+  async function openMemberDoor(m: MemberMarker): Promise<void> {
+    const targetPort = Number(new URL(m.master).port) || 80;
+    await listenOnMaster(m.host, m.master, m.secret).catch((e: Error) => console.error(`xapi-emu: the master does not serve this host yet: ${e.message}`));
+    if (targetPort === port && m.address === host) {
+      urls = [`http://${urlHost(host)}:${port}/`];
+      return;
+    }
+    door = await openDoor({ host, port }, { host: m.address, port: targetPort });
+    urls = [`http://${urlHost(host)}:${door.port}/`];
+  }
+  const registerRuntime = () =>
+    setPoolRuntime(emu, {
+      port: () => port,
+      dataDir,
+      listenHost,
+      becomeMember: (m) =>
+        serial(async () => {
+          if (closed || door) return;
+          await closeListeners();
+          await smReady(emu);
+          emu.close();
+          await openMemberDoor(m);
+        }),
+    });
+  registerRuntime();
 
   async function listen(): Promise<void> {
     const hostFor = loopback ? undefined : () => emu.master;
@@ -476,7 +537,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     dataDir,
     toolstackRestart: () =>
       serial(async () => {
-        if (closed) return;
+        if (closed || door) return;
         let conf = emu.conf;
         if (opts.configFile) {
           try {
@@ -499,8 +560,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           emu.db.flush();
         } else {
           emu = new Emulator({ ...emuOpts, conf, clock: emu.clock });
+          recoverAdoptions(emu);
           restoreInterrupted(emu);
         }
+        registerRuntime();
         emu.start();
         await listen();
       }),
@@ -508,6 +571,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       serial(async () => {
         if (closed) return;
         closed = true;
+        if (door) {
+          await door.close();
+          emu.dispose();
+          return;
+        }
         await closeListeners();
         // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
         // so that none of it runs on into the next one, or into a removed data directory
@@ -517,4 +585,48 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       }),
   };
   return running;
+}
+
+/** At start: the member marker, or a hand-over cut before its end resolved with the master (its
+ * commit is what counts). A master out of reach leaves the journal for the next start, and the
+ * instance serves as the standalone pool it still is. */
+async function membershipAtStart(dataDir: string, emu: Emulator): Promise<MemberMarker | undefined> {
+  const m = readMember(dataDir);
+  if (m) return m;
+  const j = readJournal(dataDir);
+  if (!j) return undefined;
+  const adopted = await adoptedOnMaster(j.host, j.master, j.secret).catch(() => undefined);
+  if (adopted === false) clearJournal(dataDir);
+  if (adopted !== true) return undefined;
+  const address = String(emu.db.get('host', emu.db.refByUuid('host', j.host) ?? emu.master)?.address ?? '');
+  const member: MemberMarker = { master: j.master, host: j.host, address, secret: j.secret };
+  writeMember(dataDir, member);
+  clearJournal(dataDir);
+  return member;
+}
+
+/** A member's instance: the door to its master, and nothing else. */
+async function serveAsDoor(emu: Emulator, m: MemberMarker, host: string, port: number, dataDir: string): Promise<RunningServer> {
+  const targetPort = Number(new URL(m.master).port) || 80;
+  await listenOnMaster(m.host, m.master, m.secret).catch((e: Error) => console.error(`xapi-emu: the master does not serve this host yet: ${e.message}`));
+  const door = targetPort === port && m.address === host ? null : await openDoor({ host, port }, { host: m.address, port: targetPort });
+  const urls = [`http://${urlHost(host)}:${door?.port ?? port}/`];
+  let closed = false;
+  return {
+    emu,
+    get app(): FastifyInstance {
+      throw new Error('a pool member serves no API of its own');
+    },
+    apps: [],
+    servers: [],
+    urls,
+    dataDir,
+    toolstackRestart: async () => undefined,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      await door?.close();
+      emu.close();
+    },
+  };
 }
