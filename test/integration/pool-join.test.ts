@@ -1,0 +1,139 @@
+// pool.join across emulator instances: two instances in this process on their own loopback
+// addresses (A the master on 127.0.0.1, B a standalone pool on 127.0.1.1), B joined to A by Python
+// XenAPI and by JSON-RPC; the merged inventory, a VM of B started on host B through A, B's address
+// answering as a pool member, and the errors of xapi's pre-join checks.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startServer, type RunningServer } from '../../server/app.js';
+import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
+import { localStorage, xenbr0 } from './helpers/pool.js';
+import { MiB, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+
+const PYTHON = '/usr/bin/python3';
+const XENAPI_DIR = '/usr/lib/python3/dist-packages/os_xenapi/client';
+const PASSWORD = 'join-test';
+const dirs: string[] = [];
+const servers: RunningServer[] = [];
+
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'xapi-emu-join-'));
+  dirs.push(d);
+  return d;
+};
+
+async function instance(host: string, dataDir?: string): Promise<{ srv: RunningServer; x: Client }> {
+  const srv = await startServer({ host, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, ...(dataDir ? { dataDir } : { memory: true }) });
+  servers.push(srv);
+  return { srv, x: await connect(srv.urls[0], 'root', PASSWORD) };
+}
+
+const portOf = (srv: RunningServer) => Number(new URL(srv.urls[0]).port);
+
+/** A halted VM of B with a disk on its local SR (written with bytes) and a NIC on xenbr0. */
+async function vmWithDisk(x: Client, name: string): Promise<{ vm: string; vdi: string }> {
+  const vm: string = await x.call('VM.create', vmArgs(name));
+  const vdi: string = await x.call('VDI.create', vdiArgs(await localStorage(x), 4 * MiB, `${name}-disk`));
+  await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+  await x.call('VIF.create', vifArgs(vm, await xenbr0(x)));
+  return { vm, vdi };
+}
+
+/** pool.join through Python's XenAPI, as `xe pool-join` or a script would call it. */
+async function pythonJoin(bUrl: string, master: string): Promise<string[] | 'ok'> {
+  const script = [
+    'import sys, json', `sys.path.insert(0, ${JSON.stringify(XENAPI_DIR)})`, 'import XenAPI',
+    's = XenAPI.Session(sys.argv[1])', 's.xenapi.login_with_password("root", sys.argv[3], "1.0", "test")',
+    'try:', '    s.xenapi.pool.join(sys.argv[2], "root", sys.argv[3]); print(json.dumps("ok"))',
+    'except XenAPI.Failure as f:', '    print(json.dumps(f.details))',
+  ].join('\n');
+  const { stdout } = await promisify(execFile)(PYTHON, ['-c', script, bUrl, master, PASSWORD], { timeout: 30_000, env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' } });
+  return JSON.parse(stdout);
+}
+
+afterAll(async () => {
+  for (const s of servers.reverse()) await s.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('pool.join of another instance', () => {
+  let a: { srv: RunningServer; x: Client };
+  let b: { srv: RunningServer; x: Client };
+  let bDir: string;
+  let bVm: { vm: string; vdi: string };
+  let bHost: string;
+  let bHostUuid: string;
+
+  beforeAll(async () => {
+    a = await instance('127.0.0.1');
+    bDir = tempDir();
+    b = await instance('127.0.1.1', bDir);
+    bVm = await vmWithDisk(b.x, 'b-vm');
+    bHost = b.srv.emu.master;
+    bHostUuid = await b.x.call('host.get_uuid', bHost);
+    if (!existsSync(PYTHON)) throw new Error(`${PYTHON} with os_xenapi is needed`);
+    const master = `127.0.0.1:${portOf(a.srv)}`;
+    expect(await pythonJoin(b.srv.urls[0], master)).toBe('ok');
+  });
+
+  it('derives the host addresses from --host', async () => {
+    expect(await b.x.raw('host.get_address', b.x.session, bHost).catch(() => undefined)).toBeUndefined();
+    expect(a.srv.emu.db.get('host', bHost)?.address).toBe('127.0.1.1');
+  });
+
+  it("merges the joiner's host, PIFs, local SR, VMs and disks into the master's database", async () => {
+    const hosts: string[] = await a.x.call('host.get_all');
+    expect(hosts).toHaveLength(2);
+    expect(hosts).toContain(bHost);
+    expect(await a.x.call('host.get_uuid', bHost)).toBe(bHostUuid);
+    // PIFs merged onto the master's networks by bridge
+    const net = await xenbr0(a.x);
+    const pifs: string[] = await a.x.call('network.get_PIFs', net);
+    const pifHosts = await Promise.all(pifs.map((p) => a.x.call('PIF.get_host', p)));
+    expect(pifHosts.sort()).toEqual(hosts.sort());
+    expect(await a.x.call('network.get_all_where', 'field "bridge" = "xenbr0"')).toHaveLength(1);
+    // the VM with its disk, its drive and its NIC (on the master's xenbr0)
+    const vm = await a.x.call('VM.get_record', bVm.vm);
+    expect(vm.name_label).toBe('b-vm');
+    expect(vm.power_state).toBe('Halted');
+    expect(vm.VBDs).toHaveLength(1);
+    const vif = await a.x.call('VIF.get_record', vm.VIFs[0]);
+    expect(vif.network).toBe(net);
+    const vdi = await a.x.call('VDI.get_record', bVm.vdi);
+    const sr = await a.x.call('SR.get_record', vdi.SR);
+    expect(sr.name_label).toBe('Local storage');
+    const pbd = await a.x.call('PBD.get_record', sr.PBDs[0]);
+    expect(pbd.host).toBe(bHost);
+    // the disk's file is in the master's storage now
+    expect(readdirSync(join(a.srv.emu.storageDir, 'sr', sr.uuid))).toContain(`${vdi.uuid}.vhd`);
+    // the tools SR of the pool has a PBD for the new host
+    const tools = (await a.x.call('SR.get_all_records_where', 'field "is_tools_sr" = "true"')) as Record<string, any>;
+    expect(Object.keys(tools)).toHaveLength(1);
+    const toolsPbdHosts = await Promise.all(Object.values(tools)[0].PBDs.map((p: string) => a.x.call('PBD.get_host', p)));
+    expect(toolsPbdHosts.sort()).toEqual(hosts.sort());
+    // the pool's CPUs count the new host's
+    const pool = (await a.x.call('pool.get_all'))[0];
+    expect((await a.x.call('pool.get_cpu_info', pool)).cpu_count).toBe('16');
+  });
+
+  it("answers HOST_IS_SLAVE with the master's address at B's address and port", async () => {
+    expect(await faultOf(connect(b.srv.urls[0], 'root', PASSWORD))).toEqual(['HOST_IS_SLAVE', '127.0.0.1']);
+  });
+
+  it("starts the joiner's VM on host B through the master", async () => {
+    await a.x.call('VM.start_on', bVm.vm, bHost, false, false);
+    expect(await a.x.call('VM.get_power_state', bVm.vm)).toBe('Running');
+    expect(await a.x.call('VM.get_resident_on', bVm.vm)).toBe(bHost);
+    await a.x.call('VM.hard_shutdown', bVm.vm);
+  });
+
+  it('comes back as the door after a restart of B', async () => {
+    await b.srv.close();
+    const again = await startServer({ host: '127.0.1.1', port: portOf(b.srv), nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, dataDir: bDir });
+    servers.push(again);
+    expect(await faultOf(connect(again.urls[0], 'root', PASSWORD))).toEqual(['HOST_IS_SLAVE', '127.0.0.1']);
+  });
+});
