@@ -142,6 +142,7 @@ export function commitAdoption(emu: Emulator, b: JoinBundle): string {
   const plan = planAdoption(emu, b);
   const srs = [...plan.create].filter(([, c]) => c === 'SR').map(([ref]) => String(b.records.SR[ref].uuid));
   // the journal first: a kill from here on is undone at the next start unless the host is in
+  mkdirSync(stagingRoot(emu), { recursive: true });
   writeFileSync(journalOf(emu, hostUuid), JSON.stringify({ host: hostUuid, srs }));
   for (const uuid of srs) {
     const staged = join(stagingOf(emu, hostUuid), uuid);

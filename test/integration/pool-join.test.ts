@@ -80,8 +80,7 @@ describe('pool.join of another instance', () => {
   });
 
   it('derives the host addresses from --host', async () => {
-    expect(await b.x.raw('host.get_address', b.x.session, bHost).catch(() => undefined)).toBeUndefined();
-    expect(a.srv.emu.db.get('host', bHost)?.address).toBe('127.0.1.1');
+    expect(await a.x.call('host.get_address', bHost)).toBe('127.0.1.1');
   });
 
   it("merges the joiner's host, PIFs, local SR, VMs and disks into the master's database", async () => {
@@ -135,5 +134,108 @@ describe('pool.join of another instance', () => {
     const again = await startServer({ host: '127.0.1.1', port: portOf(b.srv), nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, dataDir: bDir });
     servers.push(again);
     expect(await faultOf(connect(again.urls[0], 'root', PASSWORD))).toEqual(['HOST_IS_SLAVE', '127.0.0.1']);
+  });
+});
+
+describe('host addresses', () => {
+  it("are --host's last octet plus the host's index", async () => {
+    const srv = await startServer({ host: '127.0.2.1', hosts: 2, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, memory: true });
+    servers.push(srv);
+    const x = await connect(srv.urls[0], 'root', PASSWORD);
+    const addresses = await Promise.all((await x.call('host.get_all')).map((h: string) => x.call('host.get_address', h)));
+    expect(addresses.sort()).toEqual(['127.0.2.1', '127.0.2.2']);
+    expect(srv.urls.map((u) => new URL(u).hostname)).toEqual(['127.0.2.1', '127.0.2.2']);
+    await srv.close();
+  });
+});
+
+describe('pool.join checks', () => {
+  let a: { srv: RunningServer; x: Client };
+  let master: string;
+  const opened: RunningServer[] = [];
+  let next = 10;
+
+  beforeAll(async () => {
+    a = await instance('127.0.3.1');
+    master = `127.0.3.1:${portOf(a.srv)}`;
+  });
+  afterEach(async () => {
+    for (const s of opened.splice(0)) await s.close();
+  });
+
+  /** A fresh standalone instance on its own address. */
+  async function joiner(opts: { hosts?: number } = {}) {
+    const srv = await startServer({ host: `127.0.3.${next++}`, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, memory: true, ...opts });
+    opened.push(srv);
+    return { srv, x: await connect(srv.urls[0], 'root', PASSWORD) };
+  }
+
+  it('fails with JOINING_HOST_CONNECTION_FAILED when nothing answers at the address', async () => {
+    const b = await joiner();
+    expect(await faultOf(b.x.call('pool.join', '127.0.3.250:1', 'root', PASSWORD))).toEqual(['JOINING_HOST_CONNECTION_FAILED']);
+    expect(await b.x.call('host.get_all')).toHaveLength(1);
+  });
+
+  it("passes on the master's authentication failure", async () => {
+    const b = await joiner();
+    expect((await faultOf(b.x.call('pool.join', master, 'root', 'wrong')))[0]).toBe('SESSION_AUTHENTICATION_FAILED');
+  });
+
+  it('refuses a host that would join itself', async () => {
+    const b = await joiner();
+    const self = new URL(b.srv.urls[0]).host;
+    expect(await faultOf(b.x.call('pool.join', self, 'root', PASSWORD))).toEqual(['OPERATION_NOT_ALLOWED', 'Host cannot become slave of itself']);
+  });
+
+  it('refuses a joiner with other hosts, running VMs or shared SRs', async () => {
+    const two = await joiner({ hosts: 2 });
+    expect(await faultOf(two.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS']);
+
+    const running = await joiner();
+    const { vm } = await vmWithDisk(running.x, 'running');
+    await running.x.call('VM.start', vm, false, false);
+    expect(await faultOf(running.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['JOINING_HOST_CANNOT_HAVE_RUNNING_VMS']);
+
+    const shared = await joiner();
+    const host = shared.srv.emu.master;
+    await shared.x.call('SR.create', host, { location: join(shared.srv.emu.storageDir, 'shared') }, 0, 'Shared', '', 'file', 'user', true, {});
+    expect(await faultOf(shared.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS']);
+    // nothing reached the master
+    expect(await a.x.call('host.get_all')).toHaveLength(1);
+  });
+
+  it('refuses other CPUs with HOSTS_NOT_HOMOGENEOUS, which join_force lets through', async () => {
+    const b = await joiner();
+    // the joiner's machine: another CPU vendor (what a fixture of other hardware would say)
+    const host = b.srv.emu.master;
+    b.srv.emu.db.update('host', host, { cpu_info: { ...(b.srv.emu.db.get('host', host)!.cpu_info as object), vendor: 'AuthenticAMD' } });
+    expect(await faultOf(b.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['HOSTS_NOT_HOMOGENEOUS', 'CPUs differ']);
+    await b.x.call('pool.join_force', master, 'root', PASSWORD);
+    expect(await a.x.call('host.get_all')).toContain(host);
+  });
+
+  it('refuses another product or API version', async () => {
+    const b = await joiner();
+    const host = b.srv.emu.master;
+    const sv = b.srv.emu.db.get('host', host)!.software_version as Record<string, string>;
+    b.srv.emu.db.update('host', host, { software_version: { ...sv, platform_version: '3.2.1' } });
+    expect(await faultOf(b.x.call('pool.join_force', master, 'root', PASSWORD))).toEqual(['HOSTS_NOT_COMPATIBLE']);
+    b.srv.emu.db.update('host', host, { software_version: sv, API_version_minor: 20 });
+    expect(await faultOf(b.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION', '2.20', '2.21']);
+  });
+
+  it('is refused by a pool with HA enabled, and to an unlicensed joiner', async () => {
+    const b = await joiner();
+    const [pool] = b.srv.emu.db.table('pool').keys();
+    const restrictions = b.srv.emu.db.get('pool', pool)!.restrictions as Record<string, string>;
+    b.srv.emu.db.update('pool', pool, { restrictions: { ...restrictions, restrict_pooling: 'true' } });
+    expect(await faultOf(b.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['LICENCE_RESTRICTION']);
+    b.srv.emu.db.update('pool', pool, { restrictions });
+    a.srv.emu.db.update('pool', a.srv.emu.pool, { ha_enabled: true });
+    try {
+      expect(await faultOf(b.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['HA_IS_ENABLED']);
+    } finally {
+      a.srv.emu.db.update('pool', a.srv.emu.pool, { ha_enabled: false });
+    }
   });
 });
