@@ -3,7 +3,7 @@
 // host of the pool has its own on loopback). startServer opens the listeners for the whole pool and
 // implements the toolstack restart.
 import { join } from 'node:path';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createServer as createHttpServer, ServerResponse, type Server as HttpServer, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -364,12 +364,21 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
 
   let emu = new Emulator(emuOpts);
   // an instance whose host another pool adopted comes back as the door to it
-  const memberAtStart = dataDir !== null ? await membershipAtStart(dataDir, emu) : undefined;
-  if (memberAtStart) return serveAsDoor(emu, memberAtStart, host, opts.port ?? DEFAULT_PORT, dataDir!);
-  recoverAdoptions(emu);
-  restoreInterrupted(emu);
-  emu.start();
-  if (fx && loadIt) {
+  let memberAtStart = dataDir !== null ? await membershipAtStart(dataDir, emu) : undefined;
+  if (memberAtStart === 'ejected') {
+    // the master let the host go while this instance was down: a fresh pool
+    emu.close();
+    emu.dispose();
+    resetDataDir(dataDir!);
+    emu = new Emulator(emuOpts);
+    memberAtStart = undefined;
+  }
+  if (!memberAtStart) {
+    recoverAdoptions(emu);
+    restoreInterrupted(emu);
+    emu.start();
+  }
+  if (fx && loadIt && !memberAtStart) {
     try {
       await fxm!.loadFixture(emu, fx.fixture, { baseDir: fx.baseDir });
     } catch (e) {
@@ -382,10 +391,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
   // what `reset` goes back to
   // (its files are taken once the storage start-up is done, before any client's storage call)
-  takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
+  if (!memberAtStart) takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
+  /** the Node servers listening on each address */
+  const serversAt = new Map<string, HttpServer[]>();
   if (loopback) {
     for (const h of emu.hosts.slice(1)) {
       const a = emu.db.get('host', h)?.address;
@@ -413,31 +424,86 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     for (const [i, app] of apps.entries()) {
       const secure = tls !== undefined && i === 0;
       const p = secure || !tls ? port : httpPort!;
-      await listenAlso(app, address, p);
+      serversAt.set(address, [...(serversAt.get(address) ?? []), await listenAlso(app, address, p)]);
       urls.push(`${secure ? 'https' : 'http'}://${urlHost(address)}:${p}/`);
     }
     return port;
   }
 
+  /** the pool this instance's host was handed over to (null: it serves its own pool) */
+  let memberOf: MemberMarker | null = null;
+
   /** The joiner: its listeners give way to the door (or to the master itself on the same port). */
   async function openMemberDoor(m: MemberMarker): Promise<void> {
+    memberOf = m;
     const targetPort = Number(new URL(m.master).port) || 80;
     await listenOnMaster(m.host, m.master, m.secret).catch((e: Error) => console.error(`xapi-emu: the master does not serve this host yet: ${e.message}`));
     if (targetPort === port && m.address === host) {
       urls = [`http://${urlHost(host)}:${port}/`];
       return;
     }
-    door = await openDoor({ host, port }, { host: m.address, port: targetPort });
+    // the master refusing the connection: if it ejected the host, this instance serves again
+    const refused = async (): Promise<{ host: string; port: number } | null> => {
+      const adopted = await adoptedOnMaster(m.host, m.master, m.secret).catch(() => undefined);
+      if (adopted !== false) return null;
+      await becomeStandalone();
+      return { host, port };
+    };
+    door = await openDoor({ host, port }, { host: m.address, port: targetPort }, refused);
+    port = door.port;
     urls = [`http://${urlHost(host)}:${door.port}/`];
+  }
+
+  /** An ejected member: a fresh standalone pool on its data directory, serving as a master. */
+  function becomeStandalone(): Promise<void> {
+    return serial(async () => {
+      if (closed || !memberOf) return;
+      await door?.close();
+      door = null;
+      memberOf = null;
+      emu.dispose();
+      if (dataDir !== null) resetDataDir(dataDir);
+      emu = new Emulator(emuOpts);
+      registerRuntime();
+      emu.start();
+      await listen();
+    });
+  }
+
+  /** The master, after pool.eject: the host's address is served no more; a host of this process
+   * (not an adopted one) comes back at its address as a fresh standalone pool of its own. */
+  async function hostLeft(address: string, adopted: boolean): Promise<void> {
+    const i = plan.findIndex((p) => p.addr === address);
+    if (i <= 0) return;
+    plan.splice(i, 1);
+    const gone = serversAt.get(address) ?? [];
+    serversAt.delete(address);
+    urls = urls.filter((u) => new URL(u).hostname !== urlHost(address));
+    await Promise.all(gone.map((srv) => new Promise<void>((resolve) => {
+      srv.closeAllConnections?.();
+      srv.close(() => resolve());
+    })));
+    if (!adopted) await startEjected(address);
+  }
+
+  /** The standalone pools of hosts ejected from this process's pool, one per address. */
+  const ejected: RunningServer[] = [];
+  async function startEjected(address: string): Promise<void> {
+    const own = dataDir === null ? null : join(dataDir, 'ejected', address);
+    ejected.push(await startServer({
+      ...opts, host: address, port, hosts: 1, fixture: undefined, nbdPort: null, address: undefined,
+      ...(own === null ? { memory: true } : { memory: false, dataDir: own }),
+    }));
   }
   const registerRuntime = () =>
     setPoolRuntime(emu, {
       port: () => port,
       dataDir,
       listenHost,
+      hostLeft,
       becomeMember: (m) =>
         serial(async () => {
-          if (closed || door) return;
+          if (closed || memberOf) return;
           await closeListeners();
           await smReady(emu);
           emu.close();
@@ -460,6 +526,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           // port 0: the first listener picks the port and the pool's other hosts reuse it
           const wanted = secure || !tls ? port : httpPort!;
           const server = i === 0 ? (await app.listen({ host: addr, port: wanted }), app.server) : await listenAlso(app, addr, wanted);
+          serversAt.set(addr, [...(serversAt.get(addr) ?? []), server]);
           const actual = (server.address() as { port: number }).port;
           if (secure || !tls) port = actual;
           else httpPort = actual;
@@ -510,9 +577,17 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       }),
     );
     apps = [];
+    serversAt.clear();
   }
 
-  await listen();
+  if (memberAtStart) {
+    emu.close();
+    await openMemberDoor(memberAtStart);
+  } else await listen();
+  // hosts ejected from this pool before a restart come back as their own pools
+  if (dataDir !== null && existsSync(join(dataDir, 'ejected'))) {
+    for (const a of readdirSync(join(dataDir, 'ejected'))) if (/^127\.\d+\.\d+\.\d+$/.test(a) && !plan.some((p) => p.addr === a)) await startEjected(a);
+  }
 
   let busy: Promise<void> = Promise.resolve();
   let closed = false;
@@ -537,7 +612,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     dataDir,
     toolstackRestart: () =>
       serial(async () => {
-        if (closed || door) return;
+        if (closed || memberOf) return;
         let conf = emu.conf;
         if (opts.configFile) {
           try {
@@ -571,8 +646,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       serial(async () => {
         if (closed) return;
         closed = true;
-        if (door) {
-          await door.close();
+        for (const e of ejected.splice(0)) await e.close();
+        if (memberOf) {
+          await door?.close();
           emu.dispose();
           return;
         }
@@ -590,9 +666,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
 /** At start: the member marker, or a hand-over cut before its end resolved with the master (its
  * commit is what counts). A master out of reach leaves the journal for the next start, and the
  * instance serves as the standalone pool it still is. */
-async function membershipAtStart(dataDir: string, emu: Emulator): Promise<MemberMarker | undefined> {
+async function membershipAtStart(dataDir: string, emu: Emulator): Promise<MemberMarker | 'ejected' | undefined> {
   const m = readMember(dataDir);
-  if (m) return m;
+  if (m) return (await adoptedOnMaster(m.host, m.master, m.secret).catch(() => undefined)) === false ? 'ejected' : m;
   const j = readJournal(dataDir);
   if (!j) return undefined;
   const adopted = await adoptedOnMaster(j.host, j.master, j.secret).catch(() => undefined);
@@ -605,28 +681,11 @@ async function membershipAtStart(dataDir: string, emu: Emulator): Promise<Member
   return member;
 }
 
-/** A member's instance: the door to its master, and nothing else. */
-async function serveAsDoor(emu: Emulator, m: MemberMarker, host: string, port: number, dataDir: string): Promise<RunningServer> {
-  const targetPort = Number(new URL(m.master).port) || 80;
-  await listenOnMaster(m.host, m.master, m.secret).catch((e: Error) => console.error(`xapi-emu: the master does not serve this host yet: ${e.message}`));
-  const door = targetPort === port && m.address === host ? null : await openDoor({ host, port }, { host: m.address, port: targetPort });
-  const urls = [`http://${urlHost(host)}:${door?.port ?? port}/`];
-  let closed = false;
-  return {
-    emu,
-    get app(): FastifyInstance {
-      throw new Error('a pool member serves no API of its own');
-    },
-    apps: [],
-    servers: [],
-    urls,
-    dataDir,
-    toolstackRestart: async () => undefined,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      await door?.close();
-      emu.close();
-    },
-  };
+/** What pool.eject leaves of an adopted host's data directory: nothing, for a fresh pool (its
+ * certificate stays, as the host's does). */
+function resetDataDir(dataDir: string): void {
+  for (const name of readdirSync(dataDir)) {
+    if (name === 'xapi-ssl.pem') continue;
+    rmSync(join(dataDir, name), { recursive: true, force: true });
+  }
 }

@@ -14,3 +14,4 @@ import './network.js';
 import './host.js';
 import './pool-ops.js';
 import './pool-join.js';
+import './pool-eject.js';

@@ -458,6 +458,11 @@ function consumeUpdates(emu: Emulator, map: Map<string, Xenopsd>, host: string, 
   });
 }
 
+/** A host that left the running pool (pool.eject): its xenopsd is no longer the pool's. */
+export function unbindXenopsHost(emu: Emulator, host: string): void {
+  bound.get(emu)?.delete(host);
+}
+
 /** A host that joined the running pool: its xenopsd, bound as those of the hosts at start. */
 export function bindXenopsHost(emu: Emulator, host: string): void {
   const map = bound.get(emu);

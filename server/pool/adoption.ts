@@ -15,6 +15,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { isPlainName, isUuid, srPath } from '../sm/paths.js';
 import { bindXenopsHost } from '../api/xenops-sync.js';
 import { updateAllowedOperations } from '../api/operations.js';
+import { markAdopted } from './ejection.js';
 
 /** What the joining instance sends: its records by class and ref, and its host's ref. */
 export interface JoinBundle {
@@ -173,6 +174,7 @@ export function commitAdoption(emu: Emulator, b: JoinBundle): string {
   if (db.has('host_metrics', metrics)) db.update('host_metrics', metrics, { live: true });
   recomputePoolCpuInfo(emu);
   db.flush();
+  markAdopted(emu, hostUuid, true);
   emu.hosts.push(host);
   bindXenopsHost(emu, host);
   updateAllowedOperations(emu, 'host', host);

@@ -9,11 +9,19 @@ export interface Door {
   close(): Promise<void>;
 }
 
-export async function openDoor(listen: { host: string; port: number }, target: { host: string; port: number }): Promise<Door> {
+type Target = { host: string; port: number };
+
+/** `refused`: asked when the master refuses a connection; a new target to carry the connection
+ * to (this instance serving again), or null to drop it. */
+export async function openDoor(listen: Target, target: Target, refused?: () => Promise<Target | null>): Promise<Door> {
   const sockets = new Set<Socket>();
-  const server: Server = createServer((inbound) => {
-    const outbound = connect({ host: target.host, port: target.port });
+  const server: Server = createServer((inbound) => forward(inbound, target, true));
+  function forward(inbound: Socket, to: Target, retry: boolean): void {
+    // what the client sends waits in the socket until the master's side is connected
+    inbound.pause();
+    const outbound = connect({ host: to.host, port: to.port });
     sockets.add(inbound).add(outbound);
+    let connected = false;
     const end = () => {
       inbound.destroy();
       outbound.destroy();
@@ -21,10 +29,30 @@ export async function openDoor(listen: { host: string; port: number }, target: {
       sockets.delete(outbound);
     };
     inbound.on('error', end).on('close', end);
-    outbound.on('error', end).on('close', end);
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
-  });
+    outbound.once('connect', () => {
+      connected = true;
+      outbound.on('close', end);
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    outbound.on('error', (e: NodeJS.ErrnoException) => {
+      if (connected || !retry || !refused || e.code !== 'ECONNREFUSED') return end();
+      // the connection is kept while the door finds out where it goes now
+      sockets.delete(inbound);
+      sockets.delete(outbound);
+      inbound.off('error', end).off('close', end);
+      const lost = () => inbound.destroy();
+      inbound.once('error', lost);
+      refused().then(
+        (next) => {
+          inbound.off('error', lost);
+          if (next && !inbound.destroyed) forward(inbound, next, false);
+          else inbound.destroy();
+        },
+        () => inbound.destroy(),
+      );
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host: listen.host, port: listen.port }, () => {
@@ -37,7 +65,10 @@ export async function openDoor(listen: { host: string; port: number }, target: {
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
-        server.close(() => resolve());
+        // the port is free once the listening socket is closed: a connection held aside (see
+        // `refused`) does not keep the door open
+        server.close();
+        setImmediate(resolve);
       }),
   };
 }

@@ -10,6 +10,9 @@ export interface PoolRuntime {
   dataDir: string | null;
   /** The master: listen on an adopted host's address too (at our port); answers the port. */
   listenHost(address: string): Promise<number>;
+  /** The master, after pool.eject of a host: its address is no longer served (an adopted host's
+   * instance notices and serves again; a host of this process comes back as a pool of its own). */
+  hostLeft(address: string, adopted: boolean): Promise<void>;
   /** The joiner, once the master committed: stop serving and forward to the master (run after the
    * join's answer has left). */
   becomeMember(m: MemberMarker): Promise<void>;

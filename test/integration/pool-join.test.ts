@@ -135,6 +135,50 @@ describe('pool.join of another instance', () => {
     servers.push(again);
     expect(await faultOf(connect(again.urls[0], 'root', PASSWORD))).toEqual(['HOST_IS_SLAVE', '127.0.0.1']);
   });
+
+  it('refuses to eject the master, or a host with a VM running on it', async () => {
+    expect(await faultOf(a.x.call('pool.eject', a.srv.emu.master))).toEqual(['INTERNAL_ERROR', 'Xapi_pool.Cannot_eject_master']);
+    await a.x.call('VM.start_on', bVm.vm, bHost, false, false);
+    expect(await faultOf(a.x.call('pool.eject', bHost))).toEqual(['OPERATION_NOT_ALLOWED', 'VM resident on host']);
+    await a.x.call('VM.hard_shutdown', bVm.vm);
+    expect(await a.x.call('host.get_all')).toHaveLength(2);
+  });
+
+  it('ejects B: its objects leave the master, and B serves a fresh pool of its own again', async () => {
+    const srUuid = await a.x.call('SR.get_uuid', await a.x.call('VDI.get_SR', bVm.vdi));
+    await a.x.call('pool.eject', bHost);
+    expect(await a.x.call('host.get_all')).toEqual([a.srv.emu.master]);
+    expect((await faultOf(a.x.call('VM.get_record', bVm.vm)))[0]).toBe('HANDLE_INVALID');
+    expect((await faultOf(a.x.call('SR.get_by_uuid', srUuid)))[0]).toBe('UUID_INVALID');
+    expect(await a.x.call('PIF.get_all')).toHaveLength(1);
+    expect((await a.x.call('pool.get_cpu_info', (await a.x.call('pool.get_all'))[0])).cpu_count).toBe('8');
+    expect(existsSync(join(a.srv.emu.storageDir, 'sr', srUuid))).toBe(false);
+    // B's address and port: a pool of one host, not the one that joined, without B's VM
+    const y = await connect(`http://127.0.1.1:${portOf(b.srv)}/`, 'root', PASSWORD);
+    const hosts: string[] = await y.call('host.get_all');
+    expect(hosts).toHaveLength(1);
+    expect(await y.call('host.get_uuid', hosts[0])).not.toBe(bHostUuid);
+    expect(await y.call('host.get_address', hosts[0])).toBe('127.0.1.1');
+    expect(await y.call('VM.get_by_name_label', 'b-vm')).toEqual([]);
+    expect(existsSync(join(bDir, 'pool-member.json'))).toBe(false);
+  });
+});
+
+describe('pool.eject of a host of a --hosts pool', () => {
+  it('serves the ejected host as a standalone pool of its own in the same process', async () => {
+    const srv = await startServer({ host: '127.0.7.1', hosts: 2, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, memory: true });
+    servers.push(srv);
+    const x = await connect(srv.urls[0], 'root', PASSWORD);
+    const member = srv.emu.hosts[1];
+    expect(await faultOf(connect(`http://127.0.7.2:${portOf(srv)}/`, 'root', PASSWORD))).toEqual(['HOST_IS_SLAVE', '127.0.7.1']);
+    await x.call('pool.eject', member);
+    expect(await x.call('host.get_all')).toHaveLength(1);
+    const y = await connect(`http://127.0.7.2:${portOf(srv)}/`, 'root', PASSWORD);
+    const hosts: string[] = await y.call('host.get_all');
+    expect(hosts).toHaveLength(1);
+    expect(hosts[0]).not.toBe(member);
+    expect(await y.call('host.get_address', hosts[0])).toBe('127.0.7.2');
+  });
 });
 
 describe('host addresses', () => {
