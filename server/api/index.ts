@@ -15,3 +15,4 @@ import './host.js';
 import './pool-ops.js';
 import './pool-join.js';
 import './pool-eject.js';
+import './host-membership.js';

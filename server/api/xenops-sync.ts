@@ -43,6 +43,8 @@ export function setHostReachable(emu: Emulator, host: string, reachable: boolean
   else s.add(host);
 }
 const reachableHost = (emu: Emulator, host: string): boolean => unreachable.get(emu)?.has(host) !== true;
+/** A host the master can reach (not failed or isolated through the control API). */
+export const isHostReachable = reachableHost;
 
 export async function withEventsSuppressed<T>(emu: Emulator, host: string, uuid: string, fn: () => Promise<T>): Promise<T> {
   let m = suppressed.get(emu);

@@ -50,10 +50,10 @@ const vmDestroy = (emu: Emulator, vm: string) => {
 };
 
 /** Removes the host and what was its own; answers the uuids of its local SRs (whose files went). */
-export function removeHost(emu: Emulator, host: string): string[] {
+export function removeHost(emu: Emulator, host: string, opts: { keepLocalSrs?: boolean } = {}): string[] {
   const { db } = emu;
   const h = db.get('host', host)!;
-  const localSrs = [...db.table('SR')]
+  const localSrs = opts.keepLocalSrs ? [] : [...db.table('SR')]
     .filter(([, r]) => (r.rec.PBDs as string[]).length > 0 && (r.rec.PBDs as string[]).every((p) => db.get('PBD', p)?.host === host))
     .map(([ref]) => ref);
   const local = new Set(localSrs);
