@@ -15,6 +15,9 @@ import { clearJournal, writeJournal, writeMember } from '../pool/marker.js';
 
 type Sv = Record<string, string>;
 
+/** seconds between a joiner's answer and its restart as a member (xapi's Constants.fuse_time) */
+const FUSE_SECONDS = 10;
+
 function setProgress(emu: Emulator, task: string, p: number): void {
   const t = emu.db.get('task', task);
   if (t && t.status === 'pending' && Number(t.progress) < p) emu.db.update('task', task, { progress: Math.round(p * 100) / 100 });
@@ -157,8 +160,10 @@ async function join(call: Call, address: string, user: string, password: string,
     clearJournal(runtime.dataDir);
   }
   setProgress(emu, call.task, 1);
-  // after the answer has left: this instance's listeners give way to the door
-  setImmediate(() => void runtime.becomeMember(member).catch((e) => console.error(`xapi-emu: pool.join: ${(e as Error).message}`)));
+  // as xapi's fuse (Xapi_fuse, Constants.fuse_time) after Host.update_master: the answer leaves, a
+  // client may read the task's result, then this instance's listeners give way to the door
+  const handOver = () => runtime.becomeMember(member).catch((e) => console.error(`xapi-emu: pool.join: ${(e as Error).message}`));
+  setImmediate(() => void emu.clock.sleep(FUSE_SECONDS).then(handOver, handOver));
 }
 
 registerProvider('pool', {

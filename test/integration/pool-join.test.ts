@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startServer, type RunningServer } from '../../server/app.js';
+import { controlClient } from '../../server/control/client.js';
 import { connect, faultOf, type Client } from './helpers/jsonrpc.js';
 import { localStorage, xenbr0 } from './helpers/pool.js';
 import { MiB, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
@@ -54,6 +55,13 @@ async function pythonJoin(bUrl: string, master: string): Promise<string[] | 'ok'
   return JSON.parse(stdout);
 }
 
+/** Waits (polling, no sleep) until logins at `url` are answered as by a pool member. */
+async function untilMember(url: string): Promise<string[]> {
+  let fault: string[] = [];
+  for (let i = 0; i < 1000 && fault[0] !== 'HOST_IS_SLAVE'; i++) fault = await faultOf(connect(url, 'root', PASSWORD)).catch(() => []);
+  return fault;
+}
+
 afterAll(async () => {
   for (const s of servers.reverse()) await s.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -77,6 +85,8 @@ describe('pool.join of another instance', () => {
     if (!existsSync(PYTHON)) throw new Error(`${PYTHON} with os_xenapi is needed`);
     const master = `127.0.0.1:${portOf(a.srv)}`;
     expect(await pythonJoin(b.srv.urls[0], master)).toBe('ok');
+    // the joiner hands over once xapi's fuse has burnt (10 simulated seconds: at once at scale 0)
+    await untilMember(b.srv.urls[0]);
   });
 
   it('derives the host addresses from --host', async () => {
@@ -256,6 +266,22 @@ describe('pool.join checks', () => {
     expect(await faultOf(b.x.call('pool.join', master, 'root', PASSWORD))).toEqual(['HOSTS_NOT_HOMOGENEOUS', 'CPUs differ']);
     await b.x.call('pool.join_force', master, 'root', PASSWORD);
     expect(await a.x.call('host.get_all')).toContain(host);
+  });
+
+  it("runs as a task with progress; the joiner becomes a member after xapi's fuse time", async () => {
+    const b = await joiner();
+    const clock = controlClient({ url: b.srv.urls[0], username: 'root', password: PASSWORD }).clock;
+    await clock.set({ frozen: true });
+    const task = await b.x.call('Async.pool.join', master, 'root', PASSWORD);
+    let status = 'pending';
+    for (let i = 0; i < 1000 && status === 'pending'; i++) status = await b.x.call('task.get_status', task);
+    expect(status).toBe('success');
+    expect(await b.x.call('task.get_progress', task)).toBe(1);
+    // the host is the master's, and until the fuse burns the joiner still answers as it was
+    expect(await a.x.call('host.get_all')).toContain(b.srv.emu.master);
+    expect(await b.x.call('host.get_all')).toHaveLength(1);
+    await clock.advance({ seconds: 10 });
+    expect(await untilMember(b.srv.urls[0])).toEqual(['HOST_IS_SLAVE', '127.0.3.1']);
   });
 
   it('refuses another product or API version', async () => {
