@@ -42,14 +42,28 @@ async function answer(res: Response): Promise<any> {
   return j;
 }
 
+/** How long one pool-internal request may take (wall time: a network timeout): a file of a local
+ * SR, or the commit of a large bundle, may take minutes; a master that stopped answering ends the
+ * join rather than hang it. */
+const REQUEST_TIMEOUT_MS = 15 * 60_000;
+
 async function post(url: URL, secret: string, init: RequestInit): Promise<any> {
   let res: Response;
   try {
-    res = await fetch(url, { ...init, headers: { ...cookie(secret), ...(init.headers as Record<string, string> | undefined) } });
+    res = await fetch(url, {
+      ...init,
+      headers: { ...cookie(secret), ...(init.headers as Record<string, string> | undefined) },
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
   } catch {
     throw new XapiError('JOINING_HOST_CONNECTION_FAILED', []);
   }
-  return answer(res);
+  try {
+    return await answer(res);
+  } catch (e) {
+    if (e instanceof XapiError) throw e;
+    throw new XapiError('JOINING_HOST_SERVICE_FAILED', []);
+  }
 }
 
 /** The local SRs' files, staged on the master one by one; progress(done bytes, total bytes). */
