@@ -682,10 +682,10 @@ async function membershipAtStart(dataDir: string, emu: Emulator): Promise<Member
 }
 
 /** What pool.eject leaves of an adopted host's data directory: nothing, for a fresh pool (its
- * certificate stays, as the host's does). */
+ * certificate stays, as the host's does, and the running process's pid file). */
 function resetDataDir(dataDir: string): void {
   for (const name of readdirSync(dataDir)) {
-    if (name === 'xapi-ssl.pem') continue;
+    if (name === 'xapi-ssl.pem' || name === 'xapi-emu.pid') continue;
     rmSync(join(dataDir, name), { recursive: true, force: true });
   }
 }
