@@ -3,7 +3,7 @@
 // host of the pool has its own on loopback). startServer opens the listeners for the whole pool and
 // implements the toolstack restart.
 import { join } from 'node:path';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { createServer as createHttpServer, ServerResponse, type Server as HttpServer, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -21,6 +21,13 @@ import { rpcPlugin, hostByLocalAddress, receivingHost, DEFAULT_RPC_BODY_LIMIT } 
 import type { GuestProfile } from './guest/profile.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
+// the pool-internal HTTP of pool.join (the master's side)
+import './pool/adopt-http.js';
+import { recoverAdoptions } from './pool/adoption.js';
+import { setPoolRuntime } from './pool/runtime.js';
+import { clearJournal, readJournal, readMember, writeMember, type MemberMarker } from './pool/marker.js';
+import { adoptedOnMaster, listenOnMaster } from './pool/handover.js';
+import { openDoor, type Door } from './pool/door.js';
 // the emulator's control API (/xapi-emu/)
 import './control/index.js';
 import { ControlError, sendControlError } from './control/errors.js';
@@ -272,6 +279,14 @@ const isLoopback = (h: string): boolean => h === 'localhost' || h === '::1' || /
 const isWildcard = (h: string): boolean => h === '0.0.0.0' || h === '::' || h === '';
 const urlHost = (h: string): string => (isIP(h) === 6 ? `[${h}]` : h);
 
+/** Host i's loopback address: the master's (--host) last octet plus i, so that pools of several
+ * instances on one machine do not collide (127.0.0.1 gives 127.0.0.1, 127.0.0.2 ...). */
+export function loopbackHostAddress(host: string, i: number): string {
+  const m = /^127\.(\d+)\.(\d+)\.(\d+)$/.exec(host);
+  if (!m || Number(m[3]) + i > 254) return `127.0.0.${i + 1}`;
+  return `127.${m[1]}.${m[2]}.${Number(m[3]) + i}`;
+}
+
 /** Rows of classes that xapi does not persist (sessions, tasks …) vanish with the process. */
 function dropVolatile(emu: Emulator): void {
   for (const c of model.classes) {
@@ -333,7 +348,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     authFailDelay: opts.authFailDelay,
     conf: opts.conf ?? (opts.configFile ? readConf(opts.configFile) : undefined),
     // on loopback each host gets its own address (and listener); elsewhere they share one
-    hostAddress: loopback ? (i) => `127.0.0.${i + 1}` : () => address,
+    hostAddress: loopback ? (i) => loopbackHostAddress(host, i) : () => address,
   };
   const grace = (opts.closeGrace ?? 2) * 1000;
 
@@ -348,9 +363,22 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const loadIt = fx ? (dataDir === null ? true : fxm!.prepareDataDir(dataDir, fx)) : false;
 
   let emu = new Emulator(emuOpts);
-  restoreInterrupted(emu);
-  emu.start();
-  if (fx && loadIt) {
+  // an instance whose host another pool adopted comes back as the door to it
+  let memberAtStart = dataDir !== null ? await membershipAtStart(dataDir, emu) : undefined;
+  if (memberAtStart === 'ejected') {
+    // the master let the host go while this instance was down: a fresh pool
+    emu.close();
+    emu.dispose();
+    resetDataDir(dataDir!);
+    emu = new Emulator(emuOpts);
+    memberAtStart = undefined;
+  }
+  if (!memberAtStart) {
+    recoverAdoptions(emu);
+    restoreInterrupted(emu);
+    emu.start();
+  }
+  if (fx && loadIt && !memberAtStart) {
     try {
       await fxm!.loadFixture(emu, fx.fixture, { baseDir: fx.baseDir });
     } catch (e) {
@@ -363,10 +391,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
   // what `reset` goes back to
   // (its files are taken once the storage start-up is done, before any client's storage call)
-  takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
+  if (!memberAtStart) takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
   const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
+  /** the Node servers listening on each address */
+  const serversAt = new Map<string, HttpServer[]>();
   if (loopback) {
     for (const h of emu.hosts.slice(1)) {
       const a = emu.db.get('host', h)?.address;
@@ -384,6 +414,103 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   let apps: FastifyInstance[] = [];
   let urls: string[] = [];
   const runtime: ServerRuntime = { urls: () => urls, toolstackRestart: () => running.toolstackRestart() };
+  let door: Door | null = null;
+
+  /** The master: an adopted host's address is served too, at the pool's port. */
+  async function listenHost(address: string): Promise<number> {
+    if (!loopback || plan.some((p) => p.addr === address)) return port;
+    const hostRef = emu.hostByAddress(address) ?? emu.master;
+    plan.push({ addr: address, hostRef });
+    for (const [i, app] of apps.entries()) {
+      const secure = tls !== undefined && i === 0;
+      const p = secure || !tls ? port : httpPort!;
+      serversAt.set(address, [...(serversAt.get(address) ?? []), await listenAlso(app, address, p)]);
+      urls.push(`${secure ? 'https' : 'http'}://${urlHost(address)}:${p}/`);
+    }
+    return port;
+  }
+
+  /** the pool this instance's host was handed over to (null: it serves its own pool) */
+  let memberOf: MemberMarker | null = null;
+
+  /** The joiner: its listeners give way to the door (or to the master itself on the same port). */
+  async function openMemberDoor(m: MemberMarker): Promise<void> {
+    memberOf = m;
+    const targetPort = Number(new URL(m.master).port) || 80;
+    await listenOnMaster(m.host, m.master, m.secret).catch((e: Error) => console.error(`xapi-emu: the master does not serve this host yet: ${e.message}`));
+    if (targetPort === port && m.address === host) {
+      urls = [`http://${urlHost(host)}:${port}/`];
+      return;
+    }
+    // the master refusing the connection: if it ejected the host, this instance serves again
+    const refused = async (): Promise<{ host: string; port: number } | null> => {
+      const adopted = await adoptedOnMaster(m.host, m.master, m.secret).catch(() => undefined);
+      if (adopted !== false) return null;
+      await becomeStandalone();
+      return { host, port };
+    };
+    door = await openDoor({ host, port }, { host: m.address, port: targetPort }, refused);
+    port = door.port;
+    urls = [`http://${urlHost(host)}:${door.port}/`];
+  }
+
+  /** An ejected member: a fresh standalone pool on its data directory, serving as a master. */
+  function becomeStandalone(): Promise<void> {
+    return serial(async () => {
+      if (closed || !memberOf) return;
+      await door?.close();
+      door = null;
+      memberOf = null;
+      emu.dispose();
+      if (dataDir !== null) resetDataDir(dataDir);
+      emu = new Emulator(emuOpts);
+      registerRuntime();
+      emu.start();
+      await listen();
+    });
+  }
+
+  /** The master, after pool.eject: the host's address is served no more; a host of this process
+   * (not an adopted one) comes back at its address as a fresh standalone pool of its own. */
+  async function hostLeft(address: string, adopted: boolean): Promise<void> {
+    const i = plan.findIndex((p) => p.addr === address);
+    if (i <= 0) return;
+    plan.splice(i, 1);
+    const gone = serversAt.get(address) ?? [];
+    serversAt.delete(address);
+    urls = urls.filter((u) => new URL(u).hostname !== urlHost(address));
+    await Promise.all(gone.map((srv) => new Promise<void>((resolve) => {
+      srv.closeAllConnections?.();
+      srv.close(() => resolve());
+    })));
+    if (!adopted) await startEjected(address);
+  }
+
+  /** The standalone pools of hosts ejected from this process's pool, one per address. */
+  const ejected: RunningServer[] = [];
+  async function startEjected(address: string): Promise<void> {
+    const own = dataDir === null ? null : join(dataDir, 'ejected', address);
+    ejected.push(await startServer({
+      ...opts, host: address, port, hosts: 1, fixture: undefined, nbdPort: null, address: undefined,
+      ...(own === null ? { memory: true } : { memory: false, dataDir: own }),
+    }));
+  }
+  const registerRuntime = () =>
+    setPoolRuntime(emu, {
+      port: () => port,
+      dataDir,
+      listenHost,
+      hostLeft,
+      becomeMember: (m) =>
+        serial(async () => {
+          if (closed || memberOf) return;
+          await closeListeners();
+          await smReady(emu);
+          emu.close();
+          await openMemberDoor(m);
+        }),
+    });
+  registerRuntime();
 
   async function listen(): Promise<void> {
     const hostFor = loopback ? undefined : () => emu.master;
@@ -399,6 +526,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           // port 0: the first listener picks the port and the pool's other hosts reuse it
           const wanted = secure || !tls ? port : httpPort!;
           const server = i === 0 ? (await app.listen({ host: addr, port: wanted }), app.server) : await listenAlso(app, addr, wanted);
+          serversAt.set(addr, [...(serversAt.get(addr) ?? []), server]);
           const actual = (server.address() as { port: number }).port;
           if (secure || !tls) port = actual;
           else httpPort = actual;
@@ -449,9 +577,17 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       }),
     );
     apps = [];
+    serversAt.clear();
   }
 
-  await listen();
+  if (memberAtStart) {
+    emu.close();
+    await openMemberDoor(memberAtStart);
+  } else await listen();
+  // hosts ejected from this pool before a restart come back as their own pools
+  if (dataDir !== null && existsSync(join(dataDir, 'ejected'))) {
+    for (const a of readdirSync(join(dataDir, 'ejected'))) if (/^127\.\d+\.\d+\.\d+$/.test(a) && !plan.some((p) => p.addr === a)) await startEjected(a);
+  }
 
   let busy: Promise<void> = Promise.resolve();
   let closed = false;
@@ -476,7 +612,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     dataDir,
     toolstackRestart: () =>
       serial(async () => {
-        if (closed) return;
+        if (closed || memberOf) return;
         let conf = emu.conf;
         if (opts.configFile) {
           try {
@@ -499,8 +635,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
           emu.db.flush();
         } else {
           emu = new Emulator({ ...emuOpts, conf, clock: emu.clock });
+          recoverAdoptions(emu);
           restoreInterrupted(emu);
         }
+        registerRuntime();
         emu.start();
         await listen();
       }),
@@ -508,6 +646,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       serial(async () => {
         if (closed) return;
         closed = true;
+        for (const e of ejected.splice(0)) await e.close();
+        if (memberOf) {
+          await door?.close();
+          emu.dispose();
+          return;
+        }
         await closeListeners();
         // storage start-up work (mounting, reconciling SRs) finishes before the API layer goes,
         // so that none of it runs on into the next one, or into a removed data directory
@@ -517,4 +661,31 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       }),
   };
   return running;
+}
+
+/** At start: the member marker, or a hand-over cut before its end resolved with the master (its
+ * commit is what counts). A master out of reach leaves the journal for the next start, and the
+ * instance serves as the standalone pool it still is. */
+async function membershipAtStart(dataDir: string, emu: Emulator): Promise<MemberMarker | 'ejected' | undefined> {
+  const m = readMember(dataDir);
+  if (m) return (await adoptedOnMaster(m.host, m.master, m.secret).catch(() => undefined)) === false ? 'ejected' : m;
+  const j = readJournal(dataDir);
+  if (!j) return undefined;
+  const adopted = await adoptedOnMaster(j.host, j.master, j.secret).catch(() => undefined);
+  if (adopted === false) clearJournal(dataDir);
+  if (adopted !== true) return undefined;
+  const address = String(emu.db.get('host', emu.db.refByUuid('host', j.host) ?? emu.master)?.address ?? '');
+  const member: MemberMarker = { master: j.master, host: j.host, address, secret: j.secret };
+  writeMember(dataDir, member);
+  clearJournal(dataDir);
+  return member;
+}
+
+/** What pool.eject leaves of an adopted host's data directory: nothing, for a fresh pool (its
+ * certificate stays, as the host's does, and the running process's pid file). */
+function resetDataDir(dataDir: string): void {
+  for (const name of readdirSync(dataDir)) {
+    if (name === 'xapi-ssl.pem' || name === 'xapi-emu.pid') continue;
+    rmSync(join(dataDir, name), { recursive: true, force: true });
+  }
 }

@@ -56,8 +56,10 @@ function usage(): string {
     'Options (each also read from the environment variable in brackets):',
     ...lines,
     '',
-    'With --hosts N on a loopback --host, host i also answers on 127.0.0.(i+1), same port; on any',
-    'other address every host shares the address and all calls are answered by the master.',
+    'With --hosts N on a loopback --host, host i also answers on the address --host plus i (127.0.0.1:',
+    '127.0.0.1, 127.0.0.2 ...), same port; on any other address every host shares the address and all',
+    'calls are answered by the master. After pool.join the instance forwards its connections to the',
+    'master, which runs its host (pool.join\'s master_address is "addr" for our own port, or "addr:port").',
   ].join('\n');
 }
 

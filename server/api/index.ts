@@ -13,3 +13,6 @@ import './VIF.js';
 import './network.js';
 import './host.js';
 import './pool-ops.js';
+import './pool-join.js';
+import './pool-eject.js';
+import './host-membership.js';

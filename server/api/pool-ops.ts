@@ -61,8 +61,6 @@ function hostErrors(emu: Emulator, ref: string, rec: Rec): Map<string, XapiError
   if (provision) set(busy(provision), ['provision']);
   if (rec.enabled === true) set(new XapiError('HOST_NOT_DISABLED', []), ['reboot', 'shutdown', 'apply_updates']);
   if (hostLive(emu, ref)) set(new XapiError('HOST_IS_LIVE', [ref]), ['power_on']);
-  // no power-on plugin on an emulated host
-  set(new XapiError('XENAPI_MISSING_PLUGIN', ['power-on-host']), ['power_on']);
   return t;
 }
 

@@ -44,6 +44,8 @@ export function setHostReachable(emu: Emulator, host: string, reachable: boolean
   else s.add(host);
 }
 const reachableHost = (emu: Emulator, host: string): boolean => unreachable.get(emu)?.has(host) !== true;
+/** A host the master can reach (not failed or isolated through the control API). */
+export const isHostReachable = reachableHost;
 
 export async function withEventsSuppressed<T>(emu: Emulator, host: string, uuid: string, fn: () => Promise<T>): Promise<T> {
   let m = suppressed.get(emu);
@@ -448,28 +450,48 @@ export function startXenops(emu: Emulator): () => void {
   emu.db.flush();
 
   const unsubs: (() => void)[] = [];
-  for (const [host, x] of map) {
-    let last = x.updates.lastId();
-    unsubs.push(
-      x.updates.subscribe(() => {
-        if (bound.get(emu) !== map || !reachableHost(emu, host)) return;
-        const { ids, next } = x.updates.get(last);
-        last = next;
-        const vms = new Set<string>();
-        for (const id of ids) {
-          const [kind, uuid] = id.split('/');
-          if (kind === 'HOST') syncHost(emu, host);
-          else if (uuid) vms.add(uuid);
-        }
-        const quiet = suppressed.get(emu);
-        for (const uuid of vms) if (!quiet?.has(uuid)) syncVm(emu, host, uuid);
-        emu.db.flush();
-      }),
-    );
-  }
+  subscriptions.set(emu, unsubs);
+  for (const [host, x] of map) unsubs.push(consumeUpdates(emu, map, host, x));
   return () => {
     for (const u of unsubs) u();
     stopGuests();
     if (bound.get(emu) === map) bound.delete(emu);
+    subscriptions.delete(emu);
   };
+}
+
+const subscriptions = new WeakMap<Emulator, (() => void)[]>();
+
+/** The UPDATES consumer of one host's xenopsd. */
+function consumeUpdates(emu: Emulator, map: Map<string, Xenopsd>, host: string, x: Xenopsd): () => void {
+  let last = x.updates.lastId();
+  return x.updates.subscribe(() => {
+    if (bound.get(emu) !== map || !reachableHost(emu, host)) return;
+    const { ids, next } = x.updates.get(last);
+    last = next;
+    const vms = new Set<string>();
+    for (const id of ids) {
+      const [kind, uuid] = id.split('/');
+      if (kind === 'HOST') syncHost(emu, host);
+      else if (uuid) vms.add(uuid);
+    }
+    const quiet = suppressed.get(emu);
+    for (const uuid of vms) if (!quiet?.has(uuid)) syncVm(emu, host, uuid);
+    emu.db.flush();
+  });
+}
+
+/** A host that left the running pool (pool.eject): its xenopsd is no longer the pool's. */
+export function unbindXenopsHost(emu: Emulator, host: string): void {
+  bound.get(emu)?.delete(host);
+}
+
+/** A host that joined the running pool: its xenopsd, bound as those of the hosts at start. */
+export function bindXenopsHost(emu: Emulator, host: string): void {
+  const map = bound.get(emu);
+  if (!map || map.has(host)) return;
+  const x = xenopsdFor(emu.storageDir, hostSpec(emu, host, controlDomainMemory(emu)), { clock: emu.clock, storage: storageFor(emu) });
+  map.set(host, x);
+  subscriptions.get(emu)?.push(consumeUpdates(emu, map, host, x));
+  syncHost(emu, host);
 }
