@@ -13,3 +13,5 @@ import './VIF.js';
 import './network.js';
 import './host.js';
 import './pool-ops.js';
+import './pool-master.js';
+import './pool-ha.js';
