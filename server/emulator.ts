@@ -15,6 +15,7 @@ import './api/index.js';
 import { startSm } from './sm/index.js';
 import { undoCutImports } from './xva/import-journal.js';
 import { startXenops } from './api/xenops-sync.js';
+import { resumeHa } from './api/ha-failover.js';
 import { destroyMachine } from './xenopsd/index.js';
 import { forgetMachineRrds } from './rrdd/rrdd.js';
 import type { GuestProfile } from './guest/profile.js';
@@ -110,6 +111,7 @@ export class Emulator {
     this.stopSm = startSm(this);
     undoCutImports(this);
     this.stopXenops = startXenops(this);
+    resumeHa(this);
   }
 
   /** session.change_password: lasts until the emulator restarts, when --password applies again */

@@ -266,7 +266,14 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
     const ps = emu.db.get('VM', vm)?.power_state;
     const want = paused ? 'Paused' : 'Running';
     if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
+    // Xapi_vm_helpers.start_delay: the start answers after the VM's start_delay
+    await delay(emu, vm, 'start_delay');
   });
+}
+
+async function delay(emu: Emulator, vm: string, field: 'start_delay' | 'shutdown_delay'): Promise<void> {
+  const seconds = Number(emu.db.get('VM', vm)?.[field] ?? 0);
+  if (seconds > 0) await emu.clock.sleep(seconds);
 }
 
 async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void> {
@@ -297,6 +304,8 @@ async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void>
   if (moved) await xenops(emu, vm, moved, uuid, () => xenopsOf(emu, moved).shutdown(uuid, { clean: false }));
   const after = emu.db.get('VM', vm);
   if (after && after.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [vm, 'halted', String(after.power_state).toLowerCase()]);
+  // Xapi_vm_helpers.shutdown_delay
+  await delay(emu, vm, 'shutdown_delay');
 }
 
 async function rebootVm(call: Call, vm: string, clean: boolean): Promise<void> {

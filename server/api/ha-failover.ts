@@ -15,6 +15,7 @@ import { createSession, destroySession } from './session.js';
 import { forceStateReset, vmHaltedHooks, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
 import { becomeMaster } from '../pool/master-role.js';
+import { smReady } from '../sm/index.js';
 import { allProtectedVms, computeRestartPlan, HA_BEST_EFFORT, isProtected, liveSet, markPoolOvercommitted, updatePoolStatus } from './ha-plan.js';
 
 /** A VM that failed to start is not tried again within this time (restart_auto_run_vms). */
@@ -100,6 +101,15 @@ export function haHostFailed(emu: Emulator, host: string): void {
   restartProtectedVms(emu, reset);
 }
 
+/** At start, with HA on, the monitor's first pass restarts the protected VMs that are down (those
+ * whose failover a stop or a crash cut short), once the SRs are attached. */
+export function resumeHa(emu: Emulator): void {
+  // the monitor of the toolstack that stopped is gone, with what it was waiting for
+  states.delete(emu.storageDir);
+  if (!haEnabled(emu)) return;
+  void smReady(emu).then(() => restartProtectedVms(emu, []), () => undefined);
+}
+
 /** A failed host is back (it rejoins the liveset): HA tries again what it could not restart. */
 export function haHostRecovered(emu: Emulator, _host: string): void {
   if (!haEnabled(emu)) return;
@@ -143,7 +153,8 @@ function byOrder<T>(emu: Emulator, items: [string, T][]): [string, T][][] {
 async function restartPass(emu: Emulator, reset: string[]): Promise<void> {
   const s = stateOf(emu);
   while (emu.clock.now() < s.preventUntil) await emu.clock.sleep((s.preventUntil - emu.clock.now()) / 1000);
-  if (!haEnabled(emu)) return;
+  // (a pass of a toolstack that has stopped since does nothing)
+  if (states.get(emu.storageDir) !== s || !haEnabled(emu)) return;
   const session = createSession(emu, emu.master, { uname: 'root', superuser: true }, 'xapi-emu HA');
   try {
     const call = async (method: string, ...params: unknown[]) => {
@@ -151,7 +162,7 @@ async function restartPass(emu: Emulator, reset: string[]): Promise<void> {
       if (!r.ok) throw new XapiError(r.error[0], r.error.slice(1));
       return r.value;
     };
-    /** VM.start(_on), then its start_delay; false if it did not start */
+    /** VM.start(_on) (which waits the VM's start_delay); false if it did not start */
     const restart = async (vm: string, host?: string): Promise<boolean> => {
       const last = s.lastStartAttempt.get(vm);
       if (last !== undefined && emu.clock.now() - last <= RETRY_AFTER_MS) return false;
@@ -163,8 +174,6 @@ async function restartPass(emu: Emulator, reset: string[]): Promise<void> {
         return false;
       }
       s.lastStartAttempt.delete(vm);
-      const delay = Number(emu.db.get('VM', vm)?.start_delay ?? 0);
-      if (delay > 0) await emu.clock.sleep(delay);
       return true;
     };
     const live = liveSet(emu);

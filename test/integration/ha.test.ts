@@ -35,6 +35,16 @@ const errorOf = async (p: Promise<unknown>): Promise<string[]> => {
 
 const pool = () => x.call('pool.get_record', srv.emu.pool);
 
+/** A restart closed the connections: a kept-alive one fails once. */
+async function once<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if ((e as Error).message !== 'fetch failed') throw e;
+    return f();
+  }
+}
+
 async function newVm(name: string, mem: number, sr = shared): Promise<string> {
   const vm: string = await x.call('VM.create', vmArgs(name, memory(mem)));
   const vdi: string = await x.call('VDI.create', vdiArgs(sr, 8 * MiB, `${name}-disk`));
@@ -291,6 +301,50 @@ describe('a failed master', () => {
     }
     // back, as a member
     expect(await x.call('pool.is_slave', old)).toBe(true);
+  });
+});
+
+describe('restarts held back, and a restart of the toolstack', () => {
+  it('ha_prevent_restarts_for holds a restart back; the next toolstack\'s monitor makes it', async () => {
+    const vm = await x.call('VM.create', vmArgs('held', memory(1 * GiB)));
+    const vdi = await x.call('VDI.create', vdiArgs(shared, 8 * MiB, 'held-disk'));
+    await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+    await x.call('VM.set_ha_restart_priority', vm, 'restart');
+    await x.call('VM.set_actions_after_crash', vm, 'destroy');
+    await x.call('VM.start', vm, false, false);
+    await x.call('pool.ha_prevent_restarts_for', 3600);
+    await ctl.guests.crash({ vm });
+    for (let i = 0; i < 50; i++) expect(await x.call('VM.get_power_state', vm)).toBe('Halted');
+    expect(await x.call('VM.get_ha_always_run', vm)).toBe(true);
+    await srv.toolstackRestart();
+    x = await once(() => connect(srv.urls[1], 'root', PASSWORD));
+    let state = '';
+    for (let i = 0; i < 500 && state !== 'Running'; i++) state = await x.call('VM.get_power_state', vm);
+    expect(state).toBe('Running');
+    await x.call('VM.hard_shutdown', vm);
+  });
+
+  it('VM.start answers after the VM\'s start_delay, on the emulator clock', async () => {
+    const vm = await x.call('VM.create', vmArgs('delayed', memory(1 * GiB)));
+    await x.call('VM.set_start_delay', vm, 100);
+    await once(() => ctl.clock.set({ frozen: true }));
+    try {
+      const task = await x.call('Async.VM.start', vm, false, false);
+      let ps = '';
+      for (let i = 0; i < 60 && ps !== 'Running'; i++) {
+        await ctl.clock.advance({ seconds: 1 });
+        ps = await x.call('VM.get_power_state', vm);
+      }
+      expect(ps).toBe('Running');
+      expect(await x.call('task.get_status', task)).toBe('pending');
+      await ctl.clock.advance({ seconds: 100 });
+      let status = 'pending';
+      for (let i = 0; i < 100 && status === 'pending'; i++) status = await x.call('task.get_status', task);
+      expect(status).toBe('success');
+    } finally {
+      await ctl.clock.set({ frozen: false });
+    }
+    await x.call('VM.hard_shutdown', vm);
   });
 });
 
