@@ -14,7 +14,7 @@ import { xapiDate } from '../clock.js';
 import { createSession, destroySession } from './session.js';
 import { forceStateReset, vmHaltedHooks, xenopsOf } from './xenops-sync.js';
 import { updateAllowedOperations } from './operations.js';
-import { becomeMaster } from '../pool/master-role.js';
+import { becomeMaster, HA_ORIGINATOR } from '../pool/master-role.js';
 import { smReady } from '../sm/index.js';
 import { allProtectedVms, computeRestartPlan, HA_BEST_EFFORT, isProtected, liveSet, markPoolOvercommitted, updatePoolStatus } from './ha-plan.js';
 
@@ -155,7 +155,7 @@ async function restartPass(emu: Emulator, reset: string[]): Promise<void> {
   while (emu.clock.now() < s.preventUntil) await emu.clock.sleep((s.preventUntil - emu.clock.now()) / 1000);
   // (a pass of a toolstack that has stopped since does nothing)
   if (states.get(emu.storageDir) !== s || !haEnabled(emu)) return;
-  const session = createSession(emu, emu.master, { uname: 'root', superuser: true }, 'xapi-emu HA');
+  const session = createSession(emu, emu.master, { uname: 'root', superuser: true }, HA_ORIGINATOR);
   try {
     const call = async (method: string, ...params: unknown[]) => {
       const r = await dispatch(emu, method, [session, ...params], { host: emu.master });

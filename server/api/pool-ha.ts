@@ -8,7 +8,7 @@ import { dispatch } from '../dispatch/dispatch.js';
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { createSession, destroySession } from './session.js';
-import { haArmed, disarmHa, resetHaArming } from '../pool/master-role.js';
+import { haArmed, disarmHa, resetHaArming, HA_ORIGINATOR } from '../pool/master-role.js';
 import {
   agilityError, allProtectedVms, evacuationPlan, HA_BEST_EFFORT, HA_RESTART, maxHostFailuresToTolerate, planForNFailures, assertChangePreservesPlan,
   updatePoolStatus, liveSet, poolMessage,
@@ -69,7 +69,7 @@ function canHostStatefile(emu: Emulator, sr: string): boolean {
 
 /** Pool-wide work of xapi is done over its own API (Helpers.call_api_functions). */
 async function asPool<T>(emu: Emulator, f: (call: (method: string, ...params: unknown[]) => Promise<unknown>) => Promise<T>): Promise<T> {
-  const session = createSession(emu, emu.master, { uname: 'root', superuser: true }, 'xapi-emu HA');
+  const session = createSession(emu, emu.master, { uname: 'root', superuser: true }, HA_ORIGINATOR);
   try {
     return await f(async (method, ...params) => {
       const r = await dispatch(emu, method, [session, ...params], { host: emu.master });

@@ -32,6 +32,9 @@ function stateOf(emu: Emulator): RoleState {
   return s;
 }
 
+/** The originator of the sessions HA makes its calls with. */
+export const HA_ORIGINATOR = 'xapi-emu HA';
+
 /** A proposal not committed after this long may be replaced by another (Xapi_ha: ten minutes). */
 const PROPOSAL_TIMEOUT_MS = 10 * 60 * 1000;
 
@@ -102,9 +105,10 @@ export function becomeMaster(emu: Emulator, host: string, opts: { all: boolean }
   dropSessionsAfterAnswer(emu);
 }
 
-/** The toolstacks restart after the answer of the call that changed roles has left. */
+/** The toolstacks restart after the answer of the call that changed roles has left (the HA
+ * monitor's own session goes on: its restarts are what the new master does next). */
 function dropSessionsAfterAnswer(emu: Emulator): void {
-  const sessions = [...emu.db.table('session').keys()];
+  const sessions = [...emu.db.table('session')].filter(([, row]) => row.rec.originator !== HA_ORIGINATOR).map(([ref]) => ref);
   setImmediate(() => {
     for (const ref of sessions) if (emu.db.has('session', ref)) destroySession(emu, ref);
     emu.db.flush();

@@ -230,6 +230,8 @@ describe('a failed member', () => {
       expect(await x.call('VM.get_power_state', vms.plain)).toBe('Halted');
       expect(await messages('HA_HOST_FAILED')).toEqual([expect.objectContaining({ cls: 'Host', obj_uuid: victimUuid, body: `Server '${victimName}' has failed` })]);
 
+      // the status shows the failover under way
+      expect((await ctl.status.get({})).pool.ha).toMatchObject({ enabled: true, host_failures_to_tolerate: 1, restarts_pending: 1 });
       // time moves a second at a time: when did each come back?
       const t0 = (await ctl.clock.get({})).now_ms;
       const runningAt: Record<string, number> = {};
