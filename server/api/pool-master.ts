@@ -20,11 +20,16 @@ export function inEmergencyMode(emu: Emulator, host: string): boolean {
   return !emu.db.has('host', m) || !hostLive(emu, m);
 }
 
+function assertHost(emu: Emulator, host: string): void {
+  if (!emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
+}
+
 registerProvider('pool', {
   // Message_forwarding runs it on the named host (check_live: HOST_OFFLINE), which does nothing if
   // it is the master already; else, with HA off, the two-phase commit of itself as new master.
   designate_new_master(call: Call, host: string) {
     const { emu } = call;
+    assertHost(emu, host);
     if (host === emu.master) return;
     if (!hostLive(emu, host)) throw new XapiError('HOST_OFFLINE', [host]);
     if (emu.db.get('pool', emu.pool)?.ha_enabled === true) throw new XapiError('HA_IS_ENABLED', []);
@@ -66,6 +71,7 @@ registerProvider('pool', {
 
   is_slave(call: Call, host: string) {
     const { emu } = call;
+    assertHost(emu, host);
     if (host !== emu.master && !hostLive(emu, host)) throw new XapiError('HOST_OFFLINE', [host]);
     return host !== emu.master;
   },
