@@ -394,11 +394,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   if (!memberAtStart) takeInitialSnapshot(emu).catch((e) => console.error(`xapi-emu: no initial snapshot: ${(e as Error).message}`));
   // Listen addresses, from the database (it may predate these options): the master on `host`,
   // members on their own loopback address; elsewhere every call is answered as the master.
-  const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: emu.master }];
+  // (after a change of master, the first address may be a member's: each host keeps its address)
+  const plan: { addr: string; hostRef: string }[] = [{ addr: host, hostRef: (loopback ? emu.hostByAddress(host) : undefined) ?? emu.master }];
   /** the Node servers listening on each address */
   const serversAt = new Map<string, HttpServer[]>();
   if (loopback) {
-    for (const h of emu.hosts.slice(1)) {
+    for (const h of emu.hosts) {
       const a = emu.db.get('host', h)?.address;
       if (typeof a === 'string' && /^127\./.test(a) && a !== host && !plan.some((p) => p.addr === a)) plan.push({ addr: a, hostRef: h });
     }

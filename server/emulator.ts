@@ -15,6 +15,7 @@ import './api/index.js';
 import { startSm } from './sm/index.js';
 import { undoCutImports } from './xva/import-journal.js';
 import { startXenops } from './api/xenops-sync.js';
+import { resumeHa } from './api/ha-failover.js';
 import { destroyMachine } from './xenopsd/index.js';
 import { forgetMachineRrds } from './rrdd/rrdd.js';
 import type { GuestProfile } from './guest/profile.js';
@@ -49,7 +50,13 @@ export class Emulator {
   users: UserSpec[];
   authFailDelay: number;
   readonly pool: string;
-  readonly master: string;
+  /** The pool's master: pool.master, which a change of master role writes (server/pool/master-role.ts) */
+  get master(): string {
+    return this.db.get('pool', this.pool)!.master as string;
+  }
+  set master(host: string) {
+    this.db.update('pool', this.pool, { master: host });
+  }
   readonly hosts: string[];
   /** classes whose calls run without a task (task, event ... in Datamodel.no_task_id_for) */
   readonly noTaskClasses = new Set(model.classes.filter((c) => c.no_task_id).map((c) => c.name));
@@ -88,7 +95,6 @@ export class Emulator {
     }
     const [pool] = this.db.table('pool').keys();
     this.pool = pool;
-    this.master = this.db.get('pool', pool)!.master as string;
     this.hosts = [this.master, ...[...this.db.table('host').keys()].filter((h) => h !== this.master)];
     ensureUsers(this);
     this.db.flush();
@@ -105,6 +111,7 @@ export class Emulator {
     this.stopSm = startSm(this);
     undoCutImports(this);
     this.stopXenops = startXenops(this);
+    resumeHa(this);
   }
 
   /** session.change_password: lasts until the emulator restarts, when --password applies again */

@@ -247,6 +247,8 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
   const { emu } = call;
   await withOperation(call, 'VM', vm, op, async () => {
     const rec = vmRec(call, vm);
+    // Xapi_vm.start: a VM of restart priority is protected by HA from now on
+    if (rec.ha_restart_priority === 'restart' && rec.ha_always_run !== true) emu.db.update('VM', vm, { ha_always_run: true });
     let h: string;
     if (host) {
       assertCanBootHere(emu, vm, rec, host);
@@ -264,12 +266,21 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
     const ps = emu.db.get('VM', vm)?.power_state;
     const want = paused ? 'Paused' : 'Running';
     if (ps !== want) throw new XapiError('VM_BAD_POWER_STATE', [vm, want.toLowerCase(), String(ps).toLowerCase()]);
+    // Xapi_vm_helpers.start_delay: the start answers after the VM's start_delay
+    await delay(emu, vm, 'start_delay');
   });
+}
+
+async function delay(emu: Emulator, vm: string, field: 'start_delay' | 'shutdown_delay'): Promise<void> {
+  const seconds = Number(emu.db.get('VM', vm)?.[field] ?? 0);
+  if (seconds > 0) await emu.clock.sleep(seconds);
 }
 
 async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void> {
   const { emu } = call;
   const rec = vmRec(call, vm);
+  // Xapi_vm.clean_shutdown / hard_shutdown: a VM shut down through the API is no longer protected
+  if (rec.ha_always_run === true) emu.db.update('VM', vm, { ha_always_run: false });
   if (rec.power_state === 'Suspended') {
     // Xapi_vm.hard_shutdown: the suspend image is destroyed (whether or not that works, it is forgotten)
     await destroySuspendVdi(call, vm);
@@ -293,6 +304,8 @@ async function shutdownVm(call: Call, vm: string, clean: boolean): Promise<void>
   if (moved) await xenops(emu, vm, moved, uuid, () => xenopsOf(emu, moved).shutdown(uuid, { clean: false }));
   const after = emu.db.get('VM', vm);
   if (after && after.power_state !== 'Halted') throw new XapiError('VM_BAD_POWER_STATE', [vm, 'halted', String(after.power_state).toLowerCase()]);
+  // Xapi_vm_helpers.shutdown_delay
+  await delay(emu, vm, 'shutdown_delay');
 }
 
 async function rebootVm(call: Call, vm: string, clean: boolean): Promise<void> {
@@ -350,6 +363,7 @@ function diskOf(emu: Emulator, vdi: string): { sr: string; vdi: string } {
 async function suspendVm(call: Call, vm: string): Promise<void> {
   const { emu } = call;
   const rec = vmRec(call, vm);
+  if (rec.ha_always_run === true) emu.db.update('VM', vm, { ha_always_run: false });
   const h = residentHost(emu, vm, rec);
   const uuid = String(rec.uuid);
   // memory_static_max × 1.2 × 1.05 + 100 MiB
@@ -380,6 +394,8 @@ async function suspendVm(call: Call, vm: string): Promise<void> {
 
 async function resumeVm(call: Call, vm: string, host: string | null, paused: boolean, op: 'resume' | 'resume_on'): Promise<void> {
   await withOperation(call, 'VM', vm, op, () => resumeLocal(call, vm, host, paused));
+  // Xapi_vm.resume: protected again
+  if (call.emu.db.get('VM', vm)?.ha_restart_priority === 'restart') call.emu.db.update('VM', vm, { ha_always_run: true });
 }
 
 /** Xapi_xenops.resume, the VM already marked (by resume, or by checkpoint). */

@@ -16,3 +16,5 @@ import './pool-ops.js';
 import './pool-join.js';
 import './pool-eject.js';
 import './host-membership.js';
+import './pool-master.js';
+import './pool-ha.js';

@@ -15,6 +15,7 @@ import { xapiDate } from '../clock.js';
 import { updateAllowedOperations, withOperation } from './operations.js';
 import { domainTypeOf } from './xenops-sync.js';
 import { callMessage as api } from './vm-snapshot.js';
+import { assertChangePreservesPlan, updatePoolStatus } from './ha-plan.js';
 
 function vmRec(emu: Emulator, vm: string): Rec {
   return recordOf(emu, 'VM', vm);
@@ -221,6 +222,25 @@ const VENDOR_DEVICE_PLATFORM_VERSION = 2;
 /** Constants.ha_valid_restart_priorities */
 const HA_RESTART_PRIORITIES = new Set(['restart', 'best-effort', '']);
 
+function setHaRestartPriority(emu: Emulator, self: string, value: string): void {
+  const rec = vmRec(emu, self);
+  if (!HA_RESTART_PRIORITIES.has(value)) throw new XapiError('INVALID_VALUE', ['ha_restart_priority', value]);
+  if (rec.ha_restart_priority !== 'restart' && value === 'restart') {
+    if (rec.power_state !== 'Halted') assertChangePreservesPlan(emu, { newVmsToProtect: [self] });
+    if (emu.db.get('pool', emu.pool)?.ha_enabled === true) updatePoolStatus(emu);
+  }
+  if (rec.ha_restart_priority !== value) {
+    emu.db.update('VM', self, rec.power_state === 'Running' ? { ha_restart_priority: value, ha_always_run: value === 'restart' } : { ha_restart_priority: value });
+  }
+  updateAllowedOperations(emu, 'VM', self);
+}
+
+function setNonNegative(emu: Emulator, self: string, field: 'start_delay' | 'shutdown_delay' | 'order', value: number): void {
+  vmRec(emu, self);
+  if (Number(value) < 0) throw new XapiError('INVALID_VALUE', [`${field} must be non-negative`, String(value)]);
+  emu.db.update('VM', self, { [field]: Number(value) });
+}
+
 export const vmSettingsMessages: Provider = {
   provision: (call, vm: string) => withOperation(call, 'VM', vm, 'provision', () => provision(call, vm)),
 
@@ -319,15 +339,22 @@ export const vmSettingsMessages: Provider = {
       call.emu.db.update('VM', self, { HVM_shadow_multiplier: Number(value) });
     }),
 
-  // Xapi_vm.set_ha_restart_priority: a running VM's protection (ha_always_run) follows at once
+  // Xapi_vm.set_ha_restart_priority: a VM that becomes protected while it runs must keep the
+  // failover plan (HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN); a running VM's protection
+  // (ha_always_run) follows at once
   set_ha_restart_priority(call, self: string, value: string) {
-    const rec = vmRec(call.emu, self);
-    if (!HA_RESTART_PRIORITIES.has(value)) throw new XapiError('INVALID_VALUE', ['ha_restart_priority', value]);
-    if (rec.ha_restart_priority !== value) {
-      call.emu.db.update('VM', self, rec.power_state === 'Running' ? { ha_restart_priority: value, ha_always_run: value === 'restart' } : { ha_restart_priority: value });
-    }
-    updateAllowedOperations(call.emu, 'VM', self);
+    setHaRestartPriority(call.emu, self, value);
   },
+
+  // deprecated since Boston: degrades to the restart priority (Xapi_vm.set_ha_always_run)
+  set_ha_always_run(call, self: string, value: boolean) {
+    setHaRestartPriority(call.emu, self, value ? 'restart' : '');
+  },
+
+  // Xapi_vm.set_start_delay / set_shutdown_delay / set_order: non-negative
+  set_start_delay: (call, self: string, value: number) => setNonNegative(call.emu, self, 'start_delay', value),
+  set_shutdown_delay: (call, self: string, value: number) => setNonNegative(call.emu, self, 'shutdown_delay', value),
+  set_order: (call, self: string, value: number) => setNonNegative(call.emu, self, 'order', value),
 
   // marked (NOT_SYSTEM_DOMAIN for other VMs), then, as in xapi, not implemented
   query_services: (call, self: string) =>

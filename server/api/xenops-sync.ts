@@ -306,6 +306,9 @@ export function refreshAllowed(emu: Emulator, vm: string): void {
 }
 
 /** update_vm / update_vbd / update_vif: re-reads xenopsd's view of one VM and writes what differs. */
+/** Told when xenopsd reports that a running VM's domain is gone (server/api/ha-failover.ts). */
+export const vmHaltedHooks: { halted: ((emu: Emulator, vm: string) => void) | null } = { halted: null };
+
 export function syncVm(emu: Emulator, host: string, uuid: string): void {
   const { db } = emu;
   const vm = db.refByUuid('VM', uuid);
@@ -319,7 +322,11 @@ export function syncVm(emu: Emulator, host: string, uuid: string): void {
     if (rec.resident_on !== host && rec.resident_on !== NULL_REF) return;
     const suspended = x.stat(uuid).power_state === 'Suspended';
     if (suspended && rec.power_state !== 'Suspended') forceStateReset(emu, vm, 'Suspended');
-    else if (!suspended && (rec.power_state === 'Running' || rec.power_state === 'Paused')) forceStateReset(emu, vm, 'Halted');
+    else if (!suspended && (rec.power_state === 'Running' || rec.power_state === 'Paused')) {
+      forceStateReset(emu, vm, 'Halted');
+      // a domain that went away by itself (the guest shut down or crashed): HA may restart it
+      if (!resyncing.has(emu)) vmHaltedHooks.halted?.(emu, vm);
+    }
     for (const b of rec.VBDs as string[]) setIfChanged(emu, 'VBD', b, { currently_attached: false });
     for (const v of rec.VIFs as string[]) setIfChanged(emu, 'VIF', v, { currently_attached: false });
     if (rec.resident_on !== NULL_REF || rec.domid !== -1) db.update('VM', vm, { resident_on: NULL_REF, domid: -1 });

@@ -519,7 +519,7 @@ describe('rules and the control API', () => {
     expect(await bad({ match: { method: 'VM.start', colour: 'red' }, effect: { drop: true } })).toEqual(['match']);
     expect(await bad({ match: { method: 'VM.start' }, effect: { drop: true, hang: true } })).toEqual(['effect.drop']);
     expect(await bad({ match: { vdi: 'OpaqueRef:nothing' }, effect: { io_error_after: 0 } })).toEqual(['match.vdi']);
-    expect(await bad({ match: { host: srv.emu.master }, effect: { host_down: true } })).toEqual(['match.host']);
+    expect(await bad({ match: { host: srv.emu.master }, effect: { host_isolated: true } })).toEqual(['match.host']);
     expect(await bad({ match: { sr: local }, fire: { times: 1 }, effect: { sr_backend_failure: {} } })).toEqual(['fire']);
     expect((await ctl.faults.list()).rules).toEqual([]);
   });

@@ -56,7 +56,7 @@ export const faultEffect = z
     io_error_after: z.number().int().min(0).optional().describe(
       'vdi: the datapath moves this many more bytes, then every request fails (blkif BLKIF_RSP_ERROR, VDI_IO_ERROR for exports and imports)',
     ),
-    host_down: z.literal(true).optional().describe('host (a member): it fails: host_metrics.live false, its domains gone, calls forwarded to it HOST_OFFLINE, its address answers nothing'),
+    host_down: z.literal(true).optional().describe('host: it fails: host_metrics.live false, its domains gone, calls forwarded to it HOST_OFFLINE, its address answers nothing; the master too (its members in emergency mode; with HA on, a survivor becomes master)'),
     host_isolated: z.literal(true).optional().describe('host (a member): cut off from the master: the master sees it offline, calls on its address fail with HOST_STILL_BOOTING'),
     sr_backend_failure: z
       .object({ code: z.number().int().min(0).max(9999).default(47), reason: z.string().max(1000).default('The SR is not available') })

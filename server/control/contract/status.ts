@@ -95,7 +95,16 @@ export const statusTask = z.object({
 
 export const statusSummary = z.object({
   generation: z.number().int().describe('the database generation this summary was read at'),
-  pool: z.object({ ref: z.string(), uuid: z.string(), name_label: z.string(), master: z.string(), guest_profile: z.string() }),
+  pool: z.object({
+    ref: z.string(), uuid: z.string(), name_label: z.string(), master: z.string(), guest_profile: z.string(),
+    ha: z.object({
+      enabled: z.boolean(),
+      host_failures_to_tolerate: z.number().int(),
+      plan_exists_for: z.number().int(),
+      overcommitted: z.boolean(),
+      restarts_pending: z.number().int().describe('HA restart passes asked for and not done (a failover under way)'),
+    }),
+  }),
   counts: z.object({ vms: z.number().int(), templates: z.number().int(), snapshots: z.number().int(), vdis: z.number().int(), tasks: z.number().int() }),
   hosts: z.array(statusHost),
   vms: z.array(statusVm).describe('guests: neither templates, snapshots nor control domains'),

@@ -5,7 +5,7 @@
 // latency or hang happen inside its task, so the client gets a task ref and the task fails with
 // the error, as a failure inside xapi's implementation does. A drop cuts the Async call's own
 // connection before any task exists.
-import type { MessageMeta, Ty } from '../../../schema/index.js';
+import { model, type MessageMeta, type Ty } from '../../../schema/index.js';
 import type { Emulator } from '../../emulator.js';
 import type { Call } from '../../dispatch/registry.js';
 import { DropConnection, type CallFault, type CallFaultHooks, type CallOrigin } from '../../dispatch/dispatch.js';
@@ -13,6 +13,7 @@ import { XapiError } from '../../dispatch/errors.js';
 import { engineOf } from './index.js';
 import type { FaultEngine, Rule } from './engine.js';
 import { hostFault } from './hosts.js';
+import { followedMaster } from '../../pool/master-role.js';
 
 /** Custom messages that only read or write the database: the master answers them alone. */
 const DB_ONLY = /^(get_|set_|add_|remove_|assert_|retrieve_|compute_|record_|create|destroy|forget|introduce|db_|power_state_reset$)/;
@@ -25,6 +26,7 @@ const EMERGENCY_CALLS = new Set([
   'host.abort_new_master', 'host.local_assert_healthy', 'host.signal_networking_change', 'host.local_management_reconfigure',
   'host.ha_xapi_healthcheck', 'host.emergency_ha_disable', 'host.management_disable', 'host.get_system_status_capabilities',
   'host.is_in_emergency_mode', 'host.shutdown_agent', 'host.emergency_reset_server_certificate', 'system.listMethods',
+  ...model.emergency_calls,
 ]);
 /** VM operations that attach the VM's disks (SM's vdi_attach / vdi_snapshot ...). */
 const VM_STORAGE_OPS = new Set(['start', 'start_on', 'resume', 'resume_on', 'snapshot', 'checkpoint', 'clone', 'copy', 'suspend', 'revert', 'snapshot_with_quiesce']);
@@ -173,8 +175,9 @@ function storageOrForwarded(engine: FaultEngine, call: Call, args: unknown[]): v
 export const callFaultHooks: CallFaultHooks = {
   received(emu: Emulator, name: string, origin: CallOrigin): void {
     const engine = engineOf(emu);
-    if (!engine || engine.count.host === 0 || origin.host === emu.master) return;
-    const state = hostFault(engine, origin.host);
+    if (!engine || engine.count.host === 0) return;
+    // a member whose master is down runs in emergency mode too
+    const state = hostFault(engine, origin.host) ?? (origin.host !== emu.master && hostFault(engine, followedMaster(emu, origin.host)) === 'down' ? 'master_down' : undefined);
     if (state === undefined) return;
     // a host that is down answers nothing; a member cut off from its master runs in emergency
     // mode, refusing all but the emergency calls with its emergency-mode error
@@ -184,7 +187,7 @@ export const callFaultHooks: CallFaultHooks = {
     }
     const bare = name.startsWith('Async.') ? name.slice(6) : name;
     if (EMERGENCY_CALLS.has(bare)) return;
-    hostFault(engine, origin.host, true);
+    if (state === 'isolated') hostFault(engine, origin.host, true);
     throw new XapiError('HOST_STILL_BOOTING', []);
   },
   call(call: Call, args: unknown[]): CallFault | null {

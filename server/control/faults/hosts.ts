@@ -14,10 +14,16 @@
 //
 // xapi's master notices a silent host after host_assumed_dead_interval (10 min, Db_gc
 // .check_host_liveness); here it is at once, so that a test sees the failure when the rule exists.
+//
+// The master may go down too: with HA off its members run in emergency mode (HOST_STILL_BOOTING)
+// until one becomes master (pool.emergency_transition_to_master) or it comes back; with HA on a
+// survivor takes the role and HA restarts the protected VMs (server/api/ha-failover.ts).
 import type { Emulator } from '../../emulator.js';
 import { setHostReachable, syncVm, xenopsOf } from '../../api/xenops-sync.js';
 import { updateAllowedOperations } from '../../api/operations.js';
 import type { FaultEngine } from './engine.js';
+import { haHostFailed, haHostRecovered } from '../../api/ha-failover.js';
+import { masterBack } from '../../pool/master-role.js';
 
 export type HostFault = 'down' | 'isolated';
 
@@ -49,6 +55,9 @@ export async function hostFails(emu: Emulator, host: string, how: HostFault): Pr
   const gone = Promise.all(x.list().map((uuid) => x.shutdown(uuid, { clean: false }).catch(() => undefined)));
   // the domains' teardown follows the clock: with time frozen it ends when time moves on
   if (!emu.clock.state().frozen) await gone;
+  // with HA on, the host is fenced and its protected VMs restarted elsewhere (a failed master
+  // hands its role to a survivor); with HA off, members of a failed master run in emergency mode
+  haHostFailed(emu, host);
 }
 
 export async function hostRecovers(emu: Emulator, host: string, how: HostFault): Promise<void> {
@@ -62,5 +71,8 @@ export async function hostRecovers(emu: Emulator, host: string, how: HostFault):
   const uuids = new Set(x.list());
   for (const [, row] of emu.db.table('VM')) if (row.rec.resident_on === host && row.rec.is_control_domain !== true) uuids.add(String(row.rec.uuid));
   for (const uuid of uuids) syncVm(emu, host, uuid);
+  // the members that followed it reach it again; a former master comes back as a member
+  masterBack(emu, host);
+  haHostRecovered(emu, host);
   emu.db.flush();
 }

@@ -51,7 +51,7 @@ function truncate(res: ServerResponse, limit: number): void {
 export const httpFaultHooks: HttpFaultHooks = {
   received(emu, req, host) {
     const engine = engineOf(emu);
-    if (!engine || engine.count.host === 0 || host === emu.master || hostFault(engine, host) !== 'down') return false;
+    if (!engine || engine.count.host === 0 || hostFault(engine, host) !== 'down') return false;
     hostFault(engine, host, true);
     cut(req);
     return true;

@@ -69,7 +69,7 @@ export async function createRule(emu: Emulator, runtime: ServerRuntime | undefin
     rule = engine.add('sr', input, { ref: resolve(emu, 'SR', m.sr, 'sr') });
   } else {
     const ref = resolve(emu, 'host', m.host!, 'host');
-    if (ref === emu.master) throw badKey(['match', 'host'], 'the master cannot fail or be cut off from itself: choose a member');
+    if (ref === emu.master && !input.effect.host_down) throw badKey(['match', 'host'], 'the master cannot be cut off from itself: choose a member');
     for (const r of engine.rules.values()) if (r.kind === 'host' && r.ref === ref) throw badKey(['match', 'host'], `host ${ref} already has a fault (${r.id})`);
     rule = engine.add('host', input, { ref });
     await hostFails(emu, ref, input.effect.host_down ? 'down' : 'isolated');

@@ -5,6 +5,7 @@ import type { Emulator } from '../../emulator.js';
 import type { Rec } from '../../../storage/database.js';
 import { NULL_REF } from '../../../storage/database.js';
 import { xenopsOf } from '../../api/xenops-sync.js';
+import { failoverPending } from '../../api/ha-failover.js';
 import { introspect } from '../../xenopsd/guest.js';
 import type { statusDatapath, statusEvent, statusHost, statusSr, statusSummary, statusTask, statusVdi, statusVm } from '../contract/status.js';
 
@@ -163,7 +164,13 @@ export function summarize(emu: Emulator, opts: SummaryOptions): StatusSummary {
 
   return {
     generation: db.generation,
-    pool: { ref: emu.pool, uuid: str(poolRec.uuid), name_label: str(poolRec.name_label), master: hostUuid(emu.master), guest_profile: poolProfile },
+    pool: {
+      ref: emu.pool, uuid: str(poolRec.uuid), name_label: str(poolRec.name_label), master: hostUuid(emu.master), guest_profile: poolProfile,
+      ha: {
+        enabled: poolRec.ha_enabled === true, host_failures_to_tolerate: Number(poolRec.ha_host_failures_to_tolerate), plan_exists_for: Number(poolRec.ha_plan_exists_for),
+        overcommitted: poolRec.ha_overcommitted === true, restarts_pending: failoverPending(emu),
+      },
+    },
     counts: { vms: vms.length, templates, snapshots, vdis: vdiCount, tasks: db.count('task') },
     hosts,
     vms,
