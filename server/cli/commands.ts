@@ -30,6 +30,9 @@ export interface CommandSpec {
   hidden?: boolean;
   /** the command acts on the objects chosen by selectors (selectors.ts): `help` says so */
   selectors?: 'vm' | 'host' | 'sr';
+  /** runs on the host that receives it, in a session local to that host, even on a pool member
+   * (xapi's Neverforward commands with a local session: the way to mend a pool without a master) */
+  local?: boolean;
   run(ctx: CommandContext): Promise<void>;
 }
 

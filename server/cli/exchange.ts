@@ -205,6 +205,7 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
     const { session: given, args } = parseBody(body);
     let session: string | null = null;
     let loggedIn = false;
+    let logout = 'session.logout';
     try {
       const cmd = parseCommandLine(args);
       const minimal = boolParam(cmd.params, 'minimal');
@@ -217,10 +218,14 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
         for (const k of spec.reqd) if (!cmd.params.some(([p]) => p === k)) throw new ParamNotFound(k);
         // a member forwards commands to the master only for a client on its local socket; over
         // TCP it refuses them
-        if (host !== emu.master) throw new XapiError('HOST_IS_SLAVE', [String(emu.db.get('host', emu.master)?.address ?? '')]);
-        if (given !== null) session = given;
+        if (host !== emu.master && !spec.local) throw new XapiError('HOST_IS_SLAVE', [String(emu.db.get('host', emu.master)?.address ?? '')]);
+        const p = (k: string) => cmd.params.find(([n]) => n === k)?.[1] ?? '';
+        if (spec.local) {
+          session = (await callApi(emu, host, 'session.slave_local_login_with_password', [p('username'), p('password')])) as string;
+          loggedIn = true;
+          logout = 'session.local_logout';
+        } else if (given !== null) session = given;
         else {
-          const p = (k: string) => cmd.params.find(([n]) => n === k)?.[1] ?? '';
           session = (await callApi(emu, host, 'session.login_with_password', [p('username'), p('password'), API_VERSION, 'cli'])) as string;
           loggedIn = true;
         }
@@ -240,7 +245,7 @@ export async function serveCli(emu: Emulator, host: string, socket: Socket, body
       for (const c of failureCommands(e, (s) => refConvert(emu, s))) ch.send(c);
       ch.send({ t: 'Exit', code: 1 });
     } finally {
-      if (loggedIn && session !== null) await callApi(emu, host, 'session.logout', [session]).catch(() => undefined);
+      if (loggedIn && session !== null) await callApi(emu, host, logout, [session]).catch(() => undefined);
     }
   } catch {
     // the client went away mid-way: nothing to tell it

@@ -19,3 +19,5 @@ import './event.js';
 import './message.js';
 import './misc.js';
 import './transfer.js';
+import './pool-membership.js';
+import './ha.js';

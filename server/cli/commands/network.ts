@@ -1,8 +1,6 @@
 // Network and PIF commands (cli_operations.ml's net_* and pif_*).
-import { model } from '../../../schema/index.js';
 import { defineCommand } from '../commands.js';
-import { CliFailure } from '../errors.js';
-import { boolOf, byUuid, failure, param, printUuidOf, reqd } from './params.js';
+import { boolOf, byUuid, enumOf, int64Of, param, printUuidOf, reqd } from './params.js';
 
 defineCommand({
   name: 'network-create',
@@ -12,9 +10,7 @@ defineCommand({
   run: async (ctx) => {
     const p = ctx.params;
     const m = param(p, 'MTU');
-    // (Int64.of_string: decimal, or 0x/0o/0b prefixed)
-    if (m !== undefined && !/^[+-]?(\d[\d_]*|0[xX][\da-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$/.test(m)) throw failure('Int64.of_string');
-    const mtu = m === undefined ? 1500 : Number(m.replace(/_/g, ''));
+    const mtu = m === undefined ? 1500 : int64Of(m);
     const network = (await ctx.call('network.create', {
       name_label: reqd(ctx, 'name-label'), name_description: param(p, 'name-description') ?? '', MTU: mtu,
       other_config: {}, bridge: param(p, 'bridge') ?? '', managed: boolOf(p, 'managed', true), tags: [],
@@ -30,6 +26,18 @@ defineCommand({
   help: 'Destroy a network.',
   run: async (ctx) => {
     await ctx.call('network.destroy', await byUuid(ctx, 'network', reqd(ctx, 'uuid')));
+  },
+});
+
+defineCommand({
+  name: 'network-attach',
+  reqd: ['uuid', 'host-uuid'],
+  optn: [],
+  help: 'Make a network appear on a particular host.',
+  hidden: true,
+  run: async (ctx) => {
+    const network = await byUuid(ctx, 'network', reqd(ctx, 'uuid'));
+    await ctx.call('network.attach', network, await byUuid(ctx, 'host', reqd(ctx, 'host-uuid')));
   },
 });
 
@@ -53,14 +61,6 @@ for (const [name, help, message] of [
       await ctx.call(message, await byUuid(ctx, 'PIF', reqd(ctx, 'uuid')));
     },
   });
-}
-
-/** An enum value as the CLI reads it: its datamodel name, case aside (the generated *_of_string). */
-function enumOf(name: string, s: string): string {
-  const values = model.enums[name] ?? [];
-  const hit = values.find((v) => v.toLowerCase() === s.toLowerCase());
-  if (hit === undefined) throw new CliFailure(`Expected one of ${values.map((v) => `'${v}'`).join(', ')}, got ${s}`);
-  return hit;
 }
 
 defineCommand({

@@ -1,5 +1,6 @@
 // Reading a command's parameters as xapi's cli_operations.ml does: `prefix:key=value` maps, sets
 // of keys, booleans, sizes with unit suffixes; and the small steps most commands share.
+import { model } from '../../../schema/index.js';
 import { XapiError } from '../../dispatch/errors.js';
 import { param } from '../args.js';
 import type { CommandContext, Params } from '../commands.js';
@@ -67,4 +68,19 @@ export function reqd(ctx: CommandContext, name: string): string {
 /** Prints the uuid of a new object, as most create commands do. */
 export async function printUuidOf(ctx: CommandContext, cls: string, ref: string): Promise<void> {
   ctx.printer.print({ t: 'list', lines: [(await ctx.call(`${cls}.get_uuid`, ref)) as string] });
+}
+
+/** An enum value as the CLI reads it: its datamodel name, case aside (the generated *_of_string). */
+export function enumOf(name: string, s: string): string {
+  const values = model.enums[name] ?? [];
+  const hit = values.find((v) => v.toLowerCase() === s.toLowerCase());
+  if (hit === undefined) throw new CliFailure(`Expected one of ${values.map((v) => `'${v}'`).join(', ')}, got ${s}`);
+  return hit;
+}
+
+/** An integer as Int64.of_string reads it: decimal, or 0x/0o/0b prefixed, `_` allowed. */
+export function int64Of(s: string): number {
+  if (!/^[+-]?(\d[\d_]*|0[xX][\da-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+)$/.test(s)) throw failure('Int64.of_string');
+  const digits = Number(s.replace(/^[+-]/, '').replace(/_/g, ''));
+  return s.startsWith('-') ? -digits : digits;
 }

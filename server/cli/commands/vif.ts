@@ -1,7 +1,7 @@
 // VIF commands (cli_operations.ml's vif_*).
 import { randomInt } from 'node:crypto';
 import { defineCommand } from '../commands.js';
-import { boolOf, byUuid, param, printUuidOf, reqd } from './params.js';
+import { boolOf, byUuid, enumOf, failure, param, printUuidOf, reqd } from './params.js';
 
 /** mac=random as xapi's CLI makes it: one random byte repeated six times, the first marked
  * locally administered and unicast (Record_util.random_mac_local). */
@@ -49,6 +49,33 @@ for (const [name, help, message] of [
     name, reqd: ['uuid'], optn: [], help,
     run: async (ctx) => {
       await ctx.call(message, await byUuid(ctx, 'VIF', reqd(ctx, 'uuid')));
+    },
+  });
+}
+
+defineCommand({
+  name: 'vif-move',
+  reqd: ['uuid', 'network-uuid'],
+  optn: [],
+  help: 'Move the VIF to another network.',
+  run: async (ctx) => {
+    const vif = await byUuid(ctx, 'VIF', reqd(ctx, 'uuid'));
+    await ctx.call('VIF.move', vif, await byUuid(ctx, 'network', reqd(ctx, 'network-uuid')));
+  },
+});
+
+for (const v of ['4', '6'] as const) {
+  defineCommand({
+    name: `vif-configure-ipv${v}`,
+    reqd: ['uuid', 'mode'],
+    optn: ['address', 'gateway'],
+    help: `Configure IPv${v} settings on a VIF.`,
+    run: async (ctx) => {
+      const vif = await byUuid(ctx, 'VIF', reqd(ctx, 'uuid'));
+      const mode = enumOf(`vif_ipv${v}_configuration_mode`, reqd(ctx, 'mode'));
+      const address = param(ctx.params, 'address') ?? '';
+      if (mode === 'Static' && address === '') throw failure('Required parameter not found: address');
+      await ctx.call(`VIF.configure_ipv${v}`, vif, mode, address, param(ctx.params, 'gateway') ?? '');
     },
   });
 }
