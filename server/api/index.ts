@@ -13,3 +13,8 @@ import './VIF.js';
 import './network.js';
 import './host.js';
 import './pool-ops.js';
+import './PIF.js';
+import './VLAN.js';
+import './Bond.js';
+import './host-network.js';
+import './pool-network.js';

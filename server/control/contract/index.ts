@@ -7,6 +7,7 @@ import { guests } from './guests.js';
 import { fixture } from './fixture.js';
 import { status } from './status.js';
 import { updates } from './updates.js';
+import { nics } from './nics.js';
 
 export const contract = {
   clock,
@@ -16,6 +17,7 @@ export const contract = {
   fixture,
   status,
   updates,
+  nics,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

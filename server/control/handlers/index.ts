@@ -9,6 +9,7 @@ import { guestsHandlers } from './guests.js';
 import { faultsHandlers } from './faults.js';
 import { snapshotsHandlers } from './snapshots.js';
 import { updatesHandlers } from './updates.js';
+import { nicsHandlers } from './nics.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -30,4 +31,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   faults: faultsHandlers,
   snapshots: snapshotsHandlers,
   updates: updatesHandlers,
+  nics: nicsHandlers,
 };
