@@ -18,3 +18,4 @@ import './VLAN.js';
 import './Bond.js';
 import './host-network.js';
 import './pool-network.js';
+import './network-bridges.js';
