@@ -360,6 +360,12 @@ describe('the management interface', () => {
     expect(await x.call('host.get_management_interface', member)).toBe(eth1);
     expect(await x.call('PIF.get_management', eth0)).toBe(false);
     expect(await x.call('host.get_address', member)).toBe('10.1.0.77');
+    // the member still listens where it started, and answers there as the member it is
+    const there = await fetch(new URL('/jsonrpc', srv.urls[1]), {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ method: 'session.login_with_password', params: ['root', PASSWORD, '1.0', 'test'], id: 1 }),
+    }).then((r) => r.json());
+    expect(there.error).toEqual(['HOST_IS_SLAVE', await x.call('host.get_address', master)]);
     // now eth0 may be unplugged, eth1 may not
     expect(await fault(x.call('PIF.unplug', eth1))).toEqual(['PIF_IS_MANAGEMENT_INTERFACE', eth1]);
     await x.call('host.management_reconfigure', eth0);
