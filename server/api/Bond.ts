@@ -1,6 +1,6 @@
 // Bond: NICs of a host bonded under one master PIF (xapi_bond.ml, with message_forwarding.ml's
 // checks). Creating a bond moves onto the master what the members carried: the primary member's
-// IP configuration, the management interface, the VLANs and the VIFs of the host's VMs; destroying
+// IP configuration, the management interface, the VLANs, the tunnels and the VIFs of the host's VMs; destroying
 // it moves them back onto the primary member. links_up follows the members' carrier (networkd).
 // Every change of a create or a destroy is made in one go, so that no kill leaves half a bond.
 import { registerProvider, type Call } from '../dispatch/registry.js';
@@ -15,6 +15,7 @@ import {
 } from './pif-helpers.js';
 import { isValidMac, linkOf, syncHostMetrics } from '../networkd/nics.js';
 import { createVlanRecords } from './VLAN.js';
+import { createTunnelRecords } from './tunnel.js';
 
 interface Requirement {
   key: string;
@@ -111,6 +112,18 @@ function moveVlan(emu: Emulator, host: string, newTagged: string, oldVlan: strin
   }
 }
 
+/** move_tunnel: the tunnel goes from its transport PIF to `newTransport`. */
+function moveTunnel(emu: Emulator, host: string, newTransport: string, oldTunnel: string): void {
+  const { db } = emu;
+  const old = db.get('tunnel', oldTunnel)!;
+  const oldAccess = String(old.access_PIF);
+  const a = recordOf(emu, 'PIF', oldAccess);
+  const { access } = createTunnelRecords(emu, newTransport, String(a.network), host, String(old.protocol));
+  db.destroy('tunnel', oldTunnel);
+  db.destroy('PIF', oldAccess);
+  if (a.currently_attached === true) bringPifUp(emu, access);
+}
+
 const hasIpConf = (r: Rec): boolean =>
   r.primary_address_type === 'IPv6' ? r.ipv6_configuration_mode !== 'None' : r.ip_configuration_mode !== 'None';
 
@@ -133,6 +146,7 @@ function create(call: Call, network: string, members: string[], MAC: string, mod
   const recs = pifs.map((p) => recordOf(emu, 'PIF', p));
 
   const vlans = recs.flatMap((r) => r.VLAN_slave_of as string[]);
+  const tunnels = recs.flatMap((r) => r.tunnel_transport_PIF_of as string[]);
   const managementOnVlan = vlans.some((v) => db.get('PIF', String(db.get('VLAN', v)?.untagged_PIF))?.management === true);
   const management = pifs.find((_, i) => recs[i].management === true);
   const withIp = pifs.filter((_, i) => hasIpConf(recs[i]));
@@ -183,6 +197,7 @@ function create(call: Call, network: string, members: string[], MAC: string, mod
   else if (!managementOnVlan) bringPifUp(emu, master);
   for (const v of vlans) moveVlan(emu, host, master, v);
   if (managementOnVlan) bringPifUp(emu, master);
+  for (const t of tunnels) moveTunnel(emu, host, master, t);
   moveVifs(emu, vifs, network);
   if (disallowUnplug) {
     db.update('PIF', master, { disallow_unplug: true });
@@ -206,6 +221,7 @@ function destroy(call: Call, self: string): void {
   const primaryNetwork = String(db.get('PIF', primary)?.network);
   const vifs = localVifs(emu, host, [String(m.network)]);
   const vlans = [...(m.VLAN_slave_of as string[])];
+  const tunnels = [...(m.tunnel_transport_PIF_of as string[])];
   const managementOnVlan = vlans.some((v) => db.get('PIF', String(db.get('VLAN', v)?.untagged_PIF))?.management === true);
   if (db.get('pool', emu.pool)?.ha_enabled === true && m.management === true) throw new XapiError('HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE', []);
   // the members' cards must be there to be brought up again
@@ -221,6 +237,7 @@ function destroy(call: Call, self: string): void {
   for (const v of vlans) moveVlan(emu, host, primary, v);
   if (managementOnVlan) for (const s of members) bringPifUp(emu, s);
   moveVifs(emu, vifs, primaryNetwork);
+  for (const t of tunnels) moveTunnel(emu, host, primary, t);
   if (db.get('PIF', master)?.disallow_unplug === true) db.update('PIF', primary, { disallow_unplug: true });
   db.destroy('Bond', self);
   const metrics = String(db.get('PIF', master)?.metrics);

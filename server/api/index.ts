@@ -19,3 +19,5 @@ import './Bond.js';
 import './host-network.js';
 import './pool-network.js';
 import './network-bridges.js';
+import './tunnel.js';
+import './network_sriov.js';
