@@ -7,8 +7,11 @@ import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import type { Emulator } from '../emulator.js';
 import { recordOf } from './generic.js';
-import { assertHostReachable, assertUsableForManagement, onDom0NetworkingChange, setManagementBridge } from './pif-helpers.js';
+import { assertHostReachable, assertUsableForManagement, onDom0NetworkingChange, pifTopo, setManagementBridge } from './pif-helpers.js';
 import { plugPif } from './PIF.js';
+import { createVlanRecords } from './VLAN.js';
+import { createTunnelRecords } from './tunnel.js';
+import type { Rec } from '../../storage/database.js';
 
 export function managementInterfaceOf(emu: Emulator, host: string): string | undefined {
   return ((emu.db.get('host', host)?.PIFs as string[]) ?? []).find((p) => emu.db.get('PIF', p)?.management === true);
@@ -35,7 +38,72 @@ export function managementReconfigure(emu: Emulator, pif: string): void {
   onDom0NetworkingChange(emu, host);
 }
 
+const pifsOf = (emu: Emulator, host: string): [string, Rec][] =>
+  ((emu.db.get('host', host)?.PIFs as string[]) ?? []).map((p) => [p, emu.db.get('PIF', p)] as [string, Rec | undefined]).filter((e): e is [string, Rec] => e[1] !== undefined);
+
+/** The host's PIF on a network, if it has one. */
+const pifOn = (emu: Emulator, host: string, network: string): [string, Rec] | undefined => pifsOf(emu, host).find(([, r]) => r.network === network);
+
+/** The network of the PIF under a VLAN or tunnel PIF. */
+function networkUnder(emu: Emulator, pif: string): string {
+  const topo = pifTopo(emu, pif);
+  return String(topo[1]?.rec.network ?? '');
+}
+
+/** Xapi_host.sync_vlans: the master's VLANs made on the host where it has the PIF under them (not plugged). */
+export function syncVlans(emu: Emulator, host: string): void {
+  const mine = pifsOf(emu, host).filter(([p, r]) => r.VLAN_master_of !== 'OpaqueRef:NULL' && emu.db.has('VLAN', String(r.VLAN_master_of)) && networkUnder(emu, p) !== '');
+  for (const [mp, mr] of pifsOf(emu, emu.master)) {
+    if (mr.VLAN_master_of === 'OpaqueRef:NULL' || !emu.db.has('VLAN', String(mr.VLAN_master_of))) continue;
+    const under = networkUnder(emu, mp);
+    if (mine.some(([p, r]) => r.network === mr.network && Number(r.VLAN) === Number(mr.VLAN) && networkUnder(emu, p) === under)) continue;
+    const base = pifOn(emu, host, under);
+    if (base) createVlanRecords(emu, host, base[0], Number(mr.VLAN), String(mr.network), String(base[1].device));
+  }
+}
+
+/** Xapi_host.sync_tunnels: the master's tunnels made on the host where it has a PIF on the transport network. */
+export function syncTunnels(emu: Emulator, host: string): void {
+  const mine = pifsOf(emu, host).filter(([, r]) => (r.tunnel_access_PIF_of as string[]).length > 0);
+  for (const [, mr] of pifsOf(emu, emu.master)) {
+    const [tunnel] = mr.tunnel_access_PIF_of as string[];
+    if (!tunnel || mine.some(([, r]) => r.network === mr.network)) continue;
+    const t = emu.db.get('tunnel', tunnel);
+    const transportNet = String(emu.db.get('PIF', String(t?.transport_PIF))?.network ?? '');
+    const base = pifOn(emu, host, transportNet);
+    if (t && base) createTunnelRecords(emu, base[0], String(mr.network), host, String(t.protocol));
+  }
+}
+
 registerProvider('host', {
+  sync_vlans(call: Call, host: string) {
+    recordOf(call.emu, 'host', host);
+    syncVlans(call.emu, host);
+  },
+
+  sync_tunnels(call: Call, host: string) {
+    recordOf(call.emu, 'host', host);
+    syncTunnels(call.emu, host);
+  },
+
+  /** Xapi_host.sync_pif_currently_attached: the host's PIFs are attached when their bridge is up */
+  sync_pif_currently_attached(call: Call, host: string, bridges: string[]) {
+    const { emu } = call;
+    recordOf(emu, 'host', host);
+    for (const [p, r] of pifsOf(emu, host)) {
+      const top = pifTopo(emu, p);
+      if (top.some((e) => e.type.kind === 'sriov_logical')) continue;
+      const bridge = emu.db.get('network', String(r.network))?.bridge;
+      const attached = typeof bridge === 'string' && (bridges ?? []).includes(bridge);
+      if (r.currently_attached !== attached) emu.db.update('PIF', p, { currently_attached: attached });
+    }
+  },
+
+  /** a DHCP client on the host got a new lease: the addresses and host.address are read again */
+  signal_networking_change(call: Call) {
+    onDom0NetworkingChange(call.emu, call.host);
+  },
+
   management_reconfigure(call: Call, pif: string) {
     managementReconfigure(call.emu, pif);
   },

@@ -265,6 +265,28 @@ describe('VLANs', () => {
   });
 });
 
+describe('a member catching up with the master', () => {
+  it('host.sync_vlans and sync_tunnels make the master\'s VLANs and tunnels on the member', async () => {
+    const net = await x.call('network.create', { name_label: 'vlan 77', name_description: '', MTU: 1500, other_config: {}, tags: [] });
+    const vlan = await x.call('VLAN.create', await pifOf(master, 'eth0'), 77, net);
+    await x.call('host.sync_vlans', member);
+    const [pif] = await x.call('PIF.get_all_where', `field "host" = "${member}" and field "VLAN" = "77"`);
+    expect(await x.call('PIF.get_record', pif)).toMatchObject({ network: net, device: 'eth0', currently_attached: false });
+    const tagged = await x.call('VLAN.get_tagged_PIF', await x.call('PIF.get_VLAN_master_of', pif));
+    expect(tagged).toBe(await pifOf(member, 'eth0'));
+    // once is enough
+    await x.call('host.sync_vlans', member);
+    expect(await x.call('PIF.get_all_where', `field "host" = "${member}" and field "VLAN" = "77"`)).toHaveLength(1);
+    // the bridges a host reports set its PIFs' currently_attached
+    const bridge = await x.call('network.get_bridge', net);
+    expect(bridge).toMatch(/^xapi\d+$/);
+    await x.call('host.sync_pif_currently_attached', member, ['xenbr0', bridge]);
+    expect(await x.call('PIF.get_currently_attached', pif)).toBe(true);
+    await x.call('VLAN.destroy', await x.call('PIF.get_VLAN_master_of', pif));
+    await x.call('VLAN.destroy', vlan);
+  });
+});
+
 describe('bonds', () => {
   it('a bond of the management NIC takes the management interface and its address, and gives them back', async () => {
     const eth0 = await pifOf(member, 'eth0');
