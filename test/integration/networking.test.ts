@@ -287,6 +287,27 @@ describe('a member catching up with the master', () => {
   });
 });
 
+describe('a member that is down', () => {
+  it('answers HOST_OFFLINE; create_VLAN_from_PIF leaves it out, create_VLAN fails and undoes', async () => {
+    const rule = await ctl.faults.create({ match: { host: member }, effect: { host_down: true } });
+    try {
+      const eth1 = await pifOf(member, 'eth1');
+      expect(await fault(x.call('PIF.plug', eth1))).toEqual(['HOST_OFFLINE', member]);
+      expect(await fault(x.call('PIF.reconfigure_ip', eth1, 'DHCP', '', '', '', ''))).toEqual(['HOST_OFFLINE', member]);
+      expect(await fault(x.call('PIF.scan', member))).toEqual(['HOST_OFFLINE', member]);
+      const net = await x.call('network.create', { name_label: 'vlan 88', name_description: '', MTU: 1500, other_config: {}, tags: [] });
+      const before = (await x.call('PIF.get_all')).length;
+      expect(await fault(x.call('pool.create_VLAN', 'eth0', net, 88))).toEqual(['HOST_OFFLINE', member]);
+      expect(await x.call('PIF.get_all')).toHaveLength(before);
+      const made: string[] = await x.call('pool.create_VLAN_from_PIF', await pifOf(master, 'eth0'), net, 88);
+      expect(made.map((p) => srv.emu.db.get('PIF', p)?.host)).toEqual([master]);
+      await x.call('PIF.destroy', made[0]);
+    } finally {
+      await ctl.faults.delete({ id: rule.id });
+    }
+  });
+});
+
 describe('bonds', () => {
   it('a bond of the management NIC takes the management interface and its address, and gives them back', async () => {
     const eth0 = await pifOf(member, 'eth0');
