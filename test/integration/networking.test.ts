@@ -496,10 +496,16 @@ describe('restart', () => {
       const net = await y.call('network.create', { name_label: 'b', name_description: '', MTU: 1500, other_config: {}, tags: [] });
       const bond = await y.call('Bond.create', net, [e1, e2], '', 'active-backup', {});
       expect(await y.call('Bond.get_links_up', bond)).toBe(1);
+      // a kill between networkd's table and the database: the metrics still say the cable is in
+      const m1 = await y.call('PIF.get_metrics', e1);
+      s.emu.db.update('PIF_metrics', m1, { carrier: true, speed: 1000 });
+      s.emu.db.update('Bond', bond, { links_up: 2 });
       await s.close();
       s = await startServer({ port: 0, password: PASSWORD, authFailDelay: 0, dataDir: data, hosts: 1, closeGrace: 0 });
       const z = await connect(s.urls[0], 'root', PASSWORD);
+      // networkd reads its links again at start
       expect(await z.call('Bond.get_record', bond)).toMatchObject({ mode: 'active-backup', links_up: 1 });
+      expect(await z.call('PIF_metrics.get_record', m1)).toMatchObject({ carrier: false, speed: 0 });
       const nics = await controlClient({ url: s.urls[0], username: 'root', password: PASSWORD }).nics.list({ host: s.emu.master });
       expect(nics.map((n) => [n.device, n.carrier])).toEqual([['eth0', true], ['eth1', false], ['eth2', true]]);
     } finally {
