@@ -175,8 +175,8 @@ function create(call: Call, network: string, members: string[], MAC: string, mod
   const propsOf = (r: Rec) => JSON.stringify(Object.entries(r.properties as Record<string, string>).sort());
   if (recs.some((r) => propsOf(r) !== propsOf(recs[0]))) throw new XapiError('INCOMPATIBLE_PIF_PROPERTIES', []);
   if (withIp.length > 1) throw new XapiError('PIF_BOND_MORE_THAN_ONE_IP', []);
-  // networkd cannot build a bond of a card that is not there: refused before any record is made
-  for (const [i, r] of recs.entries()) if (linkOf(emu, host, String(r.device)) === null) throw new XapiError('PIF_CONFIGURATION_ERROR', [pifs[i], '']);
+  // networkd cannot build a bond of cards that are not there: refused before any record is made
+  if (recs.every((r) => linkOf(emu, host, String(r.device)) === null)) throw new XapiError('PIF_CONFIGURATION_ERROR', [pifs[0], '']);
 
   const vifs = localVifs(emu, host, recs.map((r) => String(r.network)));
   const master = emu.ids.ref();
@@ -224,18 +224,23 @@ function destroy(call: Call, self: string): void {
   const tunnels = [...(m.tunnel_transport_PIF_of as string[])];
   const managementOnVlan = vlans.some((v) => db.get('PIF', String(db.get('VLAN', v)?.untagged_PIF))?.management === true);
   if (db.get('pool', emu.pool)?.ha_enabled === true && m.management === true) throw new XapiError('HA_CANNOT_CHANGE_BOND_STATUS_OF_MGMT_IFACE', []);
-  // the members' cards must be there to be brought up again
-  for (const s of members) if (linkOf(emu, host, String(db.get('PIF', s)?.device)) === null) throw new XapiError('PIF_CONFIGURATION_ERROR', [s, '']);
+  // the primary member takes the bond's configuration and comes up with it: its card must be there
+  // (refused before anything moves); a member whose card was pulled stays down
+  const present = (s: string) => linkOf(emu, host, String(db.get('PIF', s)?.device)) !== null;
+  if (!present(primary)) throw new XapiError('PIF_CONFIGURATION_ERROR', [primary, '']);
+  const bringUp = (s: string) => {
+    if (present(s)) bringPifUp(emu, s);
+  };
 
   moveConfiguration(emu, master, primary);
   if (m.management === true) {
     moveManagement(emu, host, primary);
-    for (const s of members) if (s !== primary) bringPifUp(emu, s);
+    for (const s of members) if (s !== primary) bringUp(s);
   } else if (plugged && !managementOnVlan) {
-    for (const s of members) bringPifUp(emu, s);
+    for (const s of members) bringUp(s);
   }
   for (const v of vlans) moveVlan(emu, host, primary, v);
-  if (managementOnVlan) for (const s of members) bringPifUp(emu, s);
+  if (managementOnVlan) for (const s of members) bringUp(s);
   moveVifs(emu, vifs, primaryNetwork);
   for (const t of tunnels) moveTunnel(emu, host, primary, t);
   if (db.get('PIF', master)?.disallow_unplug === true) db.update('PIF', primary, { disallow_unplug: true });

@@ -217,8 +217,10 @@ export function bringPifUp(emu: Emulator, pif: string): void {
     db.update('PIF', pif, { currently_attached: topo[1].rec.currently_attached === true });
     return;
   }
-  const devices = devicesUnder(emu, pif);
-  if (devices.length === 0 || devices.some((d) => linkOf(emu, host, d) === null)) throw new XapiError('PIF_CONFIGURATION_ERROR', [pif, '']);
+  // a bond comes up on the members that are there; any other interface needs its card
+  const present = devicesUnder(emu, pif).map((d) => linkOf(emu, host, d) !== null);
+  const bonded = topo[topo.length - 1].type.kind === 'bond_master';
+  if (present.length === 0 || (bonded ? !present.some(Boolean) : !present.every(Boolean))) throw new XapiError('PIF_CONFIGURATION_ERROR', [pif, '']);
   const type = topo[0].type;
   if (type.kind === 'bond_master') {
     const bond = db.get('Bond', type.ref)!;

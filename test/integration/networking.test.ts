@@ -368,6 +368,20 @@ describe('bonds', () => {
     expect(await x.call('host.get_address', member)).toBe(address);
   });
 
+  it('a bond comes up on the members whose cards are there, and is destroyed with one pulled', async () => {
+    const eth1 = await pifOf(member, 'eth1');
+    const eth3 = await pifOf(member, 'eth3'); // its card was pulled
+    const net = await x.call('network.create', { name_label: 'degraded', name_description: '', MTU: 1500, other_config: {}, tags: [] });
+    const bond = await x.call('Bond.create', net, [eth1, eth3], '', 'active-backup', {});
+    const master_ = await x.call('Bond.get_master', bond);
+    expect(await x.call('Bond.get_links_up', bond)).toBe(1);
+    expect(await x.call('PIF.get_currently_attached', master_)).toBe(true);
+    expect(networkHasCarrier(srv.emu, net, member)).toBe(true);
+    await x.call('Bond.destroy', bond);
+    expect(await x.call('PIF.get_currently_attached', eth1)).toBe(true);
+    expect(await x.call('PIF.get_currently_attached', eth3)).toBe(false);
+  });
+
   it('a VLAN on a member moves onto the bond and back', async () => {
     const eth1 = await pifOf(master, 'eth1');
     const eth2 = await ctl.nics.add({ host: master, device: 'eth2' }).then(() => x.call('PIF.scan', master)).then(() => pifOf(master, 'eth2'));
