@@ -165,6 +165,29 @@ export function linkOf(emu: Emulator, host: string, device: string): LinkStat | 
   return nic.carrier ? { carrier: true, speed: nic.speed, duplex: nic.duplex } : { carrier: false, speed: 0, duplex: false };
 }
 
+/** What networkd last saw of each bond (its members, those up), by bond ref: a change is an alert. */
+const bondsSeen = new WeakMap<Emulator, Map<string, { links: number; up: number }>>();
+
+/** send_bond_change_alert: a BOND_STATUS_CHANGED message on the host, as networkd sends it. */
+function bondAlert(emu: Emulator, host: string, bond: Rec, body: string): void {
+  const ifaces = ((bond.slaves as string[]) ?? []).map((s) => String(emu.db.get('PIF', s)?.device ?? '')).sort().join('+');
+  emu.db.create('message', emu.ids.ref(), {
+    uuid: emu.ids.uuid(), name: 'BOND_STATUS_CHANGED', priority: 3, cls: 'Host', obj_uuid: hostUuid(emu, host),
+    timestamp: xapiDate(emu.clock.now()), body: `The status of the ${ifaces} bond ${body}`,
+  });
+}
+
+function checkBond(emu: Emulator, host: string, ref: string, bond: Rec, up: number): void {
+  let seen = bondsSeen.get(emu);
+  if (!seen) bondsSeen.set(emu, (seen = new Map()));
+  const links = ((bond.slaves as string[]) ?? []).length;
+  const before = seen.get(ref);
+  seen.set(ref, { links, up });
+  if (!before) {
+    if (up !== links) bondAlert(emu, host, bond, `is: ${up}/${links} up`);
+  } else if (before.up !== up) bondAlert(emu, host, bond, `changed: ${up}/${links} up (was ${before.up}/${before.links})`);
+}
+
 /** The members' links of a bond master PIF: carrier when one is up, speeds added up. */
 function bondStat(emu: Emulator, host: string, bond: Rec): { stat: LinkStat; up: number } {
   let up = 0;
@@ -198,6 +221,7 @@ export function syncHostMetrics(emu: Emulator, host: string): void {
       const b = bondStat(emu, host, bond);
       stat = b.stat;
       if (Number(bond.links_up) !== b.up) db.update('Bond', bonds[0], { links_up: b.up });
+      checkBond(emu, host, bonds[0], bond, b.up);
     } else if (pif.physical === true) {
       stat = linkOf(emu, host, String(pif.device)) ?? { carrier: false, speed: 0, duplex: false };
       const nic = nicOf(emu, host, String(pif.device));

@@ -344,6 +344,11 @@ describe('bonds', () => {
     await ctl.nics.carrier({ host: member, device: 'eth1', carrier: false });
     expect(await x.call('Bond.get_links_up', bond)).toBe(1);
     expect(networkHasCarrier(srv.emu, net, member)).toBe(true);
+    // networkd's alert
+    const alerts = Object.values(await x.call('message.get_all_records_where', 'field "name" = "BOND_STATUS_CHANGED"')) as any[];
+    expect(alerts.map((a) => [a.body, a.cls, a.obj_uuid, a.priority])).toEqual([
+      ['The status of the eth0+eth1 bond changed: 1/2 up (was 2/2)', 'Host', await x.call('host.get_uuid', member), 3],
+    ]);
     await ctl.nics.carrier({ host: member, device: 'eth0', carrier: false });
     expect(await x.call('Bond.get_links_up', bond)).toBe(0);
     expect(networkHasCarrier(srv.emu, net, member)).toBe(false);
