@@ -81,6 +81,13 @@ export function nicOf(emu: Emulator, host: string, device: string): Nic | undefi
   return nicsOf(emu, host).find((n) => n.device === device);
 }
 
+/** Forgets the table: every host's NICs are again those its physical PIFs name (after the
+ * database went back to a snapshot, the hardware is what that database describes). */
+export function forgetNics(emu: Emulator): void {
+  save(emu, {});
+  bondsSeen.delete(emu);
+}
+
 /** Writes down a host's NICs as they are now, before its PIFs change (a forgotten PIF's card stays). */
 export function pinNics(emu: Emulator, host: string): void {
   if (load(emu)[hostUuid(emu, host)] === undefined) put(emu, host, fromPifs(emu, host));

@@ -118,3 +118,17 @@ describe('SR-IOV', () => {
     expect((await x.call('PIF_metrics.get_record', await x.call('PIF.get_metrics', eth3))).carrier).toBe(true);
   });
 });
+
+describe('a pool reset', () => {
+  it('gives back the cards the initial pool has', async () => {
+    expect((await ctl.nics.list({ host })).length).toBe(5);
+    await ctl.snapshots.reset({});
+    const nics = await ctl.nics.list({ host });
+    expect(nics.map((n) => [n.device, n.carrier, n.pif !== null])).toEqual([['eth0', true, true]]);
+    // scanning finds nothing more, and the card's metrics are as they were
+    const y = await import('./helpers/jsonrpc.js').then((m) => m.connect(srv.urls[0], 'root', PASSWORD));
+    await y.call('PIF.scan', host);
+    expect(await y.call('PIF.get_all')).toHaveLength(1);
+    expect(await y.call('PIF_metrics.get_record', await y.call('PIF.get_metrics', (await y.call('PIF.get_all'))[0]))).toMatchObject({ carrier: true, speed: 1000 });
+  });
+});

@@ -2,7 +2,15 @@
 import type { Emulator } from '../../emulator.js';
 import type { AreaHandlers } from './index.js';
 import { ControlError } from '../errors.js';
-import { NicError, addNic, nicsOf, removeNic, setCarrier, type Nic } from '../../networkd/nics.js';
+import { NicError, addNic, forgetNics, nicsOf, removeNic, setCarrier, type Nic } from '../../networkd/nics.js';
+import { startNetworkd } from '../../networkd/index.js';
+import { onRestore } from '../snapshots/snapshots.js';
+
+// a restored pool's cards are those its PIFs describe
+onRestore((emu) => {
+  forgetNics(emu);
+  startNetworkd(emu);
+});
 
 /** A host by ref, uuid or name label (404 when none, 409 when a name is ambiguous). */
 function hostOf(emu: Emulator, name: string): string {
