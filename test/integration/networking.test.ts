@@ -10,6 +10,7 @@ import { startServer, type RunningServer } from '../../server/app.js';
 import { networkHasCarrier } from '../../server/api/network-links.js';
 import { XapiFault, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
+import { MiB, memory, vifArgs, vmArgs } from './helpers/records.js';
 import { scratch } from './helpers/cli.js';
 
 const PASSWORD = 'networking';
@@ -157,6 +158,22 @@ describe('PIF plug, unplug and IP configuration', () => {
     expect(await x.call('PIF.get_currently_attached', eth1)).toBe(false);
   });
 
+  it('unplug is refused while a running VM on the host has a VIF plugged on the network', async () => {
+    const eth1 = await pifOf(master, 'eth1');
+    const net = await x.call('PIF.get_network', eth1);
+    await x.call('PIF.plug', eth1);
+    const vm = await x.call('VM.create', vmArgs('on xenbr1', { ...memory(64 * MiB), other_config: {} }));
+    const vif = await x.call('VIF.create', vifArgs(vm, net));
+    await x.call('VM.start_on', vm, master, false, false);
+    expect(await fault(x.call('PIF.unplug', eth1))).toEqual(['VIF_IN_USE', net, vif]);
+    // the member's PIF on the same network is not in use
+    await x.call('PIF.unplug', await pifOf(member, 'eth1'));
+    await x.call('VM.hard_shutdown', vm);
+    await x.call('PIF.unplug', eth1);
+    expect(await x.call('PIF.get_currently_attached', eth1)).toBe(false);
+    await x.call('VM.destroy', vm);
+  });
+
   it('reconfigure_ip checks addresses as xapi does', async () => {
     const eth1 = await pifOf(master, 'eth1');
     expect(await fault(x.call('PIF.reconfigure_ip', eth1, 'Static', '10.1.0.300', '255.255.0.0', '', ''))).toEqual(['INVALID_IP_ADDRESS_SPECIFIED', 'IP']);
@@ -187,6 +204,9 @@ describe('PIF plug, unplug and IP configuration', () => {
     // the member's eth1 gets another address on the same network
     const other = await pifOf(member, 'eth1');
     await x.call('PIF.reconfigure_ip', other, 'DHCP', '', '', '', '');
+    // an interface that is down asks for no lease
+    expect(await x.call('PIF.get_IP', other)).toBe('');
+    await x.call('PIF.plug', other);
     expect(await x.call('PIF.get_IP', other)).toMatch(/^10\.1\./);
     expect(await x.call('PIF.get_IP', other)).not.toBe(leased.IP);
     await x.call('PIF.reconfigure_ipv6', eth1, 'Autoconf', '', '', '');
@@ -449,6 +469,14 @@ describe('the management interface', () => {
 
   it('management_disable on the master clears the flag; local_management_reconfigure needs emergency mode', async () => {
     expect(await fault(x.call('host.local_management_reconfigure', 'eth0'))).toEqual(['NOT_IN_EMERGENCY_MODE']);
+    // a member keeps its management interface: it is how it reaches the master
+    const rpc = (method: string, params: unknown[]) => fetch(new URL('/jsonrpc', srv.urls[1]), {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ method, params, id: 1 }),
+    }).then((r) => r.json());
+    const local = (await rpc('session.slave_local_login_with_password', ['root', PASSWORD])).result;
+    expect(local).toMatch(/^OpaqueRef:/);
+    expect((await rpc('host.management_disable', [local])).error).toEqual(['SLAVE_REQUIRES_MANAGEMENT_INTERFACE']);
+    expect(await x.call('host.get_management_interface', member)).toBe(await pifOf(member, 'eth0'));
     await x.call('host.management_disable');
     expect(await fault(x.call('host.get_management_interface', master))).toEqual(['INTERNAL_ERROR', 'Not_found']);
     const eth0 = await pifOf(master, 'eth0');
