@@ -1,11 +1,10 @@
 // pool: the pool-wide networking messages (xapi_pool.ml): VLANs on every host at once and the
 // management interface moved to another network on every host, members first.
-import { registerProvider, type Call } from '../dispatch/registry.js';
+import { handlerFor, registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { recordOf } from './generic.js';
 import { assertUsableForManagement } from './pif-helpers.js';
 import { createVlanOnHost, destroyVlan } from './VLAN.js';
-import { handlerFor } from '../dispatch/registry.js';
 import { messages } from '../../schema/index.js';
 import { managementReconfigure } from './host-network.js';
 

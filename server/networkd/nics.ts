@@ -126,7 +126,7 @@ export function addNic(emu: Emulator, host: string, spec: NicSpec): Nic {
   const sriov = (spec.sriov_vfs ?? 0) > 0;
   const nic: Nic = {
     device: spec.device, MAC, speed: spec.speed ?? (sriov ? 10000 : 1000), duplex: spec.duplex ?? true, carrier: spec.carrier ?? true,
-    vendor_id: sriov ? '8086' : '8086', vendor_name: 'Intel Corporation',
+    vendor_id: '8086', vendor_name: 'Intel Corporation',
     device_id: sriov ? '1572' : '1521',
     device_name: sriov ? 'Ethernet Controller X710 for 10GbE SFP+' : 'I350 Gigabit Network Connection',
     pci_bus_path: `0000:${(nics.length + 1).toString(16).padStart(2, '0')}:00.0`,
