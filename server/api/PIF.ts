@@ -181,12 +181,16 @@ function introduceInternal(emu: Emulator, host: string, device: string, MAC: str
   return ref;
 }
 
+/** the devices of the host's physical PIFs (make_tables' pif_to_device_table) */
+const physicalDevices = (emu: Emulator, host: string): string[] =>
+  ((emu.db.get('host', host)?.PIFs as string[]) ?? []).map((p) => emu.db.get('PIF', p)).filter((r) => r?.physical === true).map((r) => String(r!.device));
+
 function scan(call: Call, host: string): void {
   const { emu } = call;
   recordOf(emu, 'host', host);
   assertHostReachable(emu, host);
   syncHostMetrics(emu, host);
-  const devices = new Set(((emu.db.get('host', host)!.PIFs as string[]) ?? []).map((p) => String(emu.db.get('PIF', p)?.device)));
+  const devices = new Set(physicalDevices(emu, host));
   for (const nic of nicsOf(emu, host)) {
     if (!devices.has(nic.device)) introduceInternal(emu, host, nic.device, nic.MAC, nic.MTU, true);
   }
@@ -201,9 +205,7 @@ function introduce(call: Call, host: string, MAC: string, device: string, manage
   const nics = nicsOf(emu, host);
   if (mac === '') mac = nics.find((n) => n.device === device)?.MAC ?? '';
   if (!isValidMac(mac)) throw new XapiError('MAC_INVALID', [mac]);
-  for (const p of (emu.db.get('host', host)!.PIFs as string[]) ?? []) {
-    if (emu.db.get('PIF', p)?.device === device) throw new XapiError('DUPLICATE_PIF_DEVICE_NAME', [device]);
-  }
+  if (physicalDevices(emu, host).includes(device)) throw new XapiError('DUPLICATE_PIF_DEVICE_NAME', [device]);
   const nic = nics.find((n) => n.device === device && n.MAC === mac);
   if (!nic) throw new XapiError('COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS', [device, mac]);
   return introduceInternal(emu, host, device, mac, nic.MTU, managed !== false);
