@@ -13,3 +13,4 @@ import './VIF.js';
 import './network.js';
 import './host.js';
 import './pool-ops.js';
+import './vm-migrate.js';
