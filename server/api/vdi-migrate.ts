@@ -13,6 +13,7 @@ import type { Rec } from '../../storage/database.js';
 import { openVdi, refreshVdi, featuresOf } from '../sm/index.js';
 import { BLOCK_SIZE } from '../../storage/vhd/index.js';
 import { Mirror, type Tapdisk } from '../xenopsd/index.js';
+import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { recordOf } from './generic.js';
 import { inSubtask } from './operations.js';
 import { callMessage } from './vm-snapshot.js';
@@ -40,7 +41,15 @@ const isZero = (b: Buffer) => {
  * Copies `ranges` of `src` into `dst` (the whole disk when null: blocks no file of the source holds
  * and zero blocks are skipped, the destination being new). Reports the bytes done.
  */
-export async function copyVdiData(emu: Emulator, src: string, dst: string, ranges: [number, number][] | null, done: (bytes: number) => void = () => undefined): Promise<void> {
+export async function copyVdiData(emu: Emulator, src: string, dst: string, ranges: [number, number][] | null, done: (bytes: number) => void = () => undefined,
+  datapathOf = src): Promise<void> {
+  // the copy is part of the datapaths of the disk it moves (`datapathOf`: the source, when `src` is
+  // its snapshot) and of the destination: a datapath fault on either fails it
+  const uuids = [String(recordOf(emu, 'VDI', datapathOf).uuid), String(recordOf(emu, 'VDI', dst).uuid)];
+  const io = (bytes: number) => {
+    const fails = vdiIoFaults.fails;
+    if (fails && uuids.some((u) => fails(u, bytes))) throw new XapiError('VDI_IO_ERROR', ['Device I/O errors']);
+  };
   const s = await openVdi(emu, src, { readOnly: true });
   try {
     const d = await openVdi(emu, dst, { readOnly: false });
@@ -54,6 +63,7 @@ export async function copyVdiData(emu: Emulator, src: string, dst: string, range
           const n = Math.min(BLOCK_SIZE - (off % BLOCK_SIZE), end - off);
           const skip = whole && s.hasData && !s.hasData(Math.floor(off / BLOCK_SIZE));
           if (!skip) {
+            io(n);
             const data = await s.read(off, n);
             if (!(whole && isZero(data))) await d.write(off, data);
             await emu.clock.sleep(n / COPY_BYTES_PER_SECOND);
@@ -101,7 +111,7 @@ export async function prepareMove(call: Call, m: DiskMove, tapdisk: Tapdisk | nu
       const id = `${recordOf(emu, 'SR', String(src.SR)).uuid}/${src.location}`;
       snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', m.vdi, { base_mirror: id }));
     }
-    await copyVdiData(emu, snapshot ?? m.vdi, m.dest, null, done);
+    await copyVdiData(emu, snapshot ?? m.vdi, m.dest, null, done, m.vdi);
   } catch (e) {
     await abandonMove(call, m);
     throw tapdisk ? mirrorFailed(e, m.vdi) : e;
@@ -110,9 +120,10 @@ export async function prepareMove(call: Call, m: DiskMove, tapdisk: Tapdisk | nu
   }
 }
 
-/** A failure of the mirror's machinery is MIRROR_FAILED; an API error (an SR full ...) stays itself. */
+/** A failure of the mirror (its I/O, its machinery) is MIRROR_FAILED; an API error (an SR full
+ * ...) stays itself. */
 function mirrorFailed(e: unknown, vdi: string): unknown {
-  return e instanceof XapiError ? e : new XapiError('MIRROR_FAILED', [vdi]);
+  return e instanceof XapiError && e.code !== 'VDI_IO_ERROR' ? e : new XapiError('MIRROR_FAILED', [vdi]);
 }
 
 /** The chunks written since the mirror started, copied from the source (its tapdisk closed). */

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
+import { controlClient } from '../../server/control/client.js';
 import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, NULL, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
@@ -28,6 +29,13 @@ async function newVm(name: string, sr: string, size = 16 * MiB) {
   const vbd: string = await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
   const vif: string = await x.call('VIF.create', vifArgs(vm, network));
   return { vm, vdi, vbd, vif };
+}
+
+/** the VDIs of an SR a client sees (not the base copies SM's GC will coalesce) */
+async function managedVdis(sr: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const v of (await x.call('SR.get_VDIs', sr)) as string[]) if (await x.call('VDI.get_managed', v)) out.push(v);
+  return out.sort();
 }
 
 const q = (params: Record<string, string | number>) => new URLSearchParams(Object.entries(params).map(([k, v]) => [k, String(v)])).toString();
@@ -281,6 +289,43 @@ describe('VM.migrate_send within the pool', () => {
     await x.call('VDI.set_on_boot', vdi, 'reset');
     expect(await faultOf(x.call('VM.migrate_send', vm, token, false, { [vdi]: local[1] }, {}, {}))).toEqual(['VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION', vdi]);
     expect(await x.call('VM.get_current_operations', vm)).toEqual({});
+  });
+});
+
+describe('a migration failing midway', () => {
+  it('a datapath fault during the copy: MIRROR_FAILED, the VM still running on its complete disk, nothing left on the destination', async () => {
+    const ctl = controlClient({ url, username: 'root', password: PASSWORD });
+    const { vm, vdi, vbd } = await newVm('ms-fault', local[0]);
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const uuid: string = await x.call('VM.get_uuid', vm);
+    const data = pattern(6 * MiB, 9);
+    expect(await guestWrite(vm, 0, data)).toBe(true);
+    const destBefore = await managedVdis(local[1]);
+    const srcBefore = await managedVdis(local[0]);
+    const token = await x.call('host.migrate_receive', hosts[1], network, {});
+    // the disk's datapath fails after 3 MiB more: midway through the copy
+    const rule = await ctl.faults.create({ match: { vdi: await x.call('VDI.get_uuid', vdi) }, effect: { io_error_after: 3 * MiB } });
+    try {
+      const task: string = await x.call('Async.VM.migrate_send', vm, token, true, { [vdi]: local[1] }, {}, {});
+      const t = await waitTask(task);
+      expect(t.status).toBe('failure');
+      expect(t.error_info).toEqual(['MIRROR_FAILED', vdi]);
+    } finally {
+      await ctl.faults.delete({ id: rule.id });
+    }
+    const after = await rec('VM', vm);
+    expect(after).toMatchObject({ power_state: 'Running', resident_on: hosts[0], current_operations: {}, scheduled_to_be_resident_on: NULL });
+    expect(await x.call('VBD.get_VDI', vbd)).toBe(vdi);
+    expect(await managedVdis(local[1])).toEqual(destBefore);
+    expect(await managedVdis(local[0])).toEqual(srcBefore);
+    const tap = xenopsOf(srv.emu, hosts[0]).tapdisk(uuid, 'hda')!;
+    expect(tap.mirror).toBeNull();
+    expect((await guestRead(vm, 0, data.length)).equals(data)).toBe(true);
+    // the same migration goes through once the fault is gone
+    await x.call('VM.migrate_send', vm, token, true, { [vdi]: local[1] }, {}, {});
+    expect(await x.call('VM.get_resident_on', vm)).toBe(hosts[1]);
+    expect((await guestRead(vm, 0, data.length)).equals(data)).toBe(true);
+    await x.call('VM.hard_shutdown', vm);
   });
 });
 
