@@ -5,8 +5,10 @@
 // through the storage motion of vdi-migrate.ts (mirrored while the VM runs, copied otherwise),
 // those of its snapshots and its suspend image are copied, and a running VM's domain moves with
 // xenopsd's VM_migrate (xenopsd/migrate.ts), its disks switched to the new VDIs between the close of
-// the old tapdisks and the open of the new ones. A destination host of another pool is not
-// implemented: migrate_send and assert_can_migrate answer NOT_IMPLEMENTED for it.
+// the old tapdisks and the open of the new ones. To another pool (another emulator, reached over
+// HTTP with the token's session, migrate-remote.ts): the disks through its /import_raw_vdi, the VM
+// through its /import_metadata, started there; a VM with snapshots or suspended answers
+// NOT_IMPLEMENTED there.
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { registerHttpPlugin, type ServerRuntime } from '../app.js';
@@ -20,9 +22,16 @@ import { createSession, destroySession } from './session.js';
 import { updateAllowedOperations, withOperation } from './operations.js';
 import { setProgress, vmCheck } from './VM.js';
 import {
-  hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
+  forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
 } from './xenops-sync.js';
 import { abandonMove, assertSrSupports, destroyVdi, finishMove, prepareMove, type DiskMove } from './vdi-migrate.js';
+import { RemotePool, refsOf } from './migrate-remote.js';
+import { inSubtask } from './operations.js';
+import { callMessage } from './vm-snapshot.js';
+import { vdiPath, withVdiFile } from '../sm/index.js';
+import { exportVhd } from '../../storage/vhd/index.js';
+import { vmMetadata } from '../xva/ova.js';
+import { tarEnd, tarHeader, tarPadding } from '../xva/tar.js';
 
 // ---- the token (host.migrate_receive) ----
 
@@ -89,6 +98,7 @@ function pifAddress(emu: Emulator, pif: string): string {
 interface Remote {
   host: string;
   session: string;
+  master: string;
   intraPool: boolean;
 }
 
@@ -97,10 +107,9 @@ function remoteOf(emu: Emulator, dest: Record<string, string>): Remote {
   const d = dest ?? {};
   for (const k of Object.values(TOKEN)) if (typeof d[k] !== 'string') throw new XapiError('INTERNAL_ERROR', ['Not_found']);
   const host = d[TOKEN.host];
-  return { host, session: d[TOKEN.session], intraPool: emu.db.has('host', host) };
+  return { host, session: d[TOKEN.session], master: d[TOKEN.master], intraPool: emu.db.has('host', host) };
 }
 
-const crossPool = () => new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send to a host of another pool']);
 
 const bool = (options: Record<string, string> | undefined, k: string) => String(options?.[k] ?? '').toLowerCase() === 'true';
 
@@ -155,12 +164,11 @@ function assertCanMigrateVdis(emu: Emulator, vdiMap: Record<string, string>): vo
   }
 }
 
-/** Xapi_vm_migrate.assert_can_migrate (intra-pool): what the destination must offer. */
+/** Xapi_vm_migrate.assert_can_migrate within the pool: what the destination must offer. */
 function assertCanMigrate(emu: Emulator, vm: string, dest: Record<string, string>, vdiMap: Record<string, string>, vifMap: Record<string, string>): Remote {
   const rec = recordOf(emu, 'VM', vm);
   const remote = remoteOf(emu, dest);
   checkVdiMap(disksOf(emu, vm), vdiMap ?? {});
-  if (!remote.intraPool) throw crossPool();
   for (const sr of Object.values(vdiMap ?? {})) if (!emu.db.has('SR', sr)) throw new XapiError('HANDLE_INVALID', ['SR', sr]);
   // the SRs a disk leaves and enters must support the mirror
   for (const [vdi, sr] of moving(emu, vdiMap)) {
@@ -391,14 +399,14 @@ async function migrateSend(call: Call, vm: string, dest: Record<string, string>,
   const wasLive = isLive(rec);
   const src = String(rec.resident_on);
   const result = await withOperation(call, 'VM', vm, 'migrate_send', async () => {
+    if (!remote.intraPool) return withMigrate(emu, () => migrateCrossPool(call, vm, remote, vdiMap ?? {}, vifMap ?? {}, options ?? {}));
     assertCanMigrate(emu, vm, dest, vdiMap ?? {}, vifMap ?? {});
-    if (!remote.intraPool) throw crossPool();
     if (bool(options, 'copy')) {
       throw new XapiError('OPERATION_NOT_ALLOWED', ['Copy mode is disallowed on intra pool storage migration, try efficient alternatives, for example, VM.copy/clone.']);
     }
     return withMigrate(emu, () => migrateIntraPool(call, vm, remote, vdiMap ?? {}));
   }, { precheck });
-  if (wasLive) vmMigratedMessage(emu, vm, src, remote.host);
+  if (wasLive && remote.intraPool) vmMigratedMessage(emu, vm, src, remote.host);
   return result;
 }
 
@@ -407,9 +415,11 @@ registerProvider('host', {
 });
 
 registerProvider('VM', {
-  assert_can_migrate(call, vm: string, dest: Record<string, string>, _live: boolean, vdi_map: Record<string, string>, vif_map: Record<string, string>,
-    _options: Record<string, string>) {
-    assertCanMigrate(call.emu, vm, dest, vdi_map ?? {}, vif_map ?? {});
+  async assert_can_migrate(call, vm: string, dest: Record<string, string>, _live: boolean, vdi_map: Record<string, string>, vif_map: Record<string, string>,
+    options: Record<string, string>) {
+    const remote = remoteOf(call.emu, dest);
+    if (remote.intraPool) assertCanMigrate(call.emu, vm, dest, vdi_map ?? {}, vif_map ?? {});
+    else await assertCanMigrateCrossPool(call.emu, vm, remote, new RemotePool(remote.master, remote.session), vdi_map ?? {}, vif_map ?? {}, options ?? {});
     assertCanMigrateSender(call.emu, vm, dest);
   },
   assert_can_migrate_sender(call, vm: string, dest: Record<string, string>) {
@@ -478,3 +488,193 @@ function managementNetwork(emu: Emulator, host: string): string {
 registerProvider('VDI', {
   pool_migrate: (call, vdi: string, sr: string, options: Record<string, string>) => vdiPoolMigrate(call, vdi, sr, options ?? {}),
 });
+
+// ---- cross-pool (migrate_send' with a destination host of another pool) ----
+
+/** One disk going to the other pool: the VDI made for it there. */
+interface RemoteDisk {
+  vdi: string;
+  sr: string;
+  size: number;
+  remote?: string;
+  remoteUuid?: string;
+  /** the snapshot whose bytes went first, while the guest kept writing to the disk */
+  snapshot?: string;
+}
+
+/** Streams a VDI to the destination's VDI through /import_raw_vdi as a VHD: the whole disk, or
+ * only what was written since `base` (a snapshot of it) as a differencing VHD. */
+async function sendVdi(emu: Emulator, pool: RemotePool, vdi: string, remoteVdi: string, base: string | null): Promise<void> {
+  const basePath = base ? vdiPath(emu, base) : null;
+  await withVdiFile(emu, vdi, { write: false }, async (path) => {
+    const out = await exportVhd(path, basePath ? { base: basePath } : {});
+    try {
+      await pool.put('/import_raw_vdi', { vdi: remoteVdi, format: 'vhd' }, out.stream, out.size, 'Importing raw VDI');
+    } finally {
+      out.stream.destroy();
+    }
+  });
+}
+
+/** The VM's objects in an export_metadata archive (ova.xml alone), its NICs left out: they are made
+ * on their mapped networks. */
+function metadataArchive(emu: Emulator, host: string, vm: string): Buffer {
+  const { xml } = vmMetadata(emu, host, [vm], { preservePowerState: false, withSnapshotMetadata: false, includeVhdParents: false, excludedDevices: new Set(['VIF']) });
+  const ova = Buffer.from(xml, 'utf8');
+  return Buffer.concat([tarHeader('ova.xml', ova.length, Math.floor(emu.clock.now() / 1000)), ova, tarPadding(ova.length), tarEnd()]);
+}
+
+/** infer_vif_map: every VIF mapped, or sharing its MAC with a mapped one */
+function inferVifMap(emu: Emulator, vifs: string[], vifMap: Record<string, string>): Map<string, string> {
+  const out = new Map<string, string>();
+  const byMac = new Map<string, string>();
+  for (const [v, n] of Object.entries(vifMap)) {
+    const mac = emu.db.get('VIF', v)?.MAC;
+    if (mac !== undefined) byMac.set(String(mac), n);
+  }
+  for (const v of vifs) {
+    const n = vifMap[v] ?? byMac.get(String(emu.db.get('VIF', v)?.MAC));
+    if (n === undefined) throw new XapiError('VIF_NOT_IN_MAP', [v]);
+    out.set(v, n);
+  }
+  return out;
+}
+
+/** assert_can_migrate's cross-pool checks, asking the destination over its API. */
+async function assertCanMigrateCrossPool(emu: Emulator, vm: string, remote: Remote, pool: RemotePool, vdiMap: Record<string, string>, vifMap: Record<string, string>,
+  options: Record<string, string>): Promise<Map<string, string>> {
+  const rec = recordOf(emu, 'VM', vm);
+  checkVdiMap(disksOf(emu, vm), vdiMap);
+  const snapshots = (rec.snapshots as string[]) ?? [];
+  if (snapshots.length > 0) throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send to another pool of a VM with snapshots']);
+  if (rec.power_state === 'Suspended') throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send to another pool of a suspended VM']);
+  // the SRs a disk leaves and enters must support the mirror (the destination's SM records)
+  const sms = await pool.call<Record<string, Rec>>('SM.get_all_records');
+  for (const [vdi, sr] of Object.entries(vdiMap)) {
+    assertSrSupports(emu, srOfVdi(emu, vdi), ['VDI_SNAPSHOT', 'VDI_MIRROR']);
+    const type = await pool.call<string>('SR.get_type', sr);
+    const features = (Object.values(sms).find((s) => s.type === type)?.features ?? {}) as Record<string, unknown>;
+    const has = (f: string) => Object.prototype.hasOwnProperty.call(features, f);
+    const missing = ['VDI_SNAPSHOT', 'VDI_MIRROR_IN'].filter((f) => !has(f) && !(f === 'VDI_MIRROR_IN' && has('VDI_MIRROR')));
+    if (missing.length) throw new XapiError('SR_DOES_NOT_SUPPORT_MIGRATION', [sr, missing.join(';')]);
+  }
+  if (!bool(options, 'force') && bool(options, 'copy') && rec.power_state !== 'Halted') {
+    throw new XapiError('VM_BAD_POWER_STATE', [vm, 'halted', String(rec.power_state).toLowerCase()]);
+  }
+  if ((await pool.call<boolean>('host.get_enabled', remote.host)) !== true) throw new XapiError('HOST_DISABLED', [remote.host]);
+  const vifs = inferVifMap(emu, (rec.VIFs as string[]) ?? [], vifMap);
+  for (const n of new Set(vifs.values())) await pool.call('network.get_uuid', n);
+  assertCanMigrateVdis(emu, vdiMap);
+  return vifs;
+}
+
+/**
+ * migrate_send' to another pool: the disks go to VDIs made in the mapped SRs there (a running VM's
+ * read-write disks: a snapshot's bytes while the guest runs, then what it wrote meanwhile, once its
+ * domain is gone), the VM's objects through the destination's /import_metadata (its uuid kept unless
+ * copy=true), its NICs on the mapped networks; a running VM is started there. The source VM and its
+ * disks are destroyed unless copy=true. A failure before the source's domain is gone leaves the VM
+ * as it was and nothing on the destination; after it, the VM is halted at the source.
+ */
+async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: Record<string, string>, vifMap: Record<string, string>,
+  options: Record<string, string>): Promise<string> {
+  const { emu } = call;
+  const pool = new RemotePool(remote.master, remote.session);
+  const vifs = await assertCanMigrateCrossPool(emu, vm, remote, pool, vdiMap, vifMap, options);
+  const copy = bool(options, 'copy');
+  const rec = recordOf(emu, 'VM', vm);
+  const live = isLive(rec);
+  const paused = rec.power_state === 'Paused';
+  const src = String(rec.resident_on);
+  const uuid = String(rec.uuid);
+  const disks: RemoteDisk[] = disksOf(emu, vm).map((d) => ({ vdi: d.vdi, sr: vdiMap[d.vdi], size: Number(emu.db.get('VDI', d.vdi)!.virtual_size) }))
+    .sort((a, b) => a.size - b.size);
+  const rw = new Set(disksOf(emu, vm).filter((d) => d.mode === 'RW').map((d) => d.vdi));
+  const total = disks.reduce((n, d) => n + d.size, 0) || 1;
+  let done = 0;
+  let remoteVm: string | null = null;
+  let sourceGone = false;
+  const cleanupRemote = async () => {
+    if (remoteVm) {
+      await pool.call('VM.hard_shutdown', remoteVm).catch(() => undefined);
+      await pool.call('VM.destroy', remoteVm).catch(() => undefined);
+    }
+    for (const d of disks) if (d.remote) await pool.call('VDI.destroy', d.remote).catch(() => undefined);
+  };
+  try {
+    // 1. the disks: a VDI there for each, filled from a snapshot (live) or the disk itself
+    for (const d of disks) {
+      const v = recordOf(emu, 'VDI', d.vdi);
+      d.remote = await pool.call<string>('VDI.create', {
+        name_label: v.name_label, name_description: v.name_description, SR: d.sr, virtual_size: v.virtual_size, type: v.type, sharable: v.sharable,
+        read_only: v.read_only, other_config: v.other_config, xenstore_data: v.xenstore_data, sm_config: {}, tags: v.tags,
+      });
+      d.remoteUuid = await pool.call<string>('VDI.get_uuid', d.remote);
+      if (live && rw.has(d.vdi)) {
+        d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, {}));
+      }
+      await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null);
+      done += d.size;
+      setProgress(emu, call.task, (0.8 * done) / total);
+    }
+    // 2. the VM's objects there, its disks being the new VDIs, then its NICs
+    const query: Record<string, string> = { restore: String(!copy), force: String(bool(options, 'force')) };
+    for (const d of disks) query[`vdi:${emu.db.get('VDI', d.vdi)!.uuid}`] = d.remoteUuid!;
+    const archive = metadataArchive(emu, call.host, vm);
+    const made = refsOf(await pool.put('/import_metadata', query, archive, archive.length, 'VM.metadata_import'));
+    remoteVm = made[0] ?? null;
+    if (!remoteVm) throw new XapiError('INTERNAL_ERROR', ['the destination imported no VM']);
+    for (const [vif, network] of vifs) {
+      const r = recordOf(emu, 'VIF', vif);
+      await pool.call('VIF.create', {
+        device: r.device, network, VM: remoteVm, MAC: copy ? '' : r.MAC, MTU: r.MTU, other_config: r.other_config,
+        qos_algorithm_type: r.qos_algorithm_type, qos_algorithm_params: r.qos_algorithm_params, locking_mode: r.locking_mode,
+        ipv4_allowed: r.ipv4_allowed, ipv6_allowed: r.ipv6_allowed,
+      });
+    }
+    setProgress(emu, call.task, 0.85);
+    // 3. the switch: the source's domain goes (its tapdisks close: the guest writes no more), what
+    // it wrote since the snapshots follows, and the VM runs there
+    if (live) {
+      const from = xenopsOf(emu, src);
+      sourceGone = true;
+      await withEventsSuppressed(emu, src, uuid, () => from.shutdown(uuid, { clean: false }));
+      for (const d of disks) if (d.snapshot) await sendVdi(emu, pool, d.vdi, d.remote!, d.snapshot);
+      setProgress(emu, call.task, 0.95);
+      await pool.call('VM.start_on', remoteVm, remote.host, paused, true);
+    }
+  } catch (e) {
+    await cleanupRemote();
+    if (sourceGone) {
+      forceStateReset(emu, vm, 'Halted');
+      syncHost(emu, src);
+    }
+    throw e;
+  } finally {
+    for (const d of disks) if (d.snapshot) await destroyVdi(call, d.snapshot).catch(() => undefined);
+  }
+  // 4. the source VM and its disks go (copy mode keeps them)
+  if (!copy) {
+    if (live) {
+      forceStateReset(emu, vm, 'Halted');
+      syncHost(emu, src);
+    }
+    const r = recordOf(emu, 'VM', vm);
+    for (const b of [...(r.VBDs as string[])]) if (emu.db.has('VBD', b)) emu.db.destroy('VBD', b);
+    for (const v of [...(r.VIFs as string[])]) if (emu.db.has('VIF', v)) emu.db.destroy('VIF', v);
+    for (const d of disks) await destroyVdi(call, d.vdi).catch(() => undefined);
+    // Db.VM.destroy, as migrate_send' does (the VM is marked migrate_send: no VM.destroy)
+    for (const [cls, f] of [['VM_metrics', 'metrics'], ['VM_guest_metrics', 'guest_metrics']] as const) {
+      if (emu.db.has(cls, String(r[f]))) emu.db.destroy(cls, String(r[f]));
+    }
+    for (const c of [...((r.consoles as string[]) ?? [])]) if (emu.db.has('console', c)) emu.db.destroy('console', c);
+    emu.db.destroy('VM', vm);
+    // Xenopsd_metadata.delete
+    for (const h of emu.hosts) {
+      const x = xenopsOf(emu, h);
+      if (x.has(uuid) && x.stat(uuid).power_state === 'Halted') x.remove(uuid);
+    }
+  }
+  setProgress(emu, call.task, 1);
+  return remoteVm!;
+}

@@ -171,10 +171,9 @@ describe('VM.assert_can_migrate', () => {
     }
     const { SM: _sm, ...partial } = token;
     expect(await faultOf(x.call('VM.assert_can_migrate', vm, partial, true, { [vdi]: local[1] }, {}, {}))).toEqual(['INTERNAL_ERROR', 'Not_found']);
-    // a host of another pool: not implemented
+    // a host this pool does not know is another pool's: its master is asked, and knows no such host
     const foreign = { ...token, host: 'OpaqueRef:4b1c7e2a-0000-4000-8000-000000000001' };
-    expect((await faultOf(x.call('VM.assert_can_migrate', vm, foreign, true, { [vdi]: local[1] }, {}, {})))[0]).toBe('NOT_IMPLEMENTED');
-    expect((await faultOf(x.call('VM.migrate_send', vm, foreign, true, { [vdi]: local[1] }, {}, {})))[0]).toBe('NOT_IMPLEMENTED');
+    expect(await faultOf(x.call('VM.assert_can_migrate', vm, foreign, true, { [vdi]: local[1] }, {}, {}))).toEqual(['HANDLE_INVALID', 'host', foreign.host]);
     await x.call('VM.destroy', vm);
     await x.call('VDI.destroy', vdi);
   });
