@@ -2,7 +2,9 @@
 // Client over HTTP to the destination's master, on the session of migrate_receive's token): its
 // XenAPI calls over JSON-RPC, and the HTTP handlers the migration streams to (/import_raw_vdi for the
 // disks, /import_metadata for the VM's objects).
-import type { Readable } from 'node:stream';
+import { request } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { XapiError } from '../dispatch/errors.js';
 
 /** how long a remote call may take before the destination counts as unreachable */
@@ -55,23 +57,25 @@ export class RemotePool {
     try {
       const url = new URL(path, this.master);
       for (const [k, v] of Object.entries({ ...query, session_id: this.session, task_id: task })) url.searchParams.set(k, v);
-      let res: Response;
+      let status = 0;
       try {
-        res = await fetch(url, {
-          method: 'PUT',
-          headers: { 'content-type': 'application/octet-stream', 'content-length': String(length) },
-          body: body as unknown as BodyInit,
-          duplex: 'half',
-        } as RequestInit);
+        status = await new Promise<number>((resolve, reject) => {
+          const req = request(url, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': String(length) } }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+            res.on('error', reject);
+          });
+          req.on('error', reject);
+          pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, req).catch(reject);
+        });
       } catch {
         throw this.unreachable();
       }
-      await res.arrayBuffer().catch(() => undefined);
       const t = await this.call<Record<string, unknown>>('task.get_record', task);
       if (t.status === 'success') return String(t.result ?? '');
       const info = (t.error_info as string[] | undefined) ?? [];
       if (info.length) throw new XapiError(info[0], info.slice(1));
-      throw new XapiError('INTERNAL_ERROR', [`${path} on ${this.address}: HTTP ${res.status}`]);
+      throw new XapiError('INTERNAL_ERROR', [`${path} on ${this.address}: HTTP ${status}`]);
     } finally {
       await this.call('task.destroy', task).catch(() => undefined);
     }
