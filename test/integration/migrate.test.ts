@@ -34,7 +34,8 @@ async function newVm(name: string, sr: string, size = 16 * MiB) {
 /** the VDIs of an SR a client sees (not the base copies SM's GC will coalesce) */
 async function managedVdis(sr: string): Promise<string[]> {
   const out: string[] = [];
-  for (const v of (await x.call('SR.get_VDIs', sr)) as string[]) if (await x.call('VDI.get_managed', v)) out.push(v);
+  // (a base copy the GC deletes meanwhile is not one)
+  for (const v of (await x.call('SR.get_VDIs', sr)) as string[]) if (await x.call('VDI.get_managed', v).catch(() => false)) out.push(v);
   return out.sort();
 }
 
