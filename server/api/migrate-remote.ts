@@ -25,13 +25,18 @@ export class RemotePool {
   }
 
   /** a XenAPI call on the token's session: the destination's errors come back as they are */
-  async call<T>(method: string, ...params: unknown[]): Promise<T> {
+  call<T>(method: string, ...params: unknown[]): Promise<T> {
+    return this.rpc<T>(method, [this.session, ...params]);
+  }
+
+  /** a XenAPI call with its parameters as given (session.login_with_password) */
+  async rpc<T>(method: string, params: unknown[]): Promise<T> {
     let res: Response;
     try {
       res = await fetch(new URL('/jsonrpc', this.master), {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jsonrpc: '2.0', method, params: [this.session, ...params], id: ++this.id }),
+        body: JSON.stringify({ jsonrpc: '2.0', method, params, id: ++this.id }),
         signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       });
     } catch {
@@ -85,4 +90,9 @@ export class RemotePool {
 /** The refs of an XML-RPC value fragment (a task's result) */
 export function refsOf(result: string): string[] {
   return result.match(/OpaqueRef:[0-9a-fA-F-]+/g) ?? [];
+}
+
+/** session.login_with_password on a remote pool's master */
+export async function remoteLogin(master: string, uname: string, pwd: string): Promise<string> {
+  return new RemotePool(master, '').rpc<string>('session.login_with_password', [uname, pwd, '1.3', 'xapi-emu']);
 }

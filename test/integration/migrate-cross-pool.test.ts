@@ -9,6 +9,7 @@ import { createClient, type Xapi } from 'xen-api';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient } from '../../server/control/client.js';
 import { faultOf, type Client } from './helpers/jsonrpc.js';
+import { xe } from './helpers/thin-cli.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
@@ -188,5 +189,34 @@ describe('VM.migrate_send to another pool', () => {
     await xa.call('VM.hard_shutdown', vm);
     const bytes = await exportRaw(a, xa.session, vdi);
     expect(bytes.subarray(4096, 4096 + MiB).equals(pattern(MiB, 4))).toBe(true);
+  });
+
+  it("xe vm-migrate with remote-master: xapi's CLI steps (remote login, host, network, token), the VM there with its disk", async () => {
+    const { vm, vdi, vif } = await newVm('xp-cli', 4 * MiB);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    const srB = await localStorage(xb);
+    const srUuid: string = await xb.call('SR.get_uuid', srB);
+    const netB = await xenbr0(xb);
+    const port = new URL(b.urls[0]).port;
+    const vdiUuid: string = await xa.call('VDI.get_uuid', vdi);
+    const r = await xe(a.urls[0], [
+      'vm-migrate', `uuid=${uuid}`, `remote-master=127.0.0.1:${port}`, 'remote-username=root', `remote-password=${PASSWORD}`,
+      `vdi:${vdiUuid}=${srUuid}`, `vif:${await xa.call('VIF.get_uuid', vif)}=${await xb.call('network.get_uuid', netB)}`,
+    ], { username: 'root', password: PASSWORD });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const hostLabel: string = await xb.call('host.get_name_label', b.emu.master);
+    const netLabel: string = await xb.call('network.get_name_label', netB);
+    expect(r.stdout).toBe([
+      "Performing a storage live migration. Your VM's VDIs will be migrated with the VM.",
+      `Will migrate to remote host: ${hostLabel}, using remote network: ${netLabel}. Here is the VDI mapping:`,
+      `VDI ${vdiUuid} -> SR ${srUuid}`,
+      '',
+    ].join('\n'));
+    const there: string = await xb.call('VM.get_by_uuid', uuid);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Halted');
+    const disk: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]);
+    expect(await xb.call('VDI.get_SR', disk)).toBe(srB);
+    expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
   });
 });
