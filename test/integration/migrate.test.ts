@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../server/app.js';
 import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { controlClient } from '../../server/control/client.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { createSharedSr, startPool, xenbr0 } from './helpers/pool.js';
 import { MiB, NULL, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
@@ -289,6 +291,45 @@ describe('VM.migrate_send within the pool', () => {
     await x.call('VDI.set_on_boot', vdi, 'reset');
     expect(await faultOf(x.call('VM.migrate_send', vm, token, false, { [vdi]: local[1] }, {}, {}))).toEqual(['VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION', vdi]);
     expect(await x.call('VM.get_current_operations', vm)).toEqual({});
+  });
+});
+
+describe('Python XenAPI (XML-RPC)', () => {
+  // the calls of a storage migration script: migrate_receive, assert_can_migrate, migrate_send
+  const SCRIPT = `
+import json, sys
+sys.path.insert(0, '/usr/lib/python3/dist-packages/os_xenapi/client')
+import XenAPI
+url, password, vm, vdi, sr, host, network = sys.argv[1:]
+s = XenAPI.Session(url)
+s.xenapi.login_with_password('root', password, '2.21', 'migrate-test')
+try:
+    token = s.xenapi.host.migrate_receive(host, network, {})
+    try:
+        s.xenapi.VM.assert_can_migrate(vm, token, True, {}, {}, {})
+        unmapped = None
+    except XenAPI.Failure as f:
+        unmapped = f.details
+    s.xenapi.VM.assert_can_migrate(vm, token, True, {vdi: sr}, {}, {})
+    result = s.xenapi.VM.migrate_send(vm, token, True, {vdi: sr}, {}, {})
+    print(json.dumps({'token': sorted(token.keys()), 'unmapped': unmapped, 'result': result}))
+finally:
+    s.xenapi.session.logout()
+`;
+
+  it('moves a running VM and its disk to the other host', async () => {
+    const { vm, vdi, vbd } = await newVm('py-sxm', local[0], 4 * MiB);
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    expect(await guestWrite(vm, 512, Buffer.from('from python'))).toBe(true);
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', SCRIPT, url, PASSWORD, vm, vdi, local[1], hosts[1], network], {
+      timeout: 60_000, env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' },
+    });
+    const out = JSON.parse(stdout);
+    expect(out).toEqual({ token: ['SM', 'host', 'master', 'session_id', 'xenops'], unmapped: ['VDI_NOT_IN_MAP', vdi], result: vm });
+    expect(await x.call('VM.get_resident_on', vm)).toBe(hosts[1]);
+    expect(await x.call('VDI.get_SR', await x.call('VBD.get_VDI', vbd))).toBe(local[1]);
+    expect((await guestRead(vm, 512, 11)).toString()).toBe('from python');
+    await x.call('VM.hard_shutdown', vm);
   });
 });
 
