@@ -26,3 +26,4 @@ import './pool-network.js';
 import './network-bridges.js';
 import './tunnel.js';
 import './network_sriov.js';
+import './vm-migrate.js';
