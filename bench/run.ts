@@ -20,7 +20,7 @@
 // BENCH_HOSTS (default 64), BENCH_ROUNDS (event rounds, default 20), BENCH_CALLS (get_all_records
 // calls per protocol, default 20), BENCH_VDI_MIB, BENCH_STORAGE_ROUNDS and BENCH_CHAIN (see
 // bench/storage.ts), BENCH_ONLY (comma-separated sections to run: rpc = 1, pool = 2 and 4,
-// events = 3, storage = 5, datapath = 6, lifecycle = 7 (bench/lifecycle.ts), snapshots = 8, xva = 9, cli (bench/cli.ts: xe vm-list over 512 VMs), rrd (bench/rrd.ts: /rrd_updates of a 64-host, 1,000-VM pool), console (bench/console.ts: RFB frames/s), join (bench/join.ts: pool.join into a 1,000-VM pool), ha (bench/ha.ts: HA failover of 100 protected VMs); default all); BENCH_DATAPATH_MIB, BENCH_DATAPATH_IO_KIB, BENCH_DATAPATH_ROUNDS (see bench/datapath.ts);
+// events = 3, storage = 5, datapath = 6, lifecycle = 7 (bench/lifecycle.ts), snapshots = 8, xva = 9, cli (bench/cli.ts: xe vm-list over 512 VMs), rrd (bench/rrd.ts: /rrd_updates of a 64-host, 1,000-VM pool), console (bench/console.ts: RFB frames/s), join (bench/join.ts: pool.join into a 1,000-VM pool), ha (bench/ha.ts: HA failover of 100 protected VMs), migrate (bench/migrate.ts: live storage migration MiB/s vs VDI.copy); default all); BENCH_DATAPATH_MIB, BENCH_DATAPATH_IO_KIB, BENCH_DATAPATH_ROUNDS (see bench/datapath.ts);
 // BENCH_XVA_MIB (disk of section 9, default 256) and BENCH_XVA_ROUNDS (default 2).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -42,6 +42,7 @@ import { sectionRrd } from './rrd.js';
 import { sectionConsole } from './console.js';
 import { sectionJoin } from './join.js';
 import { sectionHa } from './ha.js';
+import { sectionMigrate } from './migrate.js';
 
 const env = (k: string, d: number) => (process.env[k] ? Number(process.env[k]) : d);
 const DURATION = env('BENCH_DURATION', 7);
@@ -52,7 +53,7 @@ const HOSTS = env('BENCH_HOSTS', 64);
 const ROUNDS = env('BENCH_ROUNDS', 20);
 const CALLS = env('BENCH_CALLS', 20);
 const WATCHERS = 100;
-const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots', 'xva', 'cli', 'rrd', 'console', 'join', 'ha'] as const;
+const SECTIONS = ['rpc', 'pool', 'events', 'storage', 'datapath', 'lifecycle', 'snapshots', 'xva', 'cli', 'rrd', 'console', 'join', 'ha', 'migrate'] as const;
 const ONLY = process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(',').map((x) => x.trim()) : [...SECTIONS];
 for (const x of ONLY) if (!(SECTIONS as readonly string[]).includes(x)) throw new Error(`BENCH_ONLY: unknown section "${x}" (${SECTIONS.join(', ')})`);
 const want = (s: (typeof SECTIONS)[number]) => ONLY.includes(s);
@@ -378,6 +379,7 @@ async function main(): Promise<void> {
     if (want('console')) print(await sectionConsole());
     if (want('join')) print(await sectionJoin(dir));
     if (want('ha')) print(await sectionHa(dir));
+    if (want('migrate')) print(await sectionMigrate(dir));
     console.log(`\ntotal ${fmt((now() - t0) / 1000, 1)} s`);
   } finally {
     await stopAll();

@@ -514,7 +514,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   registerRuntime();
 
   async function listen(): Promise<void> {
-    const hostFor = loopback ? undefined : () => emu.master;
+    // a host answers on the address it listens on, even after host.address followed its
+    // management interface elsewhere
+    const byAddress = hostByLocalAddress(emu);
+    const hostFor = loopback ? (a: string) => plan.find((p) => p.addr === a)?.hostRef ?? byAddress(a) : () => emu.master;
     const appOpts: AppOptions = { log: opts.log, bodyLimit: opts.bodyLimit, hostFor, plugins: opts.plugins, runtime, www: opts.www };
     const opened: FastifyInstance[] = [];
     const openedUrls: string[] = [];

@@ -13,6 +13,7 @@ import { defaultConf, type XapiConf } from './config.js';
 import { startGc } from './api/task-gc.js';
 import './api/index.js';
 import { startSm } from './sm/index.js';
+import { startNetworkd } from './networkd/index.js';
 import { undoCutImports } from './xva/import-journal.js';
 import { startXenops } from './api/xenops-sync.js';
 import { resumeHa } from './api/ha-failover.js';
@@ -108,6 +109,7 @@ export class Emulator {
   /** Starts the background work (task and session GC, storage attach and GC). */
   start(): void {
     this.stopGc = startGc(this);
+    startNetworkd(this);
     this.stopSm = startSm(this);
     undoCutImports(this);
     this.stopXenops = startXenops(this);

@@ -8,7 +8,8 @@ export { Xenopsd, DURATIONS, type HostSpec, type XenopsdEnv, type Progress, type
 export { Tapdisk, Blktap, TD_VBD_PAUSED, type TapdiskInfo } from './tapdisk.js';
 export { XenopsError, type VmSpec, type VbdSpec, type VifSpec, type VifLockingMode, type VifIpConfiguration, type VmState, type VbdState, type VifState, type StorageBackend, type DomainType } from './types.js';
 export { Updates, type UpdateId } from './updates.js';
-export { migrateVm, MigrationError } from './migrate.js';
+export { migrateVm, MigrationError, type MigrateOptions } from './migrate.js';
+export { Mirror, MIRROR_CHUNK } from './mirror.js';
 export { vbdInsert, vbdEject } from './media.js';
 
 /** xenopsds by the emulator's storage directory (one machine), then by host uuid */

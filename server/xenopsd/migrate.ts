@@ -23,13 +23,21 @@ export class MigrationError extends Error {
 const ordered = <T extends { spec: { mode: string; position: number } }>(vbds: Iterable<T>): T[] =>
   [...vbds].sort((a, b) => (a.spec.mode === b.spec.mode ? a.spec.position - b.spec.position : a.spec.mode === 'RW' ? -1 : 1));
 
+export interface MigrateOptions {
+  progress?: Progress;
+  /** runs once the source's tapdisks have closed, before the destination's open: a storage
+   * migration copies there what the guest wrote during the mirror (`spec`'s disks are then the
+   * destination's VDIs, xenopsd's vdi_map) */
+  beforeAttach?: () => Promise<void>;
+}
+
 /**
  * Moves the domain of VM `spec.id` from `src` to `dst` (the same xenopsd for a localhost
  * migration). Runs on the VM's queue of both xenopsds. Errors: Bad_power_state when the VM has no
  * domain on `src`, Not_enough_memory when `dst` cannot hold a second copy, MigrationError wrapping
  * any failure of the move itself.
  */
-export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: { progress?: Progress } = {}): Promise<void> {
+export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: MigrateOptions = {}): Promise<void> {
   const s = src.internals();
   const r = dst.internals();
   const id = spec.id;
@@ -47,6 +55,8 @@ export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: { prog
 
     // 1. VM_receive_memory: the metadata, an empty domain, the memory copied while the guest runs
     if (spec.memoryRequired > dst.freeMemory()) throw new XenopsError('Not_enough_memory', [String(spec.memoryRequired)]);
+    // a localhost migration updates the VM's metadata in place (its disks may change)
+    const before = r.metadata.get(id);
     r.metadata.set(id, spec);
     const nd: Domain = {
       domid: r.allocDomid(), domainType: d.domainType, paused: true, built: false, qemu: false,
@@ -58,6 +68,7 @@ export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: { prog
     // memory check above counted the first one as used)
     if (!local) r.domains.set(id, nd);
     const undoReceive = () => {
+      if (local && before && r.metadata.get(id) === spec && r.domains.has(id)) r.metadata.set(id, before);
       if (!local && r.domains.get(id) === nd) {
         r.domains.delete(id);
         r.metadata.delete(id);
@@ -100,6 +111,12 @@ export function migrateVm(src: Xenopsd, dst: Xenopsd, spec: VmSpec, opts: { prog
     }
 
     // 3. the devices on the destination, then the guest runs again
+    try {
+      await opts.beforeAttach?.();
+    } catch (e) {
+      undoReceive();
+      throw new MigrationError('after_suspend', e);
+    }
     if (local) r.domains.set(id, nd);
     try {
       nd.built = true;

@@ -74,6 +74,9 @@ export class Tapdisk {
   /** what tapdisk's stats report (blktap3's tapdisk_stats): requests and bytes done, and the
    * microseconds they took, read by the metrics daemon */
   readonly stats = { rd_reqs: 0, rd_bytes: 0, rd_usecs: 0, wr_reqs: 0, wr_bytes: 0, wr_usecs: 0 };
+  /** the mirror of a storage migration (tapdisk's mirror mode, mirror.ts): told of every write
+   * accepted from now, before it reaches the image */
+  mirror: { written(offset: number, length: number): void } | null = null;
 
   private constructor(private readonly blktap: Blktap, private readonly storage: () => StorageBackend, readonly sr: string, readonly vdi: string, readonly readOnly: boolean) {}
 
@@ -169,6 +172,7 @@ export class Tapdisk {
    * next flush (BLKIF_OP_FLUSH_DISKCACHE / WRITE_BARRIER), as a guest's cache semantics allow */
   write(offset: number, data: Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
     if (this.readOnly) return Promise.reject(new Error(`tapdisk ${this.pid}: read-only`));
+    this.mirror?.written(offset, data.length);
     return this.request(true, (io) => this.counted(true, data.length, () => io.write(offset, data)), opts.sync ?? true, data.length);
   }
 

@@ -278,9 +278,10 @@ describe('vm-migrate within a pool of two hosts', () => {
       expect(await x2.call('VM.get_resident_on', vm)).toBe(hosts[1]);
       expect(await x2.call('VM.get_power_state', vm)).toBe('Running');
 
-      const sxm = await run2('vm-migrate', 'vm=cli-mig', 'remote-master=192.0.2.1', 'remote-username=root', 'remote-password=x');
+      // a remote master that does not answer
+      const sxm = await run2('vm-migrate', 'vm=cli-mig', 'remote-master=127.0.0.1:1', 'remote-username=root', 'remote-password=x');
       expect(sxm).toMatchObject({ code: 1, stdout: "Performing a storage live migration. Your VM's VDIs will be migrated with the VM.\n" });
-      expect(sxm.stderr).toBe('The function is not implemented\nfunction: VM.migrate_send\n');
+      expect(sxm.stderr).toBe('Cannot forward messages because the server cannot be contacted. The server may be switched off or there may be network connectivity problems.\nhost: 127.0.0.1\n');
       expect(await run2('vm-migrate', 'vm=cli-mig', 'remote-master=192.0.2.1')).toMatchObject({ code: 1, stderr: "Error: Storage live migration requires remote-master, remote-username, and remote-password to be specified. Please see 'xe help vm-migrate' for help.\n" });
     } finally {
       await two.close();

@@ -7,6 +7,8 @@ import { XapiError } from '../../dispatch/errors.js';
 import { NULL_REF } from '../../../storage/database.js';
 import { bytesOf } from './vm-memory.js';
 import { doVmOp } from '../selectors.js';
+import { mapParams } from './params.js';
+import { RemotePool, remoteLogin } from '../../api/migrate-remote.js';
 import type { CliRecord } from '../records.js';
 import { xapiDate } from '../../clock.js';
 
@@ -265,11 +267,64 @@ defineCommand({
 /** The parameters that ask for a storage migration to another pool. */
 const SXM_PARAMS = ['remote-master', 'remote-username', 'vif', 'remote-password', 'remote-network', 'vdi', 'vgpu', 'image-format'];
 
+/** remote-master: an address (xapi's CLI: HTTPS on 443), or address:port of a plain HTTP listener
+ * (an emulator's), or a URL */
+function remoteMasterUrl(given: string): string {
+  if (given.includes('://')) return given;
+  return /:\d+$/.test(given) && !given.endsWith(']') ? `http://${given}` : `https://${given}:443`;
+}
+
+/** vm-migrate to another pool (Cli_operations.vm_migrate's storage migration): a session on the
+ * remote master, its host, network and SRs by name or uuid, its token, then VM.migrate_send here. */
+async function migrateToPool(ctx: CommandContext, params: [string, string][], options: Record<string, string>): Promise<void> {
+  const master = remoteMasterUrl(param(params, 'remote-master')!);
+  const session = String(await remoteLogin(master, param(params, 'remote-username')!, param(params, 'remote-password')!));
+  const remote = new RemotePool(master, session);
+  try {
+    const named = (x: string, f: string) => `(field "${f}"="${x}") or (field "name__label"="${x}") or (field "uuid"="${x}")`;
+    const wanted = param(params, 'host');
+    const hosts = await remote.call<string[]>('host.get_all_where', wanted === undefined ? 'true' : named(wanted, 'hostname'));
+    if (hosts.length === 0) throw new CliFailure(wanted === undefined ? 'Failed to find a suitable host' : `Failed to find host: ${wanted}`);
+    const host = hosts[0];
+    let network: string;
+    const net = param(params, 'remote-network');
+    if (net !== undefined) {
+      const nets = await remote.call<string[]>('network.get_all_where', named(net, 'bridge'));
+      if (nets.length === 0) throw new CliFailure(`Failed to find network: ${net}`);
+      network = nets[0];
+    } else {
+      const pifs = await remote.call<string[]>('PIF.get_all_where', `(field "host"="${host}") and (field "management"="true")`);
+      if (pifs.length === 0) throw new CliFailure(`Could not find management PIF on host ${await remote.call<string>('host.get_uuid', host)}`);
+      network = await remote.call<string>('PIF.get_network', pifs[0]);
+    }
+    const vifMap: Record<string, string> = {};
+    for (const [vif, n] of Object.entries(mapParams(params, 'vif'))) vifMap[String(await ctx.call('VIF.get_by_uuid', vif))] = await remote.call<string>('network.get_by_uuid', n);
+    const vdiMap: Record<string, string> = {};
+    for (const [vdi, sr] of Object.entries(mapParams(params, 'vdi'))) vdiMap[String(await ctx.call('VDI.get_by_uuid', vdi))] = await remote.call<string>('SR.get_by_uuid', sr);
+    const vgpuMap: Record<string, string> = {};
+    for (const [vgpu, g] of Object.entries(mapParams(params, 'vgpu'))) vgpuMap[String(await ctx.call('VGPU.get_by_uuid', vgpu))] = await remote.call<string>('GPU_group.get_by_uuid', g);
+    const hostLabel = await remote.call<string>('host.get_name_label', host);
+    const netLabel = await remote.call<string>('network.get_name_label', network);
+    ctx.printer.print({ t: 'msg', text: `Will migrate to remote host: ${hostLabel}, using remote network: ${netLabel}. Here is the VDI mapping:` });
+    for (const [vdi, sr] of Object.entries(vdiMap)) {
+      ctx.printer.print({ t: 'msg', text: `VDI ${await ctx.call('VDI.get_uuid', vdi)} -> SR ${await remote.call<string>('SR.get_uuid', sr)}` });
+    }
+    const token = await remote.call<Record<string, string>>('host.migrate_receive', host, network, options);
+    const kept = params.filter(([k]) => !k.startsWith('vif:') && !k.startsWith('vdi:'));
+    const made = await doVmOp({ ...ctx, params: kept }, (vm) => ctx.call('VM.migrate_send', vm.ref, token, true, vdiMap, vifMap, options, vgpuMap), {
+      templates: true, ignore: ['host', 'host-uuid', 'host-name', 'live', 'force', 'copy', ...SXM_PARAMS],
+    });
+    if (boolParam(params, 'copy')) ctx.printer.print({ t: 'list', lines: [await remote.call<string>('VM.get_uuid', String(made[0]))] });
+  } finally {
+    await remote.call('session.logout').catch(() => undefined);
+  }
+}
+
 defineCommand({
   name: 'vm-migrate',
   reqd: [],
   optn: ['live', 'host', 'host-uuid', 'remote-master', 'remote-username', 'remote-password', 'remote-network', 'force', 'copy', 'compress', 'vif:', 'vdi:', 'image-format:'],
-  help: "Move the selected VM(s) to the host 'host' (name or uuid) of this pool while they run. Migrations to another pool (remote-master=...) are not available here.",
+  help: "Move the selected VM(s) to the host 'host' (name or uuid) of this pool while they run, or with remote-master=, remote-username= and remote-password= to a host of another pool with their disks (vdi:<vdi uuid>=<sr uuid>, vif:<vif uuid>=<network uuid>, remote-network=).",
   standard: true,
   selectors: 'vm',
   run: async (ctx) => {
@@ -284,8 +339,8 @@ defineCommand({
       if (!['remote-master', 'remote-username', 'remote-password'].every((k) => param(params, k) !== undefined)) {
         throw new CliFailure("Storage live migration requires remote-master, remote-username, and remote-password to be specified. Please see 'xe help vm-migrate' for help.");
       }
-      // a migration to another pool goes through VM.migrate_send, which this server does not have
-      throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send']);
+      await migrateToPool(ctx, params, options);
+      return;
     }
     const name = param(params, 'host');
     if (name === undefined) throw new CliFailure('No destination host specified');

@@ -8,6 +8,7 @@ import { fixture } from './fixture.js';
 import { status } from './status.js';
 import { updates } from './updates.js';
 import { storage } from './storage.js';
+import { nics } from './nics.js';
 
 export const contract = {
   clock,
@@ -18,6 +19,7 @@ export const contract = {
   status,
   updates,
   storage,
+  nics,
 } satisfies Contract;
 
 export type ControlContract = typeof contract;

@@ -10,6 +10,7 @@ import { faultsHandlers } from './faults.js';
 import { snapshotsHandlers } from './snapshots.js';
 import { updatesHandlers } from './updates.js';
 import { storageHandlers } from './storage.js';
+import { nicsHandlers } from './nics.js';
 
 export interface ControlContext extends HttpPluginContext {
   req: FastifyRequest;
@@ -32,4 +33,5 @@ export const handlers: { [A in keyof ControlContract]: AreaHandlers<A> } = {
   snapshots: snapshotsHandlers,
   updates: updatesHandlers,
   storage: storageHandlers,
+  nics: nicsHandlers,
 };
