@@ -264,3 +264,138 @@ describe('two instances', () => {
     expect(await a.x.call('host.get_all')).toHaveLength(1);
   });
 });
+
+describe('networking on a pool of two hosts', () => {
+  let srv: RunningServer;
+  let x: Client;
+  let ctl: ControlClient;
+  let url: string;
+  let master: string;
+  let member: string;
+  let memberUuid: string;
+
+  /** The host's PIF of a device (not a VLAN). */
+  async function pifOf(host: string, device: string): Promise<string> {
+    const pifs: string[] = await x.call('PIF.get_all_where', `field "host" = "${host}" and field "device" = "${device}" and field "VLAN" = "-1"`);
+    expect(pifs, `${device} on ${host}`).toHaveLength(1);
+    return pifs[0];
+  }
+  const uuidOf = (cls: string, ref: string): Promise<string> => x.call(`${cls}.get_uuid`, ref);
+
+  beforeAll(async () => {
+    ({ srv, x } = await startPool(PASSWORD, { host: '127.0.16.1', hosts: 2, closeGrace: 0, nbdPort: null }));
+    servers.push(srv);
+    url = srv.urls[0];
+    master = srv.emu.master;
+    member = srv.emu.hosts[1];
+    memberUuid = await uuidOf('host', member);
+    ctl = controlClient({ url, username: 'root', password: PASSWORD });
+    for (const host of [master, member]) {
+      for (const device of ['eth1', 'eth2']) await ctl.nics.add({ host, device });
+      await ctl.nics.add({ host, device: 'eth3', sriov_vfs: 4 });
+      // (the command that was there before its message)
+      expect(await ok(url, ['pif-scan', `host-uuid=${await uuidOf('host', host)}`])).toBe('');
+    }
+  });
+
+  it('bond-create prints the bond; bond-set-mode reads the mode as xapi does; bond-destroy', async () => {
+    const netUuid = await ok(url, ['network-create', 'name-label=bonded']);
+    const [eth1, eth2] = [await pifOf(member, 'eth1'), await pifOf(member, 'eth2')];
+    const bondUuid = await ok(url, ['bond-create', `network-uuid=${netUuid}`, `pif-uuids=${await uuidOf('PIF', eth1)},${await uuidOf('PIF', eth2)}`, 'mode=Active-Backup']);
+    const bond = await x.call('Bond.get_by_uuid', bondUuid);
+    const rec = await x.call('Bond.get_record', bond);
+    expect(rec.mode).toBe('active-backup');
+    expect([...rec.slaves].sort()).toEqual([eth1, eth2].sort());
+    expect(await x.call('PIF.get_network', rec.master)).toBe(await x.call('network.get_by_uuid', netUuid));
+    expect(await ok(url, ['bond-set-mode', `uuid=${bondUuid}`, 'mode=LACP'])).toBe('');
+    expect(await x.call('Bond.get_mode', bond)).toBe('lacp');
+    expect(await fails(url, ['bond-set-mode', `uuid=${bondUuid}`, 'mode=Round-Robin'])).toBe('Error: Invalid bond mode. Got round-robin\n');
+    expect(await ok(url, ['bond-destroy', `uuid=${bondUuid}`])).toBe('');
+    expect(await x.call('Bond.get_all')).toEqual([]);
+    expect(await x.call('PIF.get_bond_slave_of', eth1)).toBe('OpaqueRef:NULL');
+  });
+
+  it('vlan-create prints the untagged PIF; vlan-destroy takes it (or the VLAN); pool-vlan-create makes one per host', async () => {
+    const netUuid = await ok(url, ['network-create', 'name-label=vlan-42']);
+    const net = await x.call('network.get_by_uuid', netUuid);
+    const eth1Uuid = await uuidOf('PIF', await pifOf(master, 'eth1'));
+    expect(await fails(url, ['vlan-create', `pif-uuid=${eth1Uuid}`, 'vlan=forty-two', `network-uuid=${netUuid}`])).toBe(internalFailure("Failed to parse parameter 'vlan': expecting an integer"));
+    const pifUuid = await ok(url, ['vlan-create', `pif-uuid=${eth1Uuid}`, 'vlan=42', `network-uuid=${netUuid}`]);
+    const pif = await x.call('PIF.get_by_uuid', pifUuid);
+    expect(await x.call('PIF.get_record', pif)).toMatchObject({ VLAN: 42, network: net, host: master });
+    const [vlan] = await x.call('VLAN.get_all');
+    expect(await x.call('VLAN.get_untagged_PIF', vlan)).toBe(pif);
+    // the untagged PIF's uuid is accepted for the VLAN
+    expect(await ok(url, ['vlan-destroy', `uuid=${pifUuid}`])).toBe('');
+    expect(await x.call('VLAN.get_all')).toEqual([]);
+
+    const uuids = (await ok(url, ['pool-vlan-create', `pif-uuid=${eth1Uuid}`, 'vlan=43', `network-uuid=${netUuid}`])).split('\n');
+    const pifs = await Promise.all(uuids.map((u) => x.call('PIF.get_by_uuid', u)));
+    const recs = await Promise.all(pifs.map((p) => x.call('PIF.get_record', p)));
+    expect(recs.map((r) => r.host).sort()).toEqual([master, member].sort());
+    expect(recs.every((r) => r.VLAN === 43 && r.network === net)).toBe(true);
+    for (const v of await x.call('VLAN.get_all')) expect(await ok(url, ['vlan-destroy', `uuid=${await uuidOf('VLAN', v)}`])).toBe('');
+    expect(await x.call('VLAN.get_all')).toEqual([]);
+    expect(await fails(url, ['vlan-destroy', 'uuid=nothing'])).toBe('The uuid you supplied was invalid.\ntype: VLAN\nuuid: nothing\n');
+  });
+
+  it('tunnel-create prints the access PIF; tunnel-destroy', async () => {
+    const netUuid = await ok(url, ['network-create', 'name-label=overlay']);
+    const eth2Uuid = await uuidOf('PIF', await pifOf(master, 'eth2'));
+    await x.call('PIF.reconfigure_ip', await pifOf(master, 'eth2'), 'Static', '10.9.0.1', '255.255.255.0', '', '');
+    expect(await fails(url, ['tunnel-create', `pif-uuid=${eth2Uuid}`, `network-uuid=${netUuid}`, 'protocol=ipip'])).toBe("Error: Expected one of 'gre', 'vxlan', got ipip\n");
+    const accessUuid = await ok(url, ['tunnel-create', `pif-uuid=${eth2Uuid}`, `network-uuid=${netUuid}`, 'protocol=vxlan']);
+    const [tunnel] = await x.call('tunnel.get_all');
+    expect(await x.call('tunnel.get_record', tunnel)).toMatchObject({ protocol: 'vxlan', access_PIF: await x.call('PIF.get_by_uuid', accessUuid) });
+    expect(await ok(url, ['tunnel-destroy', `uuid=${await uuidOf('tunnel', tunnel)}`])).toBe('');
+    expect(await x.call('tunnel.get_all')).toEqual([]);
+  });
+
+  it('network-sriov-create prints the network-sriov; network-sriov-destroy', async () => {
+    const netUuid = await ok(url, ['network-create', 'name-label=sriov']);
+    const eth3 = await pifOf(member, 'eth3');
+    const sriovUuid = await ok(url, ['network-sriov-create', `pif-uuid=${await uuidOf('PIF', eth3)}`, `network-uuid=${netUuid}`]);
+    const sriov = await x.call('network_sriov.get_by_uuid', sriovUuid);
+    expect(await x.call('network_sriov.get_physical_PIF', sriov)).toBe(eth3);
+    expect(await ok(url, ['network-sriov-destroy', `uuid=${sriovUuid}`])).toBe('');
+    expect(await x.call('network_sriov.get_all')).toEqual([]);
+  });
+
+  it('pif-reconfigure-ipv6, pif-set-primary-address-type, pif-forget, pif-introduce', async () => {
+    const eth2 = await pifOf(member, 'eth2');
+    const eth2Uuid = await uuidOf('PIF', eth2);
+    expect(await ok(url, ['pif-reconfigure-ipv6', `uuid=${eth2Uuid}`, 'mode=static', 'ipv6=fd00:16::2/64', 'gateway=fd00:16::1'])).toBe('');
+    expect(await x.call('PIF.get_record', eth2)).toMatchObject({ ipv6_configuration_mode: 'Static', IPv6: ['fd00:16::2/64'], ipv6_gateway: 'fd00:16::1' });
+    expect(await ok(url, ['pif-set-primary-address-type', `uuid=${eth2Uuid}`, 'primary_address_type=ipv6'])).toBe('');
+    expect(await x.call('PIF.get_primary_address_type', eth2)).toBe('IPv6');
+    expect(await fails(url, ['pif-set-primary-address-type', `uuid=${eth2Uuid}`, 'primary_address_type=ipx'])).toBe("Error: Expected one of 'IPv4', 'IPv6', got ipx\n");
+    const mac = await x.call('PIF.get_MAC', eth2);
+    expect(await ok(url, ['pif-forget', `uuid=${eth2Uuid}`])).toBe('');
+    expect((await faultOf(x.call('PIF.get_record', eth2)))[0]).toBe('HANDLE_INVALID');
+    const back = await ok(url, ['pif-introduce', `host-uuid=${memberUuid}`, 'device=eth2', `mac=${mac}`]);
+    expect(await x.call('PIF.get_record', await x.call('PIF.get_by_uuid', back))).toMatchObject({ device: 'eth2', MAC: mac, host: member, managed: true });
+    expect(await fails(url, ['pif-introduce', `host-uuid=${memberUuid}`, 'device=eth2'])).toBe('A PIF with this specified device name already exists.\ndevice: eth2\n');
+  });
+
+  it('host-management-reconfigure moves the management interface; host-management-disable runs on the host itself', async () => {
+    const eth1 = await pifOf(member, 'eth1');
+    const eth0 = await pifOf(member, 'eth0');
+    expect(await fails(url, ['host-management-reconfigure', `pif-uuid=${await uuidOf('PIF', eth1)}`])).toBe(
+      `PIF has no IP configuration (mode currently set to 'none')\nPIF: ${await uuidOf('PIF', eth1)}\n`);
+    await x.call('PIF.reconfigure_ip', eth1, 'Static', '10.16.0.7', '255.255.0.0', '', '');
+    expect(await ok(url, ['host-management-reconfigure', `pif-uuid=${await uuidOf('PIF', eth1)}`])).toBe('');
+    expect(await x.call('host.get_management_interface', member)).toBe(eth1);
+    expect(await ok(url, ['host-management-reconfigure', `pif-uuid=${await uuidOf('PIF', eth0)}`])).toBe('');
+    expect(await x.call('host.get_management_interface', member)).toBe(eth0);
+    // a member keeps it (it reaches its master through it); the request went to the member itself
+    expect(await fails(srv.urls[1], ['host-management-disable'])).toBe('The management interface on a supporter cannot be disabled because the supporter would enter emergency mode.\n');
+    expect(await fails(srv.urls[1], ['host-emergency-management-reconfigure', 'interface=eth0'])).toBe('This pool is not in emergency mode.\n');
+  });
+
+  it('pool-management-reconfigure: the API\'s check of every host', async () => {
+    const netUuid = await ok(url, ['network-create', 'name-label=nowhere']);
+    const out = await fails(url, ['pool-management-reconfigure', `network-uuid=${netUuid}`]);
+    const [first] = await x.call('host.get_all');
+    expect(out).toBe(`This host has no PIF on the given network.\nhost: ${await uuidOf('host', first)} (${await x.call('host.get_name_label', first)})\nnetwork: ${netUuid} (nowhere)\n`);
+  });
+});

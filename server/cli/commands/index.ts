@@ -21,3 +21,8 @@ import './misc.js';
 import './transfer.js';
 import './pool-membership.js';
 import './ha.js';
+import './bond.js';
+import './vlan.js';
+import './tunnel.js';
+import './network-sriov.js';
+import './host-management.js';

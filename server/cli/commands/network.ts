@@ -70,10 +70,59 @@ defineCommand({
   help: 'Set the IPv4 configuration of a PIF: mode=none, dhcp or static (then IP=, netmask=, gateway=, DNS=).',
   run: async (ctx) => {
     const p = ctx.params;
-    // IP and DNS are matched whatever their case
-    const anyCase = (k: string) => p.find(([n]) => n.toLowerCase() === k.toLowerCase())?.[1] ?? '';
     const pif = await byUuid(ctx, 'PIF', reqd(ctx, 'uuid'));
     const mode = enumOf('ip_configuration_mode', reqd(ctx, 'mode'));
-    await ctx.call('PIF.reconfigure_ip', pif, mode, anyCase('IP'), param(p, 'netmask') ?? '', param(p, 'gateway') ?? '', anyCase('DNS'));
+    await ctx.call('PIF.reconfigure_ip', pif, mode, anyCaseParam(p, 'IP'), param(p, 'netmask') ?? '', param(p, 'gateway') ?? '', anyCaseParam(p, 'DNS'));
   },
 });
+
+/** A parameter whatever the case of its name (read_optional_case_insensitive). */
+const anyCaseParam = (p: [string, string][], k: string) => p.find(([n]) => n.toLowerCase() === k.toLowerCase())?.[1] ?? '';
+
+defineCommand({
+  name: 'pif-reconfigure-ipv6',
+  reqd: ['uuid', 'mode'],
+  optn: ['IPv6', 'gateway', 'DNS'],
+  help: 'Reconfigure the IPv6 address settings on a PIF.',
+  run: async (ctx) => {
+    const p = ctx.params;
+    const pif = await byUuid(ctx, 'PIF', reqd(ctx, 'uuid'));
+    const mode = enumOf('ipv6_configuration_mode', reqd(ctx, 'mode'));
+    await ctx.call('PIF.reconfigure_ipv6', pif, mode, anyCaseParam(p, 'IPv6'), param(p, 'gateway') ?? '', anyCaseParam(p, 'DNS'));
+  },
+});
+
+defineCommand({
+  name: 'pif-set-primary-address-type',
+  reqd: ['uuid', 'primary_address_type'],
+  optn: [],
+  help: 'Change the primary address type used by this PIF.',
+  run: async (ctx) => {
+    const pif = await byUuid(ctx, 'PIF', reqd(ctx, 'uuid'));
+    await ctx.call('PIF.set_primary_address_type', pif, enumOf('primary_address_type', reqd(ctx, 'primary_address_type')));
+  },
+});
+
+defineCommand({
+  name: 'pif-introduce',
+  reqd: ['host-uuid', 'device'],
+  optn: ['mac', 'managed'],
+  help: 'Create a new PIF object representing a physical interface on a host.',
+  run: async (ctx) => {
+    const host = await byUuid(ctx, 'host', reqd(ctx, 'host-uuid'));
+    const pif = (await ctx.call('PIF.introduce', host, param(ctx.params, 'mac') ?? '', reqd(ctx, 'device'), boolOf(ctx.params, 'managed', true))) as string;
+    await printUuidOf(ctx, 'PIF', pif);
+  },
+});
+
+for (const [name, help, message, hidden] of [
+  ['pif-forget', 'Destroy a PIF object on a particular host.', 'PIF.forget', false],
+  ['pif-db-forget', 'Destroy the database object representing a PIF on a particular host.', 'PIF.db_forget', true],
+] as const) {
+  defineCommand({
+    name, reqd: ['uuid'], optn: [], help, hidden,
+    run: async (ctx) => {
+      await ctx.call(message, await byUuid(ctx, 'PIF', reqd(ctx, 'uuid')));
+    },
+  });
+}

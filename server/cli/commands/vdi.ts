@@ -79,6 +79,20 @@ defineCommand({
 });
 
 defineCommand({
+  name: 'vdi-pool-migrate',
+  reqd: ['uuid', 'sr-uuid'],
+  optn: ['dest-img-format'],
+  help: 'Migrate a VDI to a specified SR, while it is attached to a running guest. You can specify the image format for the destination.',
+  run: async (ctx) => {
+    const vdi = await byUuid(ctx, 'VDI', reqd(ctx, 'uuid'));
+    const sr = await byUuid(ctx, 'SR', reqd(ctx, 'sr-uuid'));
+    const format = param(ctx.params, 'dest-img-format');
+    const options = format === undefined ? {} : { 'dest-img-format': format };
+    await printUuidOf(ctx, 'VDI', (await ctx.call('VDI.pool_migrate', vdi, sr, options)) as string);
+  },
+});
+
+defineCommand({
   name: 'vdi-clone',
   reqd: ['uuid'],
   optn: ['driver-params-', 'new-name-label', 'new-name-description'],
