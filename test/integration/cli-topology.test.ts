@@ -184,6 +184,26 @@ describe('a pool of three hosts', () => {
     });
   });
 
+  describe('storage', () => {
+    it('vdi-pool-migrate moves a running VM\'s disk to the shared SR and prints the new VDI', async () => {
+      const [pbd] = (await x.call('PBD.get_all_where', `field "host" = "${hosts[0]}"`)) as string[];
+      const local: string = await x.call('PBD.get_SR', pbd);
+      expect(await x.call('SR.get_shared', local)).toBe(false);
+      const vm: string = await x.call('VM.create', vmArgs('moving-disk', { ...memory(128 * MiB), other_config: {} }));
+      const vdi: string = await x.call('VDI.create', vdiArgs(local, 8 * MiB, 'moving'));
+      const vbd: string = await x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+      await x.call('VM.start_on', vm, hosts[0], false, false);
+      const vdiUuid: string = await x.call('VDI.get_uuid', vdi);
+      expect(await fails(url, ['vdi-pool-migrate', `uuid=${vdiUuid}`])).toBe("Required parameter not found: sr-uuid\nFor usage run: 'xe help'\n");
+      const moved = await ok(url, ['vdi-pool-migrate', `uuid=${vdiUuid}`, `sr-uuid=${sharedUuid}`]);
+      const now: string = await x.call('VBD.get_VDI', vbd);
+      expect(moved).toBe(await x.call('VDI.get_uuid', now));
+      expect(await x.call('VDI.get_SR', now)).toBe(shared);
+      expect(await x.call('VM.get_power_state', vm)).toBe('Running');
+      await x.call('VM.hard_shutdown', vm);
+    });
+  });
+
   describe('hosts', () => {
     it('host-power-on: the API\'s refusal for a live host', async () => {
       expect(await fails(url, ['host-power-on', `uuid=${hostUuids[2]}`])).toBe(
@@ -228,7 +248,9 @@ describe('two instances', () => {
   let b: { srv: RunningServer; x: Client };
 
   async function instance(host: string): Promise<{ srv: RunningServer; x: Client }> {
-    const srv = await startServer({ host, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, memory: true });
+    const dataDir = mkdtempSync(join(tmpdir(), 'xapi-emu-topology-'));
+    dirs.push(dataDir);
+    const srv = await startServer({ host, port: 0, nbdPort: null, closeGrace: 0, authFailDelay: 0, password: PASSWORD, dataDir });
     servers.push(srv);
     return { srv, x: await connect(srv.urls[0], 'root', PASSWORD) };
   }
@@ -262,6 +284,32 @@ describe('two instances', () => {
     expect(ejected.code, ejected.stderr).toBe(0);
     expect(ejected.stdout).toContain('Specified host will attempt to restart as a master of a new pool in 10. seconds...\n');
     expect(await a.x.call('host.get_all')).toHaveLength(1);
+  });
+
+  it('vm-migrate of a running VM to another instance, its disk copied to that pool\'s SR', async () => {
+    const srA: string = await a.x.call('PBD.get_SR', (await a.x.call('host.get_PBDs', a.srv.emu.master))[0]);
+    const vm: string = await a.x.call('VM.create', vmArgs('crossing', { ...memory(128 * MiB), other_config: {} }));
+    const vdi: string = await a.x.call('VDI.create', vdiArgs(srA, 4 * MiB, 'crossing-disk'));
+    await a.x.call('VBD.create', vbdArgs(vm, vdi, '0'));
+    await a.x.call('VM.start', vm, false, false);
+    const uuid: string = await a.x.call('VM.get_uuid', vm);
+    const vdiUuid: string = await a.x.call('VDI.get_uuid', vdi);
+    // a third instance (B, once ejected, is not relied on here)
+    const c = await instance('127.0.17.1');
+    const y = c.x;
+    const srB: string = (await y.call('SR.get_by_name_label', 'Local storage'))[0];
+    const srBUuid: string = await y.call('SR.get_uuid', srB);
+    const out = await ok(a.srv.urls[0], ['vm-migrate', `uuid=${uuid}`, `remote-master=127.0.17.1:${new URL(c.srv.urls[0]).port}`, 'remote-username=root',
+      `remote-password=${PASSWORD}`, `vdi:${vdiUuid}=${srBUuid}`, '--live']);
+    expect(out.split('\n')).toEqual([
+      "Performing a storage live migration. Your VM's VDIs will be migrated with the VM.",
+      expect.stringMatching(/^Will migrate to remote host: .*, using remote network: .*\. Here is the VDI mapping:$/),
+      `VDI ${vdiUuid} -> SR ${srBUuid}`,
+    ]);
+    const there: string = await y.call('VM.get_by_uuid', uuid);
+    expect(await y.call('VM.get_power_state', there)).toBe('Running');
+    expect(await y.call('VDI.get_SR', await y.call('VBD.get_VDI', (await y.call('VM.get_VBDs', there))[0]))).toBe(srB);
+    expect(await faultOf(a.x.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
   });
 });
 
