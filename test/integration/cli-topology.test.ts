@@ -440,6 +440,15 @@ describe('networking on a pool of two hosts', () => {
     expect(await fails(srv.urls[1], ['host-emergency-management-reconfigure', 'interface=eth0'])).toBe('This pool is not in emergency mode.\n');
   });
 
+  it('help lists the new commands (the hidden ones aside) and describes them', async () => {
+    const all = (await ok(url, ['help', '--all', '--minimal'])).split(',');
+    for (const c of ['bond-create', 'bond-set-mode', 'vlan-create', 'pool-vlan-create', 'tunnel-create', 'network-sriov-create', 'pif-introduce',
+      'host-management-reconfigure', 'pool-join', 'pool-eject', 'pool-ha-enable', 'vif-move', 'vdi-pool-migrate']) expect(all).toContain(c);
+    for (const c of ['pif-db-forget', 'network-attach', 'pool-ha-compute-vm-failover-plan', 'pool-ha-prevent-restarts-for']) expect(all).not.toContain(c);
+    const help = await ok(url, ['help', 'vlan-create']);
+    expect(help).toMatch(/reqd params\s+: pif-uuid, vlan, network-uuid\n/);
+  });
+
   it('pool-management-reconfigure: the API\'s check of every host', async () => {
     const netUuid = await ok(url, ['network-create', 'name-label=nowhere']);
     const out = await fails(url, ['pool-management-reconfigure', `network-uuid=${netUuid}`]);
