@@ -465,6 +465,8 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       emu.dispose();
       if (dataDir !== null) resetDataDir(dataDir);
       emu = new Emulator(emuOpts);
+      // the fresh pool's hosts are new objects: each listener answers as the host now at its address
+      for (const p of plan) p.hostRef = emu.hostByAddress(p.addr) ?? emu.master;
       registerRuntime();
       emu.start();
       await listen();
