@@ -8,7 +8,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { recordOf } from './generic.js';
 import type { Emulator } from '../emulator.js';
 import { NULL_REF } from '../../storage/database.js';
-import { refreshGuestsOn } from '../guest/agent.js';
+import { bringPifUp } from './pif-helpers.js';
 
 /** a pool offers NBD either with TLS or without, never both (Xapi_network.assert_can_add_purpose) */
 const INCOMPATIBLE: Record<string, string[]> = { nbd: ['insecure_nbd'], insecure_nbd: ['nbd'] };
@@ -49,8 +49,9 @@ export function assertCanSeeNetwork(emu: Emulator, vm: string, host: string, net
 }
 
 /** Xapi_network.attach_internal: an unmanaged network's bridge must be up already (a PIF of it
- * plugged on the host); a managed one gets its managed PIFs there brought up (all of them when
- * forced, else those not attached). A bond slave cannot be plugged on its own. */
+ * plugged on the host); a managed one gets its managed PIFs there brought up through networkd
+ * (all of them when forced, else those not attached), which fails as PIF_CONFIGURATION_ERROR when
+ * a card under one is missing. A bond slave cannot be brought up on its own. */
 function attachInternal(emu: Emulator, network: string, host: string, force: boolean): void {
   const { db } = emu;
   const net = recordOf(emu, 'network', network);
@@ -59,17 +60,13 @@ function attachInternal(emu: Emulator, network: string, host: string, force: boo
     if (!local.some((p) => db.get('PIF', p)?.currently_attached === true)) throw new XapiError('BRIDGE_NOT_AVAILABLE', [String(net.bridge)]);
     return;
   }
-  let changed = false;
   for (const p of local) {
     const pif = db.get('PIF', p)!;
     if (pif.managed !== true || (!force && pif.currently_attached === true)) continue;
     if (String(pif.bond_slave_of ?? NULL_REF) !== NULL_REF) throw new XapiError('CANNOT_PLUG_BOND_SLAVE', [p]);
-    if (pif.currently_attached !== true) {
-      db.update('PIF', p, { currently_attached: true });
-      changed = true;
-    }
+    // nm.bring_pif_up, which reads the links again and lets the guests there see them
+    bringPifUp(emu, p);
   }
-  if (changed) refreshGuestsOn(emu, network, host);
 }
 
 /** Xapi_network.attach_for_vif: the VIF's network attached on the host its VM runs on. */
