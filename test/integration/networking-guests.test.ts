@@ -130,3 +130,51 @@ describe('a guest follows the carrier under its network', () => {
     await x.call('VM.hard_shutdown', vm);
   });
 });
+
+describe("a VM's networks attached where it runs", () => {
+  it('VM.start_on refuses a host without a PIF of the VM\'s VLAN; VM.start picks one that has it and plugs it', async () => {
+    const net = await newNetwork('vlan 40 on the master', '10.40.0.0/24');
+    const vlan: string = await x.call('VLAN.create', await pifOf(master, 'eth1'), 40, net);
+    const untagged: string = await x.call('VLAN.get_untagged_PIF', vlan);
+    if (await x.call('PIF.get_currently_attached', untagged)) await x.call('PIF.unplug', untagged);
+    const vm: string = await x.call('VM.create', vmArgs('pinned', { ...memory(64 * MiB), other_config: {}, affinity: member }));
+    await x.call('VIF.create', vifArgs(vm, net));
+    expect(await fault(x.call('VM.start_on', vm, member, false, false))).toEqual(['VM_REQUIRES_NETWORK', vm, net]);
+    await x.call('VM.start', vm, false, false);
+    expect(await x.call('VM.get_resident_on', vm)).toBe(master);
+    expect(await x.call('PIF.get_currently_attached', untagged)).toBe(true);
+    const ip = await until('an address on VLAN 40', async () => (await networksOf(vm))['0/ip']);
+    expect(inSubnet(ip, '10.40.0.0/24')).toBe(true);
+    // nor can it move to the member
+    expect(await fault(x.call('VM.pool_migrate', vm, member, {}))).toEqual(['VM_REQUIRES_NETWORK', vm, net]);
+    expect(await x.call('VM.get_resident_on', vm)).toBe(master);
+    await x.call('VM.hard_shutdown', vm);
+  });
+
+  it('pool_migrate brings the VLAN up on the destination; the guest keeps its address there', async () => {
+    const net = await newNetwork('vlan 41', '10.41.0.0/24');
+    await x.call('pool.create_VLAN', 'eth1', net, 41);
+    const [memberPif] = await x.call('PIF.get_all_where', `field "network" = "${net}" and field "host" = "${member}"`);
+    if (await x.call('PIF.get_currently_attached', memberPif)) await x.call('PIF.unplug', memberPif);
+    const { vm, ip } = await bootedVm('mover', net, master);
+    await x.call('VM.pool_migrate', vm, member, { live: 'true' });
+    expect(await x.call('VM.get_resident_on', vm)).toBe(member);
+    expect(await x.call('PIF.get_currently_attached', memberPif)).toBe(true);
+    expect((await networksOf(vm))['0/ip']).toBe(ip);
+    await x.call('VM.hard_shutdown', vm);
+  });
+
+  it('network.attach brings PIFs up through networkd: a card that is gone cannot be', async () => {
+    await ctl.nics.add({ host: member, device: 'eth4' });
+    await x.call('PIF.scan', member);
+    const pif = await pifOf(member, 'eth4');
+    const net: string = await x.call('PIF.get_network', pif);
+    if (await x.call('PIF.get_currently_attached', pif)) await x.call('PIF.unplug', pif);
+    await ctl.nics.remove({ host: member, device: 'eth4' });
+    expect(await fault(x.call('network.attach', net, member))).toEqual(['PIF_CONFIGURATION_ERROR', pif, '']);
+    expect(await x.call('PIF.get_currently_attached', pif)).toBe(false);
+    await ctl.nics.add({ host: member, device: 'eth4' });
+    await x.call('network.attach', net, member);
+    expect(await x.call('PIF.get_currently_attached', pif)).toBe(true);
+  });
+});
