@@ -9,6 +9,7 @@ import { XapiFault, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { MiB, NULL, memory, vifArgs, vmArgs } from './helpers/records.js';
 import { parseCidr, parseIpv4 } from '../../server/guest/dhcp.js';
+import { xenopsOf } from '../../server/api/xenops-sync.js';
 
 const PASSWORD = 'networking-guests';
 let srv: RunningServer;
@@ -69,6 +70,13 @@ async function until<T>(what: string, check: () => Promise<T | undefined | null 
     token = (await x.call('event.from', ['vm', 'vm_guest_metrics'], token, 5)).token;
   }
   throw new Error(`never: ${what}`);
+}
+
+/** The bridge xenopsd on `host` has the backend of the VM's VIF 0 on. */
+async function backendBridge(vm: string, host: string): Promise<string | undefined> {
+  const uuid: string = await x.call('VM.get_uuid', vm);
+  const d = xenopsOf(srv.emu, host).exportState().domains.find((e) => e.id === uuid);
+  return d?.vifs.find((v) => v.spec.id === '0')?.spec.bridge;
 }
 
 /** A VM whose guest runs the agent, with a NIC on `network`, started on `host`; its address. */
@@ -176,5 +184,31 @@ describe("a VM's networks attached where it runs", () => {
     await ctl.nics.add({ host: member, device: 'eth4' });
     await x.call('network.attach', net, member);
     expect(await x.call('PIF.get_currently_attached', pif)).toBe(true);
+  });
+});
+
+describe('a bond made or undone under running guests', () => {
+  it("moves their VIFs' backends to the bond's bridge and back, with an address of the network they are on", async () => {
+    await ctl.nics.add({ host: master, device: 'eth5' });
+    await ctl.nics.add({ host: master, device: 'eth6' });
+    await x.call('PIF.scan', master);
+    const eth5 = await pifOf(master, 'eth5');
+    const eth5Net: string = await x.call('PIF.get_network', eth5);
+    await x.call('network.set_other_config', eth5Net, { 'xapi-emu-dhcp-subnet': '10.50.0.0/24' });
+    const { vm } = await bootedVm('under-bond', eth5Net, master);
+    expect(await backendBridge(vm, master)).toBe(await x.call('network.get_bridge', eth5Net));
+
+    const bondNet = await newNetwork('bond 2', '10.51.0.0/24');
+    const bond: string = await x.call('Bond.create', bondNet, [eth5, await pifOf(master, 'eth6')], '', 'balance-slb', {});
+    const [vif] = await x.call('VM.get_VIFs', vm);
+    expect(await x.call('VIF.get_network', vif)).toBe(bondNet);
+    expect(await backendBridge(vm, master)).toBe(await x.call('network.get_bridge', bondNet));
+    expect(inSubnet((await networksOf(vm))['0/ip'], '10.51.0.0/24')).toBe(true);
+
+    await x.call('Bond.destroy', bond);
+    expect(await x.call('VIF.get_network', vif)).toBe(eth5Net);
+    expect(await backendBridge(vm, master)).toBe(await x.call('network.get_bridge', eth5Net));
+    expect(inSubnet((await networksOf(vm))['0/ip'], '10.50.0.0/24')).toBe(true);
+    await x.call('VM.hard_shutdown', vm);
   });
 });
