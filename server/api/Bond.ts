@@ -16,6 +16,7 @@ import {
 import { isValidMac, linkOf, syncHostMetrics } from '../networkd/nics.js';
 import { createVlanRecords } from './VLAN.js';
 import { createTunnelRecords } from './tunnel.js';
+import { moveVifBackends } from './VIF.js';
 
 interface Requirement {
   key: string;
@@ -79,13 +80,14 @@ function localVifs(emu: Emulator, host: string, networks: string[]): string[] {
   return out;
 }
 
-/** Xapi_vif.move_internal, as far as the records go: the VIF now is on `network`. */
+/** Xapi_vif.move_internal, as far as the records go: the VIF now is on `network` (its backend
+ * follows in xenopsd once the bond's records are all written, moveVifBackends). */
 function moveVifs(emu: Emulator, vifs: string[], network: string): void {
   for (const v of vifs) if (emu.db.has('VIF', v)) emu.db.update('VIF', v, { network });
 }
 
 /** move_vlan: the VLAN goes from its tagged PIF to `newTagged` (a bond master or primary member). */
-function moveVlan(emu: Emulator, host: string, newTagged: string, oldVlan: string): void {
+function moveVlan(emu: Emulator, host: string, newTagged: string, oldVlan: string, moved: string[]): void {
   const { db } = emu;
   const old = db.get('VLAN', oldVlan)!;
   const oldMaster = String(old.untagged_PIF);
@@ -99,7 +101,9 @@ function moveVlan(emu: Emulator, host: string, newTagged: string, oldVlan: strin
   let newMaster: string;
   if (same) {
     newMaster = String(db.get('VLAN', same)!.untagged_PIF);
-    moveVifs(emu, localVifs(emu, host, [network]), String(db.get('PIF', newMaster)!.network));
+    const vifs = localVifs(emu, host, [network]);
+    moveVifs(emu, vifs, String(db.get('PIF', newMaster)!.network));
+    moved.push(...vifs);
   } else {
     newMaster = createVlanRecords(emu, host, newTagged, tag, network, String(db.get('PIF', newTagged)!.device)).untagged;
   }
@@ -127,7 +131,7 @@ function moveTunnel(emu: Emulator, host: string, newTransport: string, oldTunnel
 const hasIpConf = (r: Rec): boolean =>
   r.primary_address_type === 'IPv6' ? r.ipv6_configuration_mode !== 'None' : r.ip_configuration_mode !== 'None';
 
-function create(call: Call, network: string, members: string[], MAC: string, mode: string, properties: Record<string, string>): string {
+function createRecords(call: Call, network: string, members: string[], MAC: string, mode: string, properties: Record<string, string>): { bond: string; moved: string[] } {
   const { emu } = call;
   const { db } = emu;
   if (!Array.isArray(members) || members.length === 0) throw new XapiError('PIF_BOND_NEEDS_MORE_MEMBERS', []);
@@ -195,7 +199,8 @@ function create(call: Call, network: string, members: string[], MAC: string, mod
   moveConfiguration(emu, primary, master);
   if (management) moveManagement(emu, host, master);
   else if (!managementOnVlan) bringPifUp(emu, master);
-  for (const v of vlans) moveVlan(emu, host, master, v);
+  const movedOnVlans: string[] = [];
+  for (const v of vlans) moveVlan(emu, host, master, v, movedOnVlans);
   if (managementOnVlan) bringPifUp(emu, master);
   for (const t of tunnels) moveTunnel(emu, host, master, t);
   moveVifs(emu, vifs, network);
@@ -204,10 +209,16 @@ function create(call: Call, network: string, members: string[], MAC: string, mod
     for (const p of pifs) db.update('PIF', p, { disallow_unplug: false });
   }
   syncHostMetrics(emu, host);
+  return { bond, moved: [...vifs, ...movedOnVlans] };
+}
+
+async function create(call: Call, network: string, members: string[], MAC: string, mode: string, properties: Record<string, string>): Promise<string> {
+  const { bond, moved } = createRecords(call, network, members, MAC, mode, properties);
+  await moveVifBackends(call, moved);
   return bond;
 }
 
-function destroy(call: Call, self: string): void {
+function destroyRecords(call: Call, self: string): string[] {
   const { emu } = call;
   const { db } = emu;
   const b = recordOf(emu, 'Bond', self);
@@ -239,7 +250,8 @@ function destroy(call: Call, self: string): void {
   } else if (plugged && !managementOnVlan) {
     for (const s of members) bringUp(s);
   }
-  for (const v of vlans) moveVlan(emu, host, primary, v);
+  const movedOnVlans: string[] = [];
+  for (const v of vlans) moveVlan(emu, host, primary, v, movedOnVlans);
   if (managementOnVlan) for (const s of members) bringUp(s);
   moveVifs(emu, vifs, primaryNetwork);
   for (const t of tunnels) moveTunnel(emu, host, primary, t);
@@ -250,6 +262,11 @@ function destroy(call: Call, self: string): void {
   if (db.has('PIF_metrics', metrics)) db.destroy('PIF_metrics', metrics);
   for (const s of members) if (db.has('PIF', s)) db.update('PIF', s, { bond_slave_of: NULL_REF });
   syncHostMetrics(emu, host);
+  return [...vifs, ...movedOnVlans];
+}
+
+async function destroy(call: Call, self: string): Promise<void> {
+  await moveVifBackends(call, destroyRecords(call, self));
 }
 
 registerProvider('Bond', {

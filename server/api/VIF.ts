@@ -138,6 +138,23 @@ async function onDevice(call: Call, vif: string, fn: (x: Xenopsd, id: string, de
   }
 }
 
+/** Xapi_vif.move_internal's device part, for VIFs whose record already names their new network
+ * (a bond made or undone moves the host's VIFs): each active backend joins its network's bridge.
+ * A VM that stopped meanwhile takes the record's bridge at its next start. */
+export async function moveVifBackends(call: Call, vifs: string[]): Promise<void> {
+  const { emu } = call;
+  for (const v of vifs) {
+    const rec = emu.db.get('VIF', v);
+    if (!rec || !deviceActive(emu, rec)) continue;
+    const bridge = String(emu.db.get('network', String(rec.network))?.bridge ?? '');
+    try {
+      await onDevice(call, v, (x, id, dev) => x.vifMove(id, dev, bridge));
+    } catch (e) {
+      if (!(e instanceof XapiError)) throw e;
+    }
+  }
+}
+
 /** Xapi_vif.refresh_filtering_rules: the port's rules follow the record while the device is active. */
 async function refreshFilteringRules(call: Call, vif: string): Promise<void> {
   const rec = vifRec(call, vif);

@@ -18,6 +18,7 @@ import {
 import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
 import { vmDataSources } from '../rrdd/data-sources.js';
+import { assertCanSeeNetworks, attachNetworksForVm, networksOfVm } from './network.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -207,6 +208,7 @@ export function assertCanBootHere(emu: Emulator, vm: string, rec: Rec, host: str
     });
     if (!seen) throw new XapiError('VM_REQUIRES_SR', [vm, sr]);
   }
+  assertCanSeeNetworks(emu, vm, host, networksOfVm(emu, vm));
   const needed = memoryRequired(rec);
   const free = hostFreeMemory(emu, host);
   if (needed > free) throw new XapiError('HOST_NOT_ENOUGH_FREE_MEMORY', [String(needed), String(free)]);
@@ -254,6 +256,7 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
       assertCanBootHere(emu, vm, rec, host);
       h = host;
     } else h = chooseHost(emu, vm, rec);
+    attachNetworksForVm(emu, vm, h);
     const uuid = String(rec.uuid);
     const x = xenopsOf(emu, h);
     x.add(vmSpec(emu, vm));
@@ -412,6 +415,7 @@ async function resumeLocal(call: Call, vm: string, host: string | null, paused: 
     assertCanBootHere(emu, vm, rec, host);
     h = host;
   } else h = chooseHost(emu, vm, rec);
+  attachNetworksForVm(emu, vm, h);
   const uuid = String(rec.uuid);
   const x = xenopsOf(emu, h);
   x.add(vmSpec(emu, vm));

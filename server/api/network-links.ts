@@ -15,7 +15,12 @@ export function networkHasCarrier(emu: Emulator, network: string, host: string):
   const pif = pifs.find((p) => emu.db.get('PIF', p)?.host === host);
   if (pif === undefined) return true;
   if (emu.db.get('PIF', pif)?.currently_attached !== true) return false;
-  const topo = pifTopo(emu, pif);
+  let topo: ReturnType<typeof pifTopo>;
+  try {
+    topo = pifTopo(emu, pif);
+  } catch {
+    return false; // a PIF of no known kind carries nothing
+  }
   const root = topo[topo.length - 1];
   if (root.type.kind === 'bond_master') {
     const bond = emu.db.get('Bond', root.type.ref);

@@ -8,7 +8,7 @@ import { XapiError } from '../dispatch/errors.js';
 import { recordOf } from './generic.js';
 import type { Emulator } from '../emulator.js';
 import { NULL_REF } from '../../storage/database.js';
-import { refreshGuestsOn } from '../guest/agent.js';
+import { bringPifUp } from './pif-helpers.js';
 
 /** a pool offers NBD either with TLS or without, never both (Xapi_network.assert_can_add_purpose) */
 const INCOMPATIBLE: Record<string, string[]> = { nbd: ['insecure_nbd'], insecure_nbd: ['nbd'] };
@@ -24,33 +24,46 @@ export function isSriovNetwork(emu: Emulator, network: string): boolean {
   return !!pif && (((emu.db.get('PIF', pif)?.sriov_logical_PIF_of as string[] | undefined) ?? []).length > 0);
 }
 
-/** Xapi_network_attach_helpers.assert_can_see_named_networks for one network: a network with
- * PIFs is seen by their hosts; one without (private) by any host when shared by assumption or
- * unmanaged, else only by the host where VMs on it run. Its PIFs there must not be bond slaves. */
-export function assertCanSeeNetwork(emu: Emulator, vm: string, host: string, network: string): void {
+/** Whether the host can see a network: one with PIFs through them; one without (private) from any
+ * host when shared by assumption or unmanaged, else only from the host where VMs on it run. */
+function networkAvailableOn(emu: Emulator, host: string, network: string): boolean {
   const { db } = emu;
   const net = recordOf(emu, 'network', network);
   const pifs = (net.PIFs as string[]) ?? [];
-  let available: boolean;
-  if (pifs.length) available = pifs.some((p) => db.get('PIF', p)?.host === host);
-  else if (((net.other_config ?? {}) as Record<string, string>).assume_network_is_shared === 'true') available = true;
-  else if (net.managed !== true) available = true;
-  else {
-    const hosts = ((net.VIFs as string[]) ?? [])
-      .map((v) => db.get('VM', String(db.get('VIF', v)?.VM)))
-      .filter((r) => r?.power_state === 'Running')
-      .map((r) => String(r!.resident_on));
-    available = hosts.length === 0 || hosts.includes(host);
-  }
-  if (!available) throw new XapiError('VM_REQUIRES_NETWORK', [vm, network]);
-  if (localPifs(emu, network, host).some((p) => String(db.get('PIF', p)?.bond_slave_of ?? NULL_REF) !== NULL_REF)) {
-    throw new XapiError('HOST_CANNOT_ATTACH_NETWORK', [host, network]);
+  if (pifs.length) return pifs.some((p) => db.get('PIF', p)?.host === host);
+  if (((net.other_config ?? {}) as Record<string, string>).assume_network_is_shared === 'true') return true;
+  if (net.managed !== true) return true;
+  const hosts = ((net.VIFs as string[]) ?? [])
+    .map((v) => db.get('VM', String(db.get('VIF', v)?.VM)))
+    .filter((r) => r?.power_state === 'Running')
+    .map((r) => String(r!.resident_on));
+  return hosts.length === 0 || hosts.includes(host);
+}
+
+/** Xapi_network_attach_helpers.assert_can_see_named_networks: every network available on the host
+ * (else VM_REQUIRES_NETWORK naming the first that is not), then none needing a bond slave there. */
+export function assertCanSeeNetworks(emu: Emulator, vm: string, host: string, networks: string[]): void {
+  const missing = networks.find((n) => !networkAvailableOn(emu, host, n));
+  if (missing !== undefined) throw new XapiError('VM_REQUIRES_NETWORK', [vm, missing]);
+  for (const n of networks) {
+    if (localPifs(emu, n, host).some((p) => String(emu.db.get('PIF', p)?.bond_slave_of ?? NULL_REF) !== NULL_REF)) {
+      throw new XapiError('HOST_CANNOT_ATTACH_NETWORK', [host, n]);
+    }
   }
 }
 
+export function assertCanSeeNetwork(emu: Emulator, vm: string, host: string, network: string): void {
+  assertCanSeeNetworks(emu, vm, host, [network]);
+}
+
+/** The networks of a VM's VIFs (Xapi_vm_helpers.assert_can_see_networks' reqd_nets). */
+export const networksOfVm = (emu: Emulator, vm: string): string[] =>
+  ((emu.db.get('VM', vm)?.VIFs as string[] | undefined) ?? []).map((v) => String(emu.db.get('VIF', v)?.network)).filter((n) => emu.db.has('network', n));
+
 /** Xapi_network.attach_internal: an unmanaged network's bridge must be up already (a PIF of it
- * plugged on the host); a managed one gets its managed PIFs there brought up (all of them when
- * forced, else those not attached). A bond slave cannot be plugged on its own. */
+ * plugged on the host); a managed one gets its managed PIFs there brought up through networkd
+ * (all of them when forced, else those not attached), which fails as PIF_CONFIGURATION_ERROR when
+ * a card under one is missing. A bond slave cannot be brought up on its own. */
 function attachInternal(emu: Emulator, network: string, host: string, force: boolean): void {
   const { db } = emu;
   const net = recordOf(emu, 'network', network);
@@ -59,17 +72,22 @@ function attachInternal(emu: Emulator, network: string, host: string, force: boo
     if (!local.some((p) => db.get('PIF', p)?.currently_attached === true)) throw new XapiError('BRIDGE_NOT_AVAILABLE', [String(net.bridge)]);
     return;
   }
-  let changed = false;
   for (const p of local) {
     const pif = db.get('PIF', p)!;
     if (pif.managed !== true || (!force && pif.currently_attached === true)) continue;
     if (String(pif.bond_slave_of ?? NULL_REF) !== NULL_REF) throw new XapiError('CANNOT_PLUG_BOND_SLAVE', [p]);
-    if (pif.currently_attached !== true) {
-      db.update('PIF', p, { currently_attached: true });
-      changed = true;
-    }
+    // nm.bring_pif_up, which reads the links again and lets the guests there see them
+    bringPifUp(emu, p);
   }
-  if (changed) refreshGuestsOn(emu, network, host);
+}
+
+/** Xapi_network.attach_for_vm: each of the VM's networks attached on the host, before xenopsd
+ * starts, resumes or receives it there (with_networks_attached_for_vm). */
+export function attachNetworksForVm(emu: Emulator, vm: string, host: string): void {
+  for (const v of recordOf(emu, 'VM', vm).VIFs as string[]) {
+    const network = String(emu.db.get('VIF', v)?.network);
+    if (emu.db.has('network', network)) attachInternal(emu, network, host, false);
+  }
 }
 
 /** Xapi_network.attach_for_vif: the VIF's network attached on the host its VM runs on. */
@@ -109,7 +127,7 @@ registerProvider('network', {
   attach_for_vm(call: Call, host: string, vm: string) {
     const { emu } = call;
     recordOf(emu, 'host', host);
-    for (const v of recordOf(emu, 'VM', vm).VIFs as string[]) attachInternal(emu, String(recordOf(emu, 'VIF', v).network), host, false);
+    attachNetworksForVm(emu, vm, host);
   },
 
   /** Xapi_network.detach_for_vm: the host forgets the VM's VIFs; a private network's bridge goes

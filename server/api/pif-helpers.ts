@@ -211,10 +211,12 @@ export function bringPifUp(emu: Emulator, pif: string): void {
   const topo = pifTopo(emu, pif);
   if (topo[0].type.kind === 'sriov_logical') {
     db.update('PIF', pif, { currently_attached: true });
+    syncHostMetrics(emu, host);
     return;
   }
   if (topo[0].type.kind === 'vlan_untagged' && topo[1]?.type.kind === 'sriov_logical') {
     db.update('PIF', pif, { currently_attached: topo[1].rec.currently_attached === true });
+    syncHostMetrics(emu, host);
     return;
   }
   // a bond comes up on the members that are there; any other interface needs its card
@@ -254,6 +256,8 @@ export function bringPifDown(emu: Emulator, pif: string): void {
   const rec = emu.db.get('PIF', pif);
   if (!rec) return;
   emu.db.update('PIF', pif, { currently_attached: false });
+  // the guests on its network lose their link
+  syncHostMetrics(emu, String(rec.host));
 }
 
 /** Xapi_mgmt_iface.on_dom0_networking_change: the addresses of the host's attached interfaces as

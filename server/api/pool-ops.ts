@@ -14,6 +14,7 @@ import { xapiDate } from '../clock.js';
 import { migrateVm, MigrationError, vbdEject, vbdInsert, XenopsError } from '../xenopsd/index.js';
 import { currentOperations, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import { assertCanBootHere, setProgress, vmCheck } from './VM.js';
+import { attachNetworksForVm } from './network.js';
 import {
   domainTypeOf, forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops,
   vmSpec, withEventsSuppressed, xenopsOf,
@@ -102,6 +103,8 @@ async function poolMigrate(call: Call, vm: string, host: string): Promise<void> 
   if (!emu.db.has('host', src)) throw new XapiError('VM_BAD_POWER_STATE', [vm, 'running', String(rec.power_state).toLowerCase()]);
   // reserve_memory_for_vm: assert_can_boot_here (enabled, SRs, memory), then the reservation
   assertCanBootHere(emu, vm, rec, host);
+  // with_networks_attached_for_vm on the destination
+  attachNetworksForVm(emu, vm, host);
   const needed = memoryRequired(rec);
   const uuid = String(rec.uuid);
   const from = xenopsOf(emu, src);

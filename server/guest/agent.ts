@@ -227,6 +227,12 @@ export function refreshGuestsOn(emu: Emulator, network: string, host: string): v
   for (const vm of vms) refreshGuestNetworks(emu, vm);
 }
 
+/** Every guest running on `host` reports what its NICs now see (after networkd read the host's
+ * links again, or PIFs there came up or went down). */
+export function refreshGuestsOnHost(emu: Emulator, host: string): void {
+  for (const vm of (emu.db.get('host', host)?.resident_VMs as string[] | undefined) ?? []) refreshGuestNetworks(emu, vm);
+}
+
 /** The guest's tools give up a VIF's static IPv4 address for its default configuration: its
  * DHCP client leases afresh at the next report (a running agent's record, where it lists it). */
 export function dropStaticAddress(emu: Emulator, vif: string): void {

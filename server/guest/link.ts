@@ -4,14 +4,15 @@
 // disabled drops everything; locked lets DHCP out and otherwise only the addresses in
 // ipv4_allowed / ipv6_allowed, as the vif rules of setup-vif-rules do).
 //
-// A network has a link on a host when it has no PIF there (a private network: its bridge is
-// always up) or when every PIF it has there is plugged (currently_attached) with a carrier
-// (PIF_metrics.carrier), read from the database.
+// A network has a link on a host when networkd says so (networkHasCarrier): no PIF there (a
+// private network: its bridge is always up), or its PIF there plugged with a NIC under it that has
+// carrier, through VLANs, bonds, tunnels and SR-IOV alike.
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { isIPv4, isIPv6 } from 'node:net';
 import { offerIpv4, parseIpv4 } from './dhcp.js';
+import { networkHasCarrier } from '../api/network-links.js';
 
 export type EffectiveLockingMode = 'locked' | 'unlocked' | 'disabled';
 
@@ -23,21 +24,6 @@ export function effectiveLockingMode(emu: Emulator, vif: Rec): EffectiveLockingM
   return net?.default_locking_mode === 'disabled' ? 'disabled' : 'unlocked';
 }
 
-/** Whether `network` has a link on `host`. */
-export function networkLinkedOn(emu: Emulator, network: string, host: string): boolean {
-  const { db } = emu;
-  const net = db.get('network', network);
-  if (!net) return false;
-  for (const p of (net.PIFs as string[] | undefined) ?? []) {
-    const pif = db.get('PIF', p);
-    if (!pif || pif.host !== host) continue;
-    if (pif.currently_attached !== true) return false;
-    const metrics = db.get('PIF_metrics', String(pif.metrics));
-    if (metrics?.carrier !== true) return false;
-  }
-  return true;
-}
-
 /** Whether a VIF has a link: its VM runs on a host where its network is linked. */
 export function vifHasLink(emu: Emulator, vif: string): boolean {
   const { db } = emu;
@@ -46,7 +32,8 @@ export function vifHasLink(emu: Emulator, vif: string): boolean {
   if (!rec || !vm) return false;
   const host = String(vm.resident_on ?? NULL_REF);
   if (host === NULL_REF) return false;
-  return networkLinkedOn(emu, String(rec.network), host);
+  const network = String(rec.network);
+  return emu.db.has('network', network) && networkHasCarrier(emu, network, host);
 }
 
 /** Whether an address is one of the allowed ones (an address, or a CIDR that contains it). */

@@ -10,6 +10,7 @@
 import type { Emulator } from '../emulator.js';
 import type { Rec } from '../../storage/database.js';
 import { xapiDate } from '../clock.js';
+import { refreshGuestsOnHost } from '../guest/agent.js';
 
 export interface Nic {
   device: string;
@@ -212,8 +213,16 @@ function bondStat(emu: Emulator, host: string, bond: Rec): { stat: LinkStat; up:
 }
 
 /** Copies networkd's view of a host's links into its PIF_metrics and Bond.links_up (xapi's monitor
- * thread does it every few seconds; here at once, on every change). */
+ * thread does it every few seconds; here at once, on every change), then the guests on the host
+ * see their NICs' links as they now are (an address goes with the carrier and comes back with it). */
 export function syncHostMetrics(emu: Emulator, host: string): void {
+  readLinks(emu, host);
+  refreshGuestsOnHost(emu, host);
+}
+
+/** The PIF_metrics and Bond.links_up part of syncHostMetrics alone (at start, before xenopsd has
+ * said which domains still run). */
+export function readLinks(emu: Emulator, host: string): void {
   const { db } = emu;
   const now = xapiDate(emu.clock.now());
   for (const p of (db.get('host', host)?.PIFs as string[] | undefined) ?? []) {

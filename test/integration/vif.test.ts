@@ -222,11 +222,9 @@ describe('VIF.move', () => {
     await x.call('VIF.move', vif, netB);
     expect(await x.call('VIF.get_network', vif)).toBe(netB);
     expect(await faultOf(x.call('VIF.move', vif, 'OpaqueRef:nope'))).toEqual(['HANDLE_INVALID', 'network', 'OpaqueRef:nope']);
-    // a network carried by a VLAN PIF (as pool.create_VLAN makes)
+    // a network carried by a VLAN PIF
     const vlanNet = await newNetwork('vlan', '10.23.0.0/24');
-    const { db, ids } = srv.emu;
-    const pif = ids.ref();
-    db.create('PIF', pif, { uuid: ids.uuid(), device: 'eth0', network: vlanNet, host, VLAN: 10, MAC: '02:00:00:00:00:10', MTU: 1500, physical: false, managed: true });
+    await x.call('pool.create_VLAN', 'eth0', vlanNet, 10);
     await x.call('VIF.add_trunks', vif, 100);
     expect(await faultOf(x.call('VIF.move', vif, vlanNet))).toEqual(['NETWORK_INCOMPATIBLE_WITH_TRUNKS', vlanNet]);
     expect(await x.call('VIF.get_network', vif)).toBe(netB);
@@ -297,14 +295,12 @@ describe('link of a NIC', () => {
     await x.call('network.attach', mgmt, host);
     expect(await x.call('PIF.get_currently_attached', pif)).toBe(true);
     expect((await networksOf(vm))['0/ip']).toBe(ip);
-    // no carrier: plugging does not help
-    const metrics: string = await x.call('PIF.get_metrics', pif);
-    srv.emu.db.update('PIF_metrics', metrics, { carrier: false });
+    // no carrier (the cable cut through the control API): plugging does not help
+    const ctl = controlClient({ url: srv.urls[0], session: x.session });
+    await ctl.nics.carrier({ host, device: 'eth0', carrier: false });
     await x.call('network.attach', mgmt, host);
-    await x.call('VIF.set_locking_mode', vif, 'network_default');
     expect((await networksOf(vm))['0/ip']).toBeUndefined();
-    srv.emu.db.update('PIF_metrics', metrics, { carrier: true });
-    await x.call('VIF.set_locking_mode', vif, 'unlocked');
+    await ctl.nics.carrier({ host, device: 'eth0', carrier: true });
     expect((await networksOf(vm))['0/ip']).toBe(ip);
   });
 });
