@@ -15,7 +15,7 @@ import { BLOCK_SIZE } from '../../storage/vhd/index.js';
 import { Mirror, type Tapdisk } from '../xenopsd/index.js';
 import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { recordOf } from './generic.js';
-import { inSubtask } from './operations.js';
+import { inSubtask, updateAllowedOperations } from './operations.js';
 import { callMessage } from './vm-snapshot.js';
 
 /** simulated throughput of a disk copy between SRs (as VDI.copy's) */
@@ -152,3 +152,36 @@ export function assertSrSupports(emu: Emulator, sr: string, ops: string[]): void
   if (missing.length) throw new XapiError('SR_DOES_NOT_SUPPORT_MIGRATION', [sr, missing.join(';')]);
 }
 
+
+/** A failure of the storage interface, as storage_interface's errors (a variant and its argument). */
+export class StorageError extends Error {
+  constructor(readonly variant: string, readonly arg: string) {
+    super(`${variant}: ${arg}`);
+  }
+}
+
+/** (a VDI of this SR, the source's snapshot it is a copy of): locations, as the storage interface names VDIs */
+export type SnapshotPair = [string, { vdi?: string; snapshot_time?: string }];
+
+/**
+ * SR.update_snapshot_info_dest (storage_mux), the destination's half of update_snapshot_info: the
+ * copies of a disk's snapshots become snapshots of the copy of the disk (`vdi`), taken when the
+ * source's were.
+ */
+export function updateSnapshotInfoDest(emu: Emulator, srUuid: string, vdi: string, pairs: SnapshotPair[]): void {
+  const sr = emu.db.refByUuid('SR', srUuid);
+  if (sr === undefined) throw new StorageError('Sr_not_attached', srUuid);
+  const find = (location: unknown): string => {
+    for (const v of (emu.db.get('SR', sr)!.VDIs as string[]) ?? []) if (emu.db.get('VDI', v)?.location === location) return v;
+    throw new StorageError('Vdi_does_not_exist', String(location));
+  };
+  const leaf = find(vdi);
+  const updates = pairs.map((p) => {
+    if (!Array.isArray(p) || typeof p[1] !== 'object' || p[1] === null) throw new StorageError('Internal_error', 'bad snapshot pair');
+    return { self: find(p[0]), snapshot_time: String(p[1].snapshot_time ?? '19700101T00:00:00Z') };
+  });
+  for (const u of updates) {
+    emu.db.update('VDI', u.self, { snapshot_time: u.snapshot_time, snapshot_of: leaf, is_a_snapshot: true });
+    updateAllowedOperations(emu, 'VDI', u.self);
+  }
+}

@@ -8,10 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Xapi } from 'xen-api';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient } from '../../server/control/client.js';
+import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { xe } from './helpers/thin-cli.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
-import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+import { MiB, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'cross-pool-test';
 
@@ -44,9 +45,9 @@ async function exportRaw(srv: RunningServer, session: string, vdi: string): Prom
   return Buffer.from(await r.arrayBuffer());
 }
 
-async function newVm(name: string, size = 8 * MiB) {
+async function newVm(name: string, size = 8 * MiB, extra: Record<string, unknown> = {}) {
   const sr = await localStorage(xa);
-  const vm: string = await xa.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS }));
+  const vm: string = await xa.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS, ...extra }));
   const vdi: string = await xa.call('VDI.create', vdiArgs(sr, size, `${name}-disk`));
   await xa.call('VBD.create', vbdArgs(vm, vdi, '0'));
   const vif: string = await xa.call('VIF.create', vifArgs(vm, await xenbr0(xa)));
@@ -218,5 +219,76 @@ describe('VM.migrate_send to another pool', () => {
     const disk: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]);
     expect(await xb.call('VDI.get_SR', disk)).toBe(srB);
     expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+  });
+
+  it("moves a running VM with snapshots, its disk alone in the map (as Xen Orchestra sends it): the snapshots there, their disks copies of theirs, snapshots of the VM's disk", async () => {
+    const { vm, vdi, vif } = await newVm('xp-snaps', 4 * MiB);
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    const snaps: { uuid: string; name: string; vdi: string; bytes: Buffer }[] = [];
+    for (const [i, name] of ['before', 'after'].entries()) {
+      expect(await guestWrite(a, xa.session, vm, i * MiB, pattern(MiB, 10 + i))).toBe(true);
+      const s: string = await xa.call('VM.snapshot', vm, name);
+      const sv: string = await xa.call('VBD.get_VDI', (await xa.call('VM.get_VBDs', s))[0]);
+      snaps.push({ uuid: await xa.call('VM.get_uuid', s), name, vdi: sv, bytes: await exportRaw(a, xa.session, sv) });
+    }
+    expect(await guestWrite(a, xa.session, vm, 2 * MiB, pattern(MiB, 12))).toBe(true);
+    const expected = await exportRaw(a, xa.session, vdi);
+    const srB = await localStorage(xb);
+    const netB = await xenbr0(xb);
+
+    await xoMigrate(vm, { [vdi]: srB }, { [vif]: netB });
+
+    const there: string = await xb.call('VM.get_by_uuid', uuid);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Running');
+    const disk: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]);
+    const thereSnaps: string[] = await xb.call('VM.get_snapshots', there);
+    expect(thereSnaps).toHaveLength(2);
+    for (const s of snaps) {
+      const ref: string = await xb.call('VM.get_by_uuid', s.uuid);
+      expect(thereSnaps).toContain(ref);
+      expect(await xb.call('VM.get_record', ref)).toMatchObject({ is_a_snapshot: true, snapshot_of: there, name_label: s.name });
+      const vifs: string[] = await xb.call('VM.get_VIFs', ref);
+      expect(vifs).toHaveLength(1);
+      expect(await xb.call('VIF.get_network', vifs[0])).toBe(netB);
+      const sv: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', ref))[0]);
+      expect(await xb.call('VDI.get_record', sv)).toMatchObject({ is_a_snapshot: true, snapshot_of: disk, SR: srB });
+      expect((await exportRaw(b, xb.session, sv)).equals(s.bytes)).toBe(true);
+      // the source has neither the snapshot nor its disk
+      expect(await faultOf(xa.call('VM.get_by_uuid', s.uuid))).toEqual(['UUID_INVALID', 'VM', s.uuid]);
+      expect((await faultOf(xa.call('VDI.get_uuid', s.vdi)))[0]).toBe('HANDLE_INVALID');
+    }
+    expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    await xb.call('VM.hard_shutdown', there);
+    expect((await exportRaw(b, xb.session, disk)).equals(expected)).toBe(true);
+  });
+
+  it('moves a suspended VM: its suspend image copied, the VM suspended there and resumable, nothing left at the source', async () => {
+    // (a small memory: a small suspend image)
+    const { vm, vdi, vif } = await newVm('xp-suspended', 4 * MiB, memory(64 * MiB));
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    expect(await guestWrite(a, xa.session, vm, 0, pattern(2 * MiB, 20))).toBe(true);
+    await xa.call('VM.suspend', vm);
+    const image: string = await xa.call('VM.get_suspend_VDI', vm);
+    const imageBytes = await exportRaw(a, xa.session, image);
+    const expected = await exportRaw(a, xa.session, vdi);
+    const srB = await localStorage(xb);
+
+    await xoMigrate(vm, { [vdi]: srB }, { [vif]: await xenbr0(xb) });
+
+    const there: string = await xb.call('VM.get_by_uuid', uuid);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Suspended');
+    const imageThere: string = await xb.call('VM.get_suspend_VDI', there);
+    expect((await exportRaw(b, xb.session, imageThere)).equals(imageBytes)).toBe(true);
+    expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    expect((await faultOf(xa.call('VDI.get_uuid', image)))[0]).toBe('HANDLE_INVALID');
+    expect(a.emu.hosts.some((h) => xenopsOf(a.emu, h).has(uuid))).toBe(false);
+    await xb.call('VM.resume', there, false, false);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Running');
+    expect(await guestWrite(b, xb.session, there, 3 * MiB, Buffer.from('resumed there'))).toBe(true);
+    await xb.call('VM.hard_shutdown', there);
+    const bytes = await exportRaw(b, xb.session, await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]));
+    expect(bytes.subarray(0, 2 * MiB).equals(expected.subarray(0, 2 * MiB))).toBe(true);
   });
 });
