@@ -24,7 +24,7 @@ import { setProgress, vmCheck } from './VM.js';
 import {
   forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
 } from './xenops-sync.js';
-import { abandonMove, assertSrSupports, destroyVdi, finishMove, prepareMove, type DiskMove } from './vdi-migrate.js';
+import { abandonMove, assertSrSupports, BASE_MIRROR, destroyVdi, finishMove, mirrorId, prepareMove, receiveFinalize, type DiskMove } from './vdi-migrate.js';
 import { RemotePool, refsOf } from './migrate-remote.js';
 import { inSubtask } from './operations.js';
 import { assertNotCancelling } from './task-runner.js';
@@ -296,7 +296,11 @@ function remapVdis(emu: Emulator, vm: string, moves: DiskMove[]): void {
     if (old.is_a_snapshot !== true) continue;
     emu.db.update('VDI', m.dest, { is_a_snapshot: true, snapshot_of: to.get(String(old.snapshot_of)) ?? old.snapshot_of, snapshot_time: old.snapshot_time });
   }
-  for (const m of moves) if (m.dest) updateAllowedOperations(emu, 'VDI', m.dest);
+  for (const m of moves) {
+    if (!m.dest) continue;
+    receiveFinalize(emu, m.dest);
+    updateAllowedOperations(emu, 'VDI', m.dest);
+  }
 }
 
 /** The XenAPI error of a failed domain move (as pool_migrate's). */
@@ -710,7 +714,7 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       });
       d.remoteUuid = await pool.call<string>('VDI.get_uuid', d.remote);
       if (live && d.kind === 'disk' && rw.has(d.vdi)) {
-        d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, {}));
+        d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, { [BASE_MIRROR]: mirrorId(emu, d.vdi) }));
       }
       await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null);
       done += d.size;

@@ -391,6 +391,8 @@ describe('VDI.pool_migrate', () => {
     const moved: string = await x.call('VBD.get_VDI', vbd);
     expect(t.result).toContain(moved);
     expect(await x.call('VDI.get_SR', moved)).toBe(shared);
+    // no longer part of a migration (receive_finalize)
+    expect(await x.call('VDI.get_sm_config', moved)).not.toHaveProperty('base_mirror');
     expect((await faultOf(x.call('VDI.get_SR', vdi)))[0]).toBe('HANDLE_INVALID');
     const after = await rec('VM', vm);
     expect(after).toMatchObject({ power_state: 'Running', resident_on: hosts[0], current_operations: {} });
