@@ -9,6 +9,7 @@
 // HTTP with the token's session, migrate-remote.ts): the disks through its /import_raw_vdi, the VM
 // through its /import_metadata, started there; a VM with snapshots or suspended answers
 // NOT_IMPLEMENTED there.
+import { Readable } from 'node:stream';
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
 import { registerHttpPlugin, type ServerRuntime } from '../app.js';
@@ -314,6 +315,22 @@ function migrationError(emu: Emulator, e: unknown, vm: string, src: string, dst:
   return toXapiFromXenops(e, vm);
 }
 
+/** TaskHelper.set_cancellable / set_not_cancellable */
+function setCancellable(emu: Emulator, task: string, on: boolean): void {
+  if (emu.db.has('task', task)) emu.db.update('task', task, { allowed_operations: on ? ['cancel'] : [] });
+}
+
+/** A migration that fails while its task is being cancelled failed because of it: TASK_CANCELLED
+ * (migrate_send's handler checks exn_if_cancelling before it looks at the error). */
+function cancelledOr(emu: Emulator, task: string, e: unknown): unknown {
+  try {
+    assertNotCancelling(emu, task);
+  } catch (c) {
+    return c;
+  }
+  return e;
+}
+
 /** migrate_send' within the pool, the VM marked migrate_send. Returns the VM. */
 async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: Record<string, string>): Promise<string> {
   const { emu } = call;
@@ -336,9 +353,11 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
   const total = all.reduce((n, m) => n + m.size, 0);
   const copyShare = live ? 0.9 : 1;
   let done = 0;
+  // the copies stop at the next block once the task is cancelled
   const progress = (n: number) => {
     done += n;
     if (total > 0) setProgress(emu, call.task, (copyShare * Math.min(done, total)) / total);
+    assertNotCancelling(emu, call.task);
   };
   if (live) emu.db.update('VM', vm, { scheduled_to_be_resident_on: dst });
   const from = live ? xenopsOf(emu, src) : null;
@@ -348,6 +367,7 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
       if (m.device && !tapdisk) throw new XapiError('MIRROR_FAILED', [m.vdi]);
       await prepareMove(call, m, tapdisk, progress);
     }
+    assertNotCancelling(emu, call.task);
     if (live) {
       const to = xenopsOf(emu, dst);
       // xenopsd's vdi_map: the VM's disks are the new VDIs on the destination
@@ -370,9 +390,11 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
         throw migrationError(emu, e, vm, src, dst);
       }
     }
+    // no way back from here (TaskHelper.set_not_cancellable)
+    setCancellable(emu, call.task, false);
   } catch (e) {
     for (const m of all) await abandonMove(call, m);
-    throw e;
+    throw cancelledOr(emu, call.task, e);
   } finally {
     if (live && emu.db.has('VM', vm)) {
       emu.db.update('VM', vm, { scheduled_to_be_resident_on: NULL_REF });
@@ -552,12 +574,19 @@ async function remoteExtraDisks(emu: Emulator, vm: string, vdiMap: Record<string
 
 /** Streams a VDI to the destination's VDI through /import_raw_vdi as a VHD: the whole disk, or
  * only what was written since `base` (a snapshot of it) as a differencing VHD. */
-async function sendVdi(emu: Emulator, pool: RemotePool, vdi: string, remoteVdi: string, base: string | null): Promise<void> {
+async function sendVdi(emu: Emulator, pool: RemotePool, vdi: string, remoteVdi: string, base: string | null, check: () => void = () => undefined): Promise<void> {
   const basePath = base ? vdiPath(emu, base) : null;
   await withVdiFile(emu, vdi, { write: false }, async (path) => {
     const out = await exportVhd(path, basePath ? { base: basePath } : {});
+    // `check` before each chunk: its failure (a cancelled task) ends the stream
+    const checked = Readable.from((async function* () {
+      for await (const chunk of out.stream) {
+        check();
+        yield chunk as Buffer;
+      }
+    })());
     try {
-      await pool.put('/import_raw_vdi', { vdi: remoteVdi, format: 'vhd' }, out.stream, out.size, 'Importing raw VDI');
+      await pool.put('/import_raw_vdi', { vdi: remoteVdi, format: 'vhd' }, checked, out.size, 'Importing raw VDI');
     } finally {
       out.stream.destroy();
     }
@@ -716,7 +745,7 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       if (live && d.kind === 'disk' && rw.has(d.vdi)) {
         d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, { [BASE_MIRROR]: mirrorId(emu, d.vdi) }));
       }
-      await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null);
+      await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null, () => assertNotCancelling(emu, call.task));
       done += d.size;
       setProgress(emu, call.task, (0.8 * done) / total);
     }
@@ -733,6 +762,9 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
     await createRemoteVifs(emu, pool, vm, remoteVm, vifs, copy);
     setProgress(emu, call.task, 0.85);
     assertNotCancelling(emu, call.task);
+    // no way back from here (TaskHelper.set_not_cancellable)
+    assertNotCancelling(emu, call.task);
+    setCancellable(emu, call.task, false);
     // 3. the switch: the source's domain goes (its tapdisks close: the guest writes no more), what
     // it wrote since the snapshots follows, and the VM runs there
     if (live) {
@@ -749,7 +781,7 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       forceStateReset(emu, vm, 'Halted');
       syncHost(emu, src);
     }
-    throw e;
+    throw cancelledOr(emu, call.task, e);
   } finally {
     for (const d of disks) if (d.snapshot) await destroyVdi(call, d.snapshot).catch(() => undefined);
   }

@@ -291,4 +291,36 @@ describe('VM.migrate_send to another pool', () => {
     const bytes = await exportRaw(b, xb.session, await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]));
     expect(bytes.subarray(0, 2 * MiB).equals(expected.subarray(0, 2 * MiB))).toBe(true);
   });
+
+  it('cancelled while the destination takes the VM: the task ends cancelled, the VM running complete at the source, nothing left there', async () => {
+    const { vm, vdi, vif } = await newVm('xp-cancel', 4 * MiB);
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    expect(await guestWrite(a, xa.session, vm, 0, pattern(MiB, 30))).toBe(true);
+    const srB = await localStorage(xb);
+    const vdisB = (await xb.call('SR.get_VDIs', srB)).sort();
+    const ctlB = controlClient({ url: b.urls[0], username: 'root', password: PASSWORD });
+    const rule = await ctlB.faults.create({ match: { path: '/import_metadata' }, effect: { hang: true } });
+    let task = '';
+    try {
+      const token = await xb.call('host.migrate_receive', b.emu.master, await xenbr0(xb), {});
+      task = await xa.call('Async.VM.migrate_send', vm, token, true, { [vdi]: srB }, { [vif]: await xenbr0(xb) }, {});
+      let held = false;
+      for (let i = 0; i < 5000 && !held; i++) held = (await ctlB.faults.get({ id: rule.id })).hanging > 0;
+      expect(held).toBe(true);
+      await xa.call('task.cancel', task);
+    } finally {
+      await ctlB.faults.delete({ id: rule.id });
+    }
+    let t = await xa.call('task.get_record', task);
+    for (let i = 0; i < 5000 && t.status === 'pending'; i++) t = await xa.call('task.get_record', task);
+    expect(t).toMatchObject({ status: 'cancelled', error_info: ['TASK_CANCELLED', task] });
+    expect(await xa.call('VM.get_record', vm)).toMatchObject({ power_state: 'Running', current_operations: {} });
+    expect(await xa.call('VBD.get_VDI', (await xa.call('VM.get_VBDs', vm))[0])).toBe(vdi);
+    expect(await guestWrite(a, xa.session, vm, 2 * MiB, Buffer.from('still mine'))).toBe(true);
+    expect(await faultOf(xb.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    expect((await xb.call('SR.get_VDIs', srB)).sort()).toEqual(vdisB);
+    await xa.call('VM.hard_shutdown', vm);
+    expect((await exportRaw(a, xa.session, vdi)).subarray(0, MiB).equals(pattern(MiB, 30))).toBe(true);
+  });
 });
