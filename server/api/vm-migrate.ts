@@ -12,8 +12,8 @@
 import { Readable } from 'node:stream';
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
-import { registerHttpPlugin, type ServerRuntime } from '../app.js';
 import type { Emulator } from '../emulator.js';
+import { poolRuntime } from '../pool/runtime.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { xapiDate } from '../clock.js';
@@ -40,18 +40,11 @@ import { tarEnd, tarHeader, tarPadding } from '../xva/tar.js';
 /** the keys of migrate_receive's answer (Xapi_vm_migrate._sm, _host ...) */
 export const TOKEN = { sm: 'SM', host: 'host', xenops: 'xenops', session: 'session_id', master: 'master' } as const;
 
-/** the server around each emulator, for the port its URLs carry */
-const runtimes = new WeakMap<Emulator, ServerRuntime>();
-registerHttpPlugin((_app, ctx) => {
-  if (ctx.runtime) runtimes.set(ctx.emu, ctx.runtime);
-});
-
-/** ":<port>" of the emulator's XAPI listener ("" when not listening: an app built alone) */
+/** ":<port>" the pool's hosts listen on, as the running server tells ("" for an emulator no
+ * server runs, or on the scheme's port) */
 function portSuffix(emu: Emulator): string {
-  const url = runtimes.get(emu)?.urls()[0];
-  if (!url) return '';
-  const port = new URL(url).port;
-  return port ? `:${port}` : '';
+  const port = poolRuntime(emu)?.port();
+  return port && port !== 80 ? `:${port}` : '';
 }
 
 const urlHost = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
