@@ -7,8 +7,10 @@
 // xenopsd's VM_migrate (xenopsd/migrate.ts), its disks switched to the new VDIs between the close of
 // the old tapdisks and the open of the new ones. To another pool (another emulator, reached over
 // HTTP with the token's session, migrate-remote.ts): the disks through its /import_raw_vdi, the VM
-// through its /import_metadata, started there; a VM with snapshots or suspended answers
-// NOT_IMPLEMENTED there.
+// through its /import_metadata (with its snapshots, whose disks are made snapshots of the disk's copy
+// through the destination's /services/SM), started there, or suspended there on its copied image.
+// The VDIs a migration makes carry sm_config base_mirror until it ends: migrate-recovery.ts cleans
+// up after one cut by a stop. A migration can be cancelled until its point of no return.
 import { Readable } from 'node:stream';
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
@@ -732,7 +734,7 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       const v = recordOf(emu, 'VDI', d.vdi);
       d.remote = await pool.call<string>('VDI.create', {
         name_label: v.name_label, name_description: v.name_description, SR: d.sr, virtual_size: v.virtual_size, type: v.type, sharable: v.sharable,
-        read_only: v.read_only, other_config: v.other_config, xenstore_data: v.xenstore_data, sm_config: {}, tags: v.tags,
+        read_only: v.read_only, other_config: v.other_config, xenstore_data: v.xenstore_data, sm_config: { [BASE_MIRROR]: mirrorId(emu, d.vdi) }, tags: v.tags,
       });
       d.remoteUuid = await pool.call<string>('VDI.get_uuid', d.remote);
       if (live && d.kind === 'disk' && rw.has(d.vdi)) {
@@ -768,6 +770,8 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       setProgress(emu, call.task, 0.95);
       await pool.call('VM.start_on', remoteVm, remote.host, paused, true);
     }
+    // receive_finalize: the VDIs there are the VM's disks now, no longer a migration's
+    for (const d of disks) await pool.call('VDI.remove_from_sm_config', d.remote, BASE_MIRROR).catch(() => undefined);
   } catch (e) {
     await cleanupRemote();
     if (sourceGone) {

@@ -2,7 +2,8 @@
 // in its copy with the clock frozen): the next start cleans up what the migration had made, as
 // xapi's Storage_migrate.killall does at start — the destination VDI and the snapshot of the
 // mirror's base (both marked sm_config base_mirror) are destroyed, the VM keeps its disk with every
-// byte the guest wrote, and the SRs hold no stray file.
+// byte the guest wrote, and the SRs hold no stray file. Likewise a destination pool killed while
+// it receives a VM from another pool: at its next start, the disks it had received are gone.
 import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { startServer } from '../../server/app.js';
@@ -11,7 +12,9 @@ import { fileSrProblems, smReady } from '../../server/sm/index.js';
 import { cutMigrationsRepaired } from '../../server/api/migrate-recovery.js';
 import { connect, type Client } from './helpers/jsonrpc.js';
 import { exited, scratch } from './helpers/cli.js';
-import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vmArgs } from './helpers/records.js';
+import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+import { startPool, xenbr0 } from './helpers/pool.js';
+import { faultOf } from './helpers/jsonrpc.js';
 
 const PASSWORD = 'migrate-crash-test';
 const { dir: dataDir, spawnCli } = scratch('migrate-crash');
@@ -94,6 +97,58 @@ describe('a storage migration cut by a kill', () => {
       expect(problems).toEqual([]);
     } finally {
       await srv.close();
+    }
+  });
+});
+
+describe('a destination pool killed during a cross-pool migration', () => {
+  it('answers the source CANNOT_CONTACT_HOST, the VM still running there; at its next start the disks it received are gone', async () => {
+    const { srv: a, x: xa } = await startPool(PASSWORD, { closeGrace: 0 });
+    try {
+      const data = dataDir();
+      const cli = await spawnCli(PASSWORD, ['--data', data]);
+      const xb = await connect(cli.url, 'root', PASSWORD);
+      const srA: string = (await xa.call('SR.get_by_name_label', 'Local storage'))[0];
+      const srB: string = (await xb.call('SR.get_by_name_label', 'Local storage'))[0];
+      const vm: string = await xa.call('VM.create', vmArgs('cut-cross-pool', { other_config: PV_DRIVERS }));
+      const vdi: string = await xa.call('VDI.create', vdiArgs(srA, 4 * MiB, 'cut-cross-disk'));
+      await xa.call('VBD.create', vbdArgs(vm, vdi, '0'));
+      const vif: string = await xa.call('VIF.create', vifArgs(vm, await xenbr0(xa)));
+      await xa.call('VM.start', vm, false, false);
+      const uuid: string = await xa.call('VM.get_uuid', vm);
+      const vdisB = await managedVdis(xb);
+      // the disk has gone over; the VM's objects are held at the door
+      const ctlB = controlClient({ url: cli.url, username: 'root', password: PASSWORD });
+      const rule = await ctlB.faults.create({ match: { path: '/import_metadata' }, effect: { hang: true } });
+      const netB = await xenbr0(xb);
+      const token = await xb.call('host.migrate_receive', (await xb.call('host.get_all'))[0], netB, {});
+      const migration = faultOf(xa.call('VM.migrate_send', vm, token, true, { [vdi]: srB }, { [vif]: netB }, {}));
+      let held = false;
+      for (let i = 0; i < 5000 && !held; i++) held = (await ctlB.faults.get({ id: rule.id })).hanging > 0;
+      expect(held).toBe(true);
+      expect(await marked(xb)).toHaveLength(1);
+      cli.child.kill('SIGKILL');
+      await exited(cli.child);
+      expect(await migration).toEqual(['CANNOT_CONTACT_HOST', '127.0.0.1']);
+      expect(await xa.call('VM.get_record', vm)).toMatchObject({ power_state: 'Running', current_operations: {} });
+      expect(await xa.call('VBD.get_VDI', (await xa.call('VM.get_VBDs', vm))[0])).toBe(vdi);
+      expect(await marked(xa)).toEqual([]);
+
+      const srv = await startServer({ port: 0, dataDir: data, password: PASSWORD, authFailDelay: 0, closeGrace: 0 });
+      try {
+        await smReady(srv.emu);
+        await cutMigrationsRepaired(srv.emu);
+        const y = await connect(srv.urls[0], 'root', PASSWORD);
+        expect(await marked(y)).toEqual([]);
+        expect(await managedVdis(y)).toEqual(vdisB);
+        expect(await faultOf(y.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+        expect(await fileSrProblems(srv.emu, srB)).toEqual([]);
+      } finally {
+        await srv.close();
+      }
+      await xa.call('VM.hard_shutdown', vm);
+    } finally {
+      await a.close();
     }
   });
 });

@@ -102,6 +102,8 @@ describe('VM.migrate_send to another pool', () => {
     expect(vbds).toHaveLength(1);
     const disk: string = await xb.call('VBD.get_VDI', vbds[0]);
     expect(await xb.call('VDI.get_SR', disk)).toBe(srB);
+    // no longer part of a migration (receive_finalize)
+    expect(await xb.call('VDI.get_sm_config', disk)).not.toHaveProperty('base_mirror');
     expect(await xb.call('VBD.get_currently_attached', vbds[0])).toBe(true);
     const vifs: string[] = rec.VIFs;
     expect(vifs).toHaveLength(1);
