@@ -325,4 +325,20 @@ describe('VM.migrate_send to another pool', () => {
     await xa.call('VM.hard_shutdown', vm);
     expect((await exportRaw(a, xa.session, vdi)).subarray(0, MiB).equals(pattern(MiB, 30))).toBe(true);
   });
+
+  it("the token's storage URL (/services/SM): a session needed, its one call checked, other calls Unimplemented", async () => {
+    const token = await xb.call('host.migrate_receive', b.emu.master, await xenbr0(xb), {});
+    const post = (url: string, body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const sm = new URL(token.SM);
+    sm.host = new URL(b.urls[0]).host;
+    const noSession = new URL(sm);
+    noSession.search = '';
+    expect((await post(noSession.href, { method: 'SR.update_snapshot_info_dest', params: [{}], id: 1 })).status).toBe(401);
+    expect(await (await post(sm.href, { method: 'VDI.destroy', params: [{}], id: 2 })).json()).toEqual({ error: ['Unimplemented', 'VDI.destroy'], id: 2 });
+    expect(await (await post(sm.href, { method: 'SR.update_snapshot_info_dest', params: [{ sr: 'nope' }], id: 3 })).json()).toEqual({ error: ['Internal_error', 'bad arguments'], id: 3 });
+    const srUuid: string = await xb.call('SR.get_uuid', await localStorage(xb));
+    const args = { dbg: '', sr: srUuid, vdi: 'no-such-location', src_vdi: {}, snapshot_pairs: [] };
+    expect(await (await post(sm.href, { method: 'SR.update_snapshot_info_dest', params: [args], id: 4 })).json()).toEqual({ error: ['Vdi_does_not_exist', 'no-such-location'], id: 4 });
+    expect((await post(sm.href, 'not a call')).status).toBe(400);
+  });
 });
