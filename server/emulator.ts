@@ -15,6 +15,7 @@ import './api/index.js';
 import { startSm } from './sm/index.js';
 import { startNetworkd } from './networkd/index.js';
 import { undoCutImports } from './xva/import-journal.js';
+import { repairCutMigrations } from './api/migrate-recovery.js';
 import { startXenops } from './api/xenops-sync.js';
 import { resumeHa } from './api/ha-failover.js';
 import { destroyMachine } from './xenopsd/index.js';
@@ -112,6 +113,7 @@ export class Emulator {
     startNetworkd(this);
     this.stopSm = startSm(this);
     undoCutImports(this);
+    repairCutMigrations(this);
     this.stopXenops = startXenops(this);
     resumeHa(this);
   }

@@ -13,7 +13,8 @@ const CALL_TIMEOUT_MS = 120_000;
 export class RemotePool {
   private id = 0;
 
-  constructor(readonly master: string, readonly session: string) {}
+  /** `sm`: the destination host's storage interface (the token's SM URL) */
+  constructor(readonly master: string, readonly session: string, readonly sm = '') {}
 
   /** the address the destination is reached at (Api_errors.cannot_contact_host's parameter) */
   get address(): string {
@@ -51,6 +52,32 @@ export class RemotePool {
     }
     if (msg.error) throw new XapiError(String(msg.error.message ?? 'INTERNAL_ERROR'), (msg.error.data ?? []).map(String));
     return msg.result as T;
+  }
+
+  /** A call of the destination's storage interface (JSON-RPC, its arguments named); its errors come
+   * back as SR_BACKEND_FAILURE with the storage error. */
+  async storage(method: string, args: Record<string, unknown>): Promise<unknown> {
+    if (!this.sm) throw new XapiError('INTERNAL_ERROR', ['the destination gave no storage URL']);
+    let res: Response;
+    try {
+      res = await fetch(this.sm, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ method, params: [args], id: ++this.id }),
+        signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+      });
+    } catch {
+      throw this.unreachable();
+    }
+    const text = await res.text().catch(() => '');
+    let msg: { result?: unknown; error?: unknown };
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      throw new XapiError('INTERNAL_ERROR', [`${method} on ${this.address}: HTTP ${res.status}`]);
+    }
+    if (msg.error !== undefined && msg.error !== null) throw new XapiError('SR_BACKEND_FAILURE', [`${method}: ${JSON.stringify(msg.error)}`, '', '']);
+    return msg.result;
   }
 
   /**

@@ -15,7 +15,7 @@ import { BLOCK_SIZE } from '../../storage/vhd/index.js';
 import { Mirror, type Tapdisk } from '../xenopsd/index.js';
 import { vdiIoFaults } from '../xenopsd/tapdisk.js';
 import { recordOf } from './generic.js';
-import { inSubtask } from './operations.js';
+import { inSubtask, updateAllowedOperations } from './operations.js';
 import { callMessage } from './vm-snapshot.js';
 
 /** simulated throughput of a disk copy between SRs (as VDI.copy's) */
@@ -82,13 +82,36 @@ export async function copyVdiData(emu: Emulator, src: string, dst: string, range
   await refreshVdi(emu, dst).catch(() => undefined);
 }
 
+/**
+ * sm_config key of the VDIs a storage migration makes: the destination VDI (receive_start) and the
+ * snapshot of the source (its mirror's base), valued with the mirror's id. It goes from the
+ * destination once the VM is on it (receive_finalize); the snapshot is destroyed. A VDI that still
+ * has it when the emulator starts belongs to a migration that was cut (migrate-recovery.ts).
+ */
+export const BASE_MIRROR = 'base_mirror';
+
+/** Storage_migrate's mirror id: the SR and location of the disk it moves */
+export const mirrorId = (emu: Emulator, vdi: string): string => {
+  const r = recordOf(emu, 'VDI', vdi);
+  return `${recordOf(emu, 'SR', String(r.SR)).uuid}/${r.location}`;
+};
+
 /** The destination VDI of a move: a new VDI on the destination SR, described as the source. */
-async function createDestination(call: Call, src: Rec, sr: string): Promise<string> {
+async function createDestination(call: Call, src: Rec, sr: string, id: string): Promise<string> {
   return inSubtask(call, 'VDI.create', (sub) => callMessage<string>(sub, 'VDI.create', {
     name_label: src.name_label, name_description: src.name_description, SR: sr, virtual_size: src.virtual_size, type: src.type,
     sharable: src.sharable, read_only: src.read_only, other_config: { ...(src.other_config as object) }, xenstore_data: { ...(src.xenstore_data as object) },
-    sm_config: {}, tags: [...(src.tags as string[])],
+    sm_config: { [BASE_MIRROR]: id }, tags: [...(src.tags as string[])],
   }));
+}
+
+/** receive_finalize: the destination VDI is the disk now, no longer part of a migration */
+export function receiveFinalize(emu: Emulator, vdi: string): void {
+  const sm = emu.db.get('VDI', vdi)?.sm_config as Record<string, string> | undefined;
+  if (!sm || !(BASE_MIRROR in sm)) return;
+  const rest = { ...sm };
+  delete rest[BASE_MIRROR];
+  emu.db.update('VDI', vdi, { sm_config: rest });
 }
 
 export async function destroyVdi(call: Call, vdi: string): Promise<void> {
@@ -103,13 +126,13 @@ export async function destroyVdi(call: Call, vdi: string): Promise<void> {
 export async function prepareMove(call: Call, m: DiskMove, tapdisk: Tapdisk | null, done: (bytes: number) => void): Promise<void> {
   const { emu } = call;
   const src = recordOf(emu, 'VDI', m.vdi);
-  m.dest = await createDestination(call, src, m.sr);
+  const id = mirrorId(emu, m.vdi);
+  m.dest = await createDestination(call, src, m.sr, id);
   let snapshot: string | null = null;
   try {
     if (tapdisk) {
       m.mirror = await Mirror.start(tapdisk);
-      const id = `${recordOf(emu, 'SR', String(src.SR)).uuid}/${src.location}`;
-      snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', m.vdi, { base_mirror: id }));
+      snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', m.vdi, { [BASE_MIRROR]: id }));
     }
     await copyVdiData(emu, snapshot ?? m.vdi, m.dest, null, done, m.vdi);
   } catch (e) {
@@ -152,3 +175,36 @@ export function assertSrSupports(emu: Emulator, sr: string, ops: string[]): void
   if (missing.length) throw new XapiError('SR_DOES_NOT_SUPPORT_MIGRATION', [sr, missing.join(';')]);
 }
 
+
+/** A failure of the storage interface, as storage_interface's errors (a variant and its argument). */
+export class StorageError extends Error {
+  constructor(readonly variant: string, readonly arg: string) {
+    super(`${variant}: ${arg}`);
+  }
+}
+
+/** (a VDI of this SR, the source's snapshot it is a copy of): locations, as the storage interface names VDIs */
+export type SnapshotPair = [string, { vdi?: string; snapshot_time?: string }];
+
+/**
+ * SR.update_snapshot_info_dest (storage_mux), the destination's half of update_snapshot_info: the
+ * copies of a disk's snapshots become snapshots of the copy of the disk (`vdi`), taken when the
+ * source's were.
+ */
+export function updateSnapshotInfoDest(emu: Emulator, srUuid: string, vdi: string, pairs: SnapshotPair[]): void {
+  const sr = emu.db.refByUuid('SR', srUuid);
+  if (sr === undefined) throw new StorageError('Sr_not_attached', srUuid);
+  const find = (location: unknown): string => {
+    for (const v of (emu.db.get('SR', sr)!.VDIs as string[]) ?? []) if (emu.db.get('VDI', v)?.location === location) return v;
+    throw new StorageError('Vdi_does_not_exist', String(location));
+  };
+  const leaf = find(vdi);
+  const updates = pairs.map((p) => {
+    if (!Array.isArray(p) || typeof p[1] !== 'object' || p[1] === null) throw new StorageError('Internal_error', 'bad snapshot pair');
+    return { self: find(p[0]), snapshot_time: String(p[1].snapshot_time ?? '19700101T00:00:00Z') };
+  });
+  for (const u of updates) {
+    emu.db.update('VDI', u.self, { snapshot_time: u.snapshot_time, snapshot_of: leaf, is_a_snapshot: true });
+    updateAllowedOperations(emu, 'VDI', u.self);
+  }
+}

@@ -7,12 +7,15 @@
 // xenopsd's VM_migrate (xenopsd/migrate.ts), its disks switched to the new VDIs between the close of
 // the old tapdisks and the open of the new ones. To another pool (another emulator, reached over
 // HTTP with the token's session, migrate-remote.ts): the disks through its /import_raw_vdi, the VM
-// through its /import_metadata, started there; a VM with snapshots or suspended answers
-// NOT_IMPLEMENTED there.
+// through its /import_metadata (with its snapshots, whose disks are made snapshots of the disk's copy
+// through the destination's /services/SM), started there, or suspended there on its copied image.
+// The VDIs a migration makes carry sm_config base_mirror until it ends: migrate-recovery.ts cleans
+// up after one cut by a stop. A migration can be cancelled until its point of no return.
+import { Readable } from 'node:stream';
 import { registerProvider, type Call } from '../dispatch/registry.js';
 import { XapiError } from '../dispatch/errors.js';
-import { registerHttpPlugin, type ServerRuntime } from '../app.js';
 import type { Emulator } from '../emulator.js';
+import { poolRuntime } from '../pool/runtime.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
 import { xapiDate } from '../clock.js';
@@ -24,9 +27,10 @@ import { setProgress, vmCheck } from './VM.js';
 import {
   forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops, vmSpec, withEventsSuppressed, xenopsOf,
 } from './xenops-sync.js';
-import { abandonMove, assertSrSupports, destroyVdi, finishMove, prepareMove, type DiskMove } from './vdi-migrate.js';
+import { abandonMove, assertSrSupports, BASE_MIRROR, destroyVdi, finishMove, mirrorId, prepareMove, receiveFinalize, type DiskMove } from './vdi-migrate.js';
 import { RemotePool, refsOf } from './migrate-remote.js';
 import { inSubtask } from './operations.js';
+import { assertNotCancelling } from './task-runner.js';
 import { callMessage } from './vm-snapshot.js';
 import { vdiPath, withVdiFile } from '../sm/index.js';
 import { exportVhd } from '../../storage/vhd/index.js';
@@ -38,18 +42,11 @@ import { tarEnd, tarHeader, tarPadding } from '../xva/tar.js';
 /** the keys of migrate_receive's answer (Xapi_vm_migrate._sm, _host ...) */
 export const TOKEN = { sm: 'SM', host: 'host', xenops: 'xenops', session: 'session_id', master: 'master' } as const;
 
-/** the server around each emulator, for the port its URLs carry */
-const runtimes = new WeakMap<Emulator, ServerRuntime>();
-registerHttpPlugin((_app, ctx) => {
-  if (ctx.runtime) runtimes.set(ctx.emu, ctx.runtime);
-});
-
-/** ":<port>" of the emulator's XAPI listener ("" when not listening: an app built alone) */
+/** ":<port>" the pool's hosts listen on, as the running server tells ("" for an emulator no
+ * server runs, or on the scheme's port) */
 function portSuffix(emu: Emulator): string {
-  const url = runtimes.get(emu)?.urls()[0];
-  if (!url) return '';
-  const port = new URL(url).port;
-  return port ? `:${port}` : '';
+  const port = poolRuntime(emu)?.port();
+  return port && port !== 80 ? `:${port}` : '';
 }
 
 const urlHost = (ip: string) => (ip.includes(':') ? `[${ip}]` : ip);
@@ -99,6 +96,8 @@ interface Remote {
   host: string;
   session: string;
   master: string;
+  /** the destination host's storage interface */
+  sm: string;
   intraPool: boolean;
 }
 
@@ -107,7 +106,7 @@ function remoteOf(emu: Emulator, dest: Record<string, string>): Remote {
   const d = dest ?? {};
   for (const k of Object.values(TOKEN)) if (typeof d[k] !== 'string') throw new XapiError('INTERNAL_ERROR', ['Not_found']);
   const host = d[TOKEN.host];
-  return { host, session: d[TOKEN.session], master: d[TOKEN.master], intraPool: emu.db.has('host', host) };
+  return { host, session: d[TOKEN.session], master: d[TOKEN.master], sm: d[TOKEN.sm], intraPool: emu.db.has('host', host) };
 }
 
 
@@ -293,7 +292,11 @@ function remapVdis(emu: Emulator, vm: string, moves: DiskMove[]): void {
     if (old.is_a_snapshot !== true) continue;
     emu.db.update('VDI', m.dest, { is_a_snapshot: true, snapshot_of: to.get(String(old.snapshot_of)) ?? old.snapshot_of, snapshot_time: old.snapshot_time });
   }
-  for (const m of moves) if (m.dest) updateAllowedOperations(emu, 'VDI', m.dest);
+  for (const m of moves) {
+    if (!m.dest) continue;
+    receiveFinalize(emu, m.dest);
+    updateAllowedOperations(emu, 'VDI', m.dest);
+  }
 }
 
 /** The XenAPI error of a failed domain move (as pool_migrate's). */
@@ -305,6 +308,22 @@ function migrationError(emu: Emulator, e: unknown, vm: string, src: string, dst:
     return new XapiError('VM_MIGRATE_FAILED', [vm, src, dst, msg]);
   }
   return toXapiFromXenops(e, vm);
+}
+
+/** TaskHelper.set_cancellable / set_not_cancellable */
+function setCancellable(emu: Emulator, task: string, on: boolean): void {
+  if (emu.db.has('task', task)) emu.db.update('task', task, { allowed_operations: on ? ['cancel'] : [] });
+}
+
+/** A migration that fails while its task is being cancelled failed because of it: TASK_CANCELLED
+ * (migrate_send's handler checks exn_if_cancelling before it looks at the error). */
+function cancelledOr(emu: Emulator, task: string, e: unknown): unknown {
+  try {
+    assertNotCancelling(emu, task);
+  } catch (c) {
+    return c;
+  }
+  return e;
 }
 
 /** migrate_send' within the pool, the VM marked migrate_send. Returns the VM. */
@@ -329,9 +348,11 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
   const total = all.reduce((n, m) => n + m.size, 0);
   const copyShare = live ? 0.9 : 1;
   let done = 0;
+  // the copies stop at the next block once the task is cancelled
   const progress = (n: number) => {
     done += n;
     if (total > 0) setProgress(emu, call.task, (copyShare * Math.min(done, total)) / total);
+    assertNotCancelling(emu, call.task);
   };
   if (live) emu.db.update('VM', vm, { scheduled_to_be_resident_on: dst });
   const from = live ? xenopsOf(emu, src) : null;
@@ -341,6 +362,7 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
       if (m.device && !tapdisk) throw new XapiError('MIRROR_FAILED', [m.vdi]);
       await prepareMove(call, m, tapdisk, progress);
     }
+    assertNotCancelling(emu, call.task);
     if (live) {
       const to = xenopsOf(emu, dst);
       // xenopsd's vdi_map: the VM's disks are the new VDIs on the destination
@@ -363,9 +385,11 @@ async function migrateIntraPool(call: Call, vm: string, remote: Remote, vdiMap: 
         throw migrationError(emu, e, vm, src, dst);
       }
     }
+    // no way back from here (TaskHelper.set_not_cancellable)
+    setCancellable(emu, call.task, false);
   } catch (e) {
     for (const m of all) await abandonMove(call, m);
-    throw e;
+    throw cancelledOr(emu, call.task, e);
   } finally {
     if (live && emu.db.has('VM', vm)) {
       emu.db.update('VM', vm, { scheduled_to_be_resident_on: NULL_REF });
@@ -419,7 +443,7 @@ registerProvider('VM', {
     options: Record<string, string>) {
     const remote = remoteOf(call.emu, dest);
     if (remote.intraPool) assertCanMigrate(call.emu, vm, dest, vdi_map ?? {}, vif_map ?? {});
-    else await assertCanMigrateCrossPool(call.emu, vm, remote, new RemotePool(remote.master, remote.session), vdi_map ?? {}, vif_map ?? {}, options ?? {});
+    else await assertCanMigrateCrossPool(call.emu, vm, remote, new RemotePool(remote.master, remote.session, remote.sm), vdi_map ?? {}, vif_map ?? {}, options ?? {});
     assertCanMigrateSender(call.emu, vm, dest);
   },
   assert_can_migrate_sender(call, vm: string, dest: Record<string, string>) {
@@ -496,30 +520,80 @@ interface RemoteDisk {
   vdi: string;
   sr: string;
   size: number;
+  /** a disk of the VM (mirrored when it runs), of one of its snapshots, or a suspend image (copied) */
+  kind: 'disk' | 'snapshot' | 'suspend';
   remote?: string;
   remoteUuid?: string;
   /** the snapshot whose bytes went first, while the guest kept writing to the disk */
   snapshot?: string;
 }
 
+const snapshotsOf = (emu: Emulator, vm: string) => ((emu.db.get('VM', vm)?.snapshots as string[]) ?? []).filter((s) => emu.db.has('VM', s));
+
+/** The suspend images of the VM and its snapshots (checkpoints), which go with them. */
+function suspendImages(emu: Emulator, vm: string): string[] {
+  const out: string[] = [];
+  for (const v of [vm, ...snapshotsOf(emu, vm)]) {
+    const r = emu.db.get('VM', v)!;
+    const sv = String(r.suspend_VDI);
+    if (r.power_state !== 'Suspended' || !emu.db.has('VDI', sv)) continue;
+    // the source must see the image to copy it
+    if (!emu.hosts.some((h) => hostSeesSr(emu, h, srOfVdi(emu, sv)))) throw new XapiError('SUSPEND_IMAGE_NOT_ACCESSIBLE', [sv]);
+    out.push(sv);
+  }
+  return out;
+}
+
+/**
+ * migrate_send's extra_vdi_map to another pool: a snapshot's disk or a suspend image goes where the
+ * map says, else with the disk it is a snapshot of, else (a suspend image) to the destination's
+ * suspend image SR (its pool's, else its host's), else to its default SR; else VDI_NOT_IN_MAP.
+ */
+async function remoteExtraDisks(emu: Emulator, vm: string, vdiMap: Record<string, string>, pool: RemotePool, remote: Remote): Promise<RemoteDisk[]> {
+  const own = new Set(disksOf(emu, vm).map((d) => d.vdi));
+  const suspends = suspendImages(emu, vm).filter((v) => !own.has(v));
+  const snapshotVdis = [...new Set(snapshotsOf(emu, vm).flatMap((s) => disksOf(emu, s).map((d) => d.vdi)))].filter((v) => !own.has(v) && !suspends.includes(v));
+  if (snapshotVdis.length + suspends.length === 0) return [];
+  const pools = await pool.call<string[]>('pool.get_all');
+  const valid = (r: string | undefined) => (r && r !== NULL_REF ? r : null);
+  const defaultSr = valid(await pool.call<string>('pool.get_default_SR', pools[0]));
+  const suspendSr = valid(await pool.call<string>('pool.get_suspend_image_SR', pools[0])) ?? valid(await pool.call<string>('host.get_suspend_image_sr', remote.host));
+  const placed = (vdi: string, kind: 'snapshot' | 'suspend'): RemoteDisk => {
+    const r = recordOf(emu, 'VDI', vdi);
+    const sr = vdiMap[vdi] ?? vdiMap[String(r.snapshot_of)] ?? (kind === 'suspend' ? suspendSr ?? defaultSr : defaultSr);
+    if (!sr) throw new XapiError('VDI_NOT_IN_MAP', [vdi]);
+    return { vdi, sr, size: Number(r.virtual_size), kind };
+  };
+  return [...suspends.map((v) => placed(v, 'suspend')), ...snapshotVdis.map((v) => placed(v, 'snapshot'))];
+}
+
 /** Streams a VDI to the destination's VDI through /import_raw_vdi as a VHD: the whole disk, or
  * only what was written since `base` (a snapshot of it) as a differencing VHD. */
-async function sendVdi(emu: Emulator, pool: RemotePool, vdi: string, remoteVdi: string, base: string | null): Promise<void> {
+async function sendVdi(emu: Emulator, pool: RemotePool, vdi: string, remoteVdi: string, base: string | null, check: () => void = () => undefined): Promise<void> {
   const basePath = base ? vdiPath(emu, base) : null;
   await withVdiFile(emu, vdi, { write: false }, async (path) => {
     const out = await exportVhd(path, basePath ? { base: basePath } : {});
+    // `check` before each chunk: its failure (a cancelled task) ends the stream
+    const checked = Readable.from((async function* () {
+      for await (const chunk of out.stream) {
+        check();
+        yield chunk as Buffer;
+      }
+    })());
     try {
-      await pool.put('/import_raw_vdi', { vdi: remoteVdi, format: 'vhd' }, out.stream, out.size, 'Importing raw VDI');
+      await pool.put('/import_raw_vdi', { vdi: remoteVdi, format: 'vhd' }, checked, out.size, 'Importing raw VDI');
     } finally {
       out.stream.destroy();
     }
   });
 }
 
-/** The VM's objects in an export_metadata archive (ova.xml alone), its NICs left out: they are made
- * on their mapped networks. */
-function metadataArchive(emu: Emulator, host: string, vm: string): Buffer {
-  const { xml } = vmMetadata(emu, host, [vm], { preservePowerState: false, withSnapshotMetadata: false, includeVhdParents: false, excludedDevices: new Set(['VIF']) });
+/** The VM's objects (and its snapshots') in an export_metadata archive (ova.xml alone), the NICs
+ * left out: they are made on their mapped networks. */
+function metadataArchive(emu: Emulator, host: string, vm: string, withSnapshots: boolean): Buffer {
+  // the power state kept: a suspended VM (or checkpoint) arrives suspended on its image; the importer
+  // makes any other VM halted and its devices detached
+  const { xml } = vmMetadata(emu, host, [vm], { preservePowerState: true, withSnapshotMetadata: withSnapshots, includeVhdParents: false, excludedDevices: new Set(['VIF']) });
   const ova = Buffer.from(xml, 'utf8');
   return Buffer.concat([tarHeader('ova.xml', ova.length, Math.floor(emu.clock.now() / 1000)), ova, tarPadding(ova.length), tarEnd()]);
 }
@@ -545,9 +619,7 @@ async function assertCanMigrateCrossPool(emu: Emulator, vm: string, remote: Remo
   options: Record<string, string>): Promise<Map<string, string>> {
   const rec = recordOf(emu, 'VM', vm);
   checkVdiMap(disksOf(emu, vm), vdiMap);
-  const snapshots = (rec.snapshots as string[]) ?? [];
-  if (snapshots.length > 0) throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send to another pool of a VM with snapshots']);
-  if (rec.power_state === 'Suspended') throw new XapiError('NOT_IMPLEMENTED', ['VM.migrate_send to another pool of a suspended VM']);
+  const snapshots = ((rec.snapshots as string[]) ?? []).filter((s) => emu.db.has('VM', s));
   // the SRs a disk leaves and enters must support the mirror (the destination's SM records)
   const sms = await pool.call<Record<string, Rec>>('SM.get_all_records');
   for (const [vdi, sr] of Object.entries(vdiMap)) {
@@ -562,24 +634,68 @@ async function assertCanMigrateCrossPool(emu: Emulator, vm: string, remote: Remo
     throw new XapiError('VM_BAD_POWER_STATE', [vm, 'halted', String(rec.power_state).toLowerCase()]);
   }
   if ((await pool.call<boolean>('host.get_enabled', remote.host)) !== true) throw new XapiError('HOST_DISABLED', [remote.host]);
-  const vifs = inferVifMap(emu, (rec.VIFs as string[]) ?? [], vifMap);
+  const vifs = inferVifMap(emu, [vm, ...snapshots].flatMap((v) => (emu.db.get('VM', v)?.VIFs as string[]) ?? []), vifMap);
   for (const n of new Set(vifs.values())) await pool.call('network.get_uuid', n);
   assertCanMigrateVdis(emu, vdiMap);
   return vifs;
 }
 
+/** update_snapshot_info: the copies of snapshot disks there become snapshots of the copies of the
+ * disks they are snapshots of (SR.update_snapshot_info_dest on the destination's storage). */
+async function updateSnapshotInfo(emu: Emulator, pool: RemotePool, disks: RemoteDisk[]): Promise<void> {
+  const byVdi = new Map(disks.map((d) => [d.vdi, d]));
+  const pairs = new Map<RemoteDisk, [RemoteDisk, Rec][]>();
+  for (const d of disks) {
+    if (d.kind !== 'snapshot') continue;
+    const r = recordOf(emu, 'VDI', d.vdi);
+    const leaf = byVdi.get(String(r.snapshot_of));
+    if (r.is_a_snapshot !== true || !leaf || leaf.kind !== 'disk') continue;
+    pairs.set(leaf, [...(pairs.get(leaf) ?? []), [d, r]]);
+  }
+  for (const [leaf, snaps] of pairs) {
+    const location = (d: RemoteDisk) => pool.call<string>('VDI.get_location', d.remote);
+    await pool.storage('SR.update_snapshot_info_dest', {
+      dbg: '', sr: await pool.call<string>('SR.get_uuid', leaf.sr), vdi: await location(leaf), src_vdi: { vdi: String(recordOf(emu, 'VDI', leaf.vdi).location) },
+      snapshot_pairs: await Promise.all(snaps.map(async ([d, r]) => [await location(d), { vdi: String(r.location), snapshot_time: r.snapshot_time }])),
+    });
+  }
+}
+
+/** The VM's NICs, and those of its snapshots, made there on their mapped networks. */
+async function createRemoteVifs(emu: Emulator, pool: RemotePool, vm: string, remoteVm: string, vifs: Map<string, string>, copy: boolean): Promise<void> {
+  const owners: [string, string][] = [[vm, remoteVm]];
+  if (!copy) {
+    for (const s of snapshotsOf(emu, vm)) owners.push([s, await pool.call<string>('VM.get_by_uuid', recordOf(emu, 'VM', s).uuid)]);
+  }
+  for (const [local, there] of owners) {
+    for (const vif of (emu.db.get('VM', local)?.VIFs as string[]) ?? []) {
+      const network = vifs.get(vif);
+      const r = emu.db.get('VIF', vif);
+      if (!r || network === undefined) continue;
+      await pool.call('VIF.create', {
+        device: r.device, network, VM: there, MAC: copy ? '' : r.MAC, MTU: r.MTU, other_config: r.other_config,
+        qos_algorithm_type: r.qos_algorithm_type, qos_algorithm_params: r.qos_algorithm_params, locking_mode: r.locking_mode,
+        ipv4_allowed: r.ipv4_allowed, ipv6_allowed: r.ipv6_allowed,
+      });
+    }
+  }
+}
+
 /**
  * migrate_send' to another pool: the disks go to VDIs made in the mapped SRs there (a running VM's
  * read-write disks: a snapshot's bytes while the guest runs, then what it wrote meanwhile, once its
- * domain is gone), the VM's objects through the destination's /import_metadata (its uuid kept unless
- * copy=true), its NICs on the mapped networks; a running VM is started there. The source VM and its
- * disks are destroyed unless copy=true. A failure before the source's domain is gone leaves the VM
- * as it was and nothing on the destination; after it, the VM is halted at the source.
+ * domain is gone), with those of its snapshots (copies, made snapshots of the copies of their disks)
+ * and its suspend image; the VM's objects and its snapshots through the destination's
+ * /import_metadata (their uuids kept unless copy=true, when snapshots stay behind), the NICs on the
+ * mapped networks; a running VM is started there, a suspended one stays suspended on its copied
+ * image. The source VM, its snapshots and their disks are destroyed unless copy=true. A failure
+ * before the source's domain is gone leaves the VM as it was and nothing on the destination; after
+ * it, the VM is halted at the source.
  */
 async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: Record<string, string>, vifMap: Record<string, string>,
   options: Record<string, string>): Promise<string> {
   const { emu } = call;
-  const pool = new RemotePool(remote.master, remote.session);
+  const pool = new RemotePool(remote.master, remote.session, remote.sm);
   const vifs = await assertCanMigrateCrossPool(emu, vm, remote, pool, vdiMap, vifMap, options);
   const copy = bool(options, 'copy');
   const rec = recordOf(emu, 'VM', vm);
@@ -587,52 +703,63 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
   const paused = rec.power_state === 'Paused';
   const src = String(rec.resident_on);
   const uuid = String(rec.uuid);
-  const disks: RemoteDisk[] = disksOf(emu, vm).map((d) => ({ vdi: d.vdi, sr: vdiMap[d.vdi], size: Number(emu.db.get('VDI', d.vdi)!.virtual_size) }))
-    .sort((a, b) => a.size - b.size);
+  const snapshots = copy ? [] : snapshotsOf(emu, vm);
+  const own: RemoteDisk[] = disksOf(emu, vm).map((d) => ({ vdi: d.vdi, sr: vdiMap[d.vdi], size: Number(emu.db.get('VDI', d.vdi)!.virtual_size), kind: 'disk' as const }));
+  const extras = (await remoteExtraDisks(emu, vm, vdiMap, pool, remote)).filter((d) => !copy || d.kind !== 'snapshot');
+  assertCanMigrateVdis(emu, Object.fromEntries(extras.map((d) => [d.vdi, d.sr])));
+  // smaller disks first, then older ones (xapi's order)
+  const time = (v: string) => String(emu.db.get('VDI', v)?.snapshot_time ?? '');
+  const disks = [...own, ...extras].sort((a, b) => a.size - b.size || time(a.vdi).localeCompare(time(b.vdi)));
   const rw = new Set(disksOf(emu, vm).filter((d) => d.mode === 'RW').map((d) => d.vdi));
   const total = disks.reduce((n, d) => n + d.size, 0) || 1;
   let done = 0;
   let remoteVm: string | null = null;
   let sourceGone = false;
   const cleanupRemote = async () => {
+    // the VM and its snapshots there, found by uuid (as xapi's cleanup does)
     if (remoteVm) {
       await pool.call('VM.hard_shutdown', remoteVm).catch(() => undefined);
       await pool.call('VM.destroy', remoteVm).catch(() => undefined);
     }
+    for (const s of snapshots) {
+      const there = await pool.call<string>('VM.get_by_uuid', emu.db.get('VM', s)?.uuid).catch(() => null);
+      if (there) await pool.call('VM.destroy', there).catch(() => undefined);
+    }
     for (const d of disks) if (d.remote) await pool.call('VDI.destroy', d.remote).catch(() => undefined);
   };
   try {
-    // 1. the disks: a VDI there for each, filled from a snapshot (live) or the disk itself
+    // 1. the disks: a VDI there for each, filled from a snapshot (a running VM's disk) or the disk itself
     for (const d of disks) {
+      assertNotCancelling(emu, call.task);
       const v = recordOf(emu, 'VDI', d.vdi);
       d.remote = await pool.call<string>('VDI.create', {
         name_label: v.name_label, name_description: v.name_description, SR: d.sr, virtual_size: v.virtual_size, type: v.type, sharable: v.sharable,
-        read_only: v.read_only, other_config: v.other_config, xenstore_data: v.xenstore_data, sm_config: {}, tags: v.tags,
+        read_only: v.read_only, other_config: v.other_config, xenstore_data: v.xenstore_data, sm_config: { [BASE_MIRROR]: mirrorId(emu, d.vdi) }, tags: v.tags,
       });
       d.remoteUuid = await pool.call<string>('VDI.get_uuid', d.remote);
-      if (live && rw.has(d.vdi)) {
-        d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, {}));
+      if (live && d.kind === 'disk' && rw.has(d.vdi)) {
+        d.snapshot = await inSubtask(call, 'VDI.snapshot', (sub) => callMessage<string>(sub, 'VDI.snapshot', d.vdi, { [BASE_MIRROR]: mirrorId(emu, d.vdi) }));
       }
-      await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null);
+      await sendVdi(emu, pool, d.snapshot ?? d.vdi, d.remote, null, () => assertNotCancelling(emu, call.task));
       done += d.size;
       setProgress(emu, call.task, (0.8 * done) / total);
     }
-    // 2. the VM's objects there, its disks being the new VDIs, then its NICs
+    await updateSnapshotInfo(emu, pool, disks);
+    assertNotCancelling(emu, call.task);
+    // 2. the VM's objects there (with its snapshots unless copying), its disks being the new VDIs,
+    // then the NICs
     const query: Record<string, string> = { restore: String(!copy), force: String(bool(options, 'force')) };
     for (const d of disks) query[`vdi:${emu.db.get('VDI', d.vdi)!.uuid}`] = d.remoteUuid!;
-    const archive = metadataArchive(emu, call.host, vm);
+    const archive = metadataArchive(emu, call.host, vm, !copy);
     const made = refsOf(await pool.put('/import_metadata', query, archive, archive.length, 'VM.metadata_import'));
     remoteVm = made[0] ?? null;
     if (!remoteVm) throw new XapiError('INTERNAL_ERROR', ['the destination imported no VM']);
-    for (const [vif, network] of vifs) {
-      const r = recordOf(emu, 'VIF', vif);
-      await pool.call('VIF.create', {
-        device: r.device, network, VM: remoteVm, MAC: copy ? '' : r.MAC, MTU: r.MTU, other_config: r.other_config,
-        qos_algorithm_type: r.qos_algorithm_type, qos_algorithm_params: r.qos_algorithm_params, locking_mode: r.locking_mode,
-        ipv4_allowed: r.ipv4_allowed, ipv6_allowed: r.ipv6_allowed,
-      });
-    }
+    await createRemoteVifs(emu, pool, vm, remoteVm, vifs, copy);
     setProgress(emu, call.task, 0.85);
+    assertNotCancelling(emu, call.task);
+    // no way back from here (TaskHelper.set_not_cancellable)
+    assertNotCancelling(emu, call.task);
+    setCancellable(emu, call.task, false);
     // 3. the switch: the source's domain goes (its tapdisks close: the guest writes no more), what
     // it wrote since the snapshots follows, and the VM runs there
     if (live) {
@@ -643,36 +770,46 @@ async function migrateCrossPool(call: Call, vm: string, remote: Remote, vdiMap: 
       setProgress(emu, call.task, 0.95);
       await pool.call('VM.start_on', remoteVm, remote.host, paused, true);
     }
+    // receive_finalize: the VDIs there are the VM's disks now, no longer a migration's
+    for (const d of disks) await pool.call('VDI.remove_from_sm_config', d.remote, BASE_MIRROR).catch(() => undefined);
   } catch (e) {
     await cleanupRemote();
     if (sourceGone) {
       forceStateReset(emu, vm, 'Halted');
       syncHost(emu, src);
     }
-    throw e;
+    throw cancelledOr(emu, call.task, e);
   } finally {
     for (const d of disks) if (d.snapshot) await destroyVdi(call, d.snapshot).catch(() => undefined);
   }
-  // 4. the source VM and its disks go (copy mode keeps them)
+  // 4. the source VM, its snapshots and their disks go (copy mode keeps them)
   if (!copy) {
-    if (live) {
+    const suspended = rec.power_state === 'Suspended';
+    if (live || suspended) {
       forceStateReset(emu, vm, 'Halted');
-      syncHost(emu, src);
+      if (live) syncHost(emu, src);
     }
-    const r = recordOf(emu, 'VM', vm);
-    for (const b of [...(r.VBDs as string[])]) if (emu.db.has('VBD', b)) emu.db.destroy('VBD', b);
-    for (const v of [...(r.VIFs as string[])]) if (emu.db.has('VIF', v)) emu.db.destroy('VIF', v);
+    for (const v of [vm, ...snapshots]) {
+      const r = emu.db.get('VM', v);
+      if (!r) continue;
+      for (const b of [...(r.VBDs as string[])]) if (emu.db.has('VBD', b)) emu.db.destroy('VBD', b);
+      for (const f of [...(r.VIFs as string[])]) if (emu.db.has('VIF', f)) emu.db.destroy('VIF', f);
+    }
     for (const d of disks) await destroyVdi(call, d.vdi).catch(() => undefined);
     // Db.VM.destroy, as migrate_send' does (the VM is marked migrate_send: no VM.destroy)
-    for (const [cls, f] of [['VM_metrics', 'metrics'], ['VM_guest_metrics', 'guest_metrics']] as const) {
-      if (emu.db.has(cls, String(r[f]))) emu.db.destroy(cls, String(r[f]));
+    for (const v of [vm, ...snapshots]) {
+      const r = emu.db.get('VM', v);
+      if (!r) continue;
+      for (const [cls, f] of [['VM_metrics', 'metrics'], ['VM_guest_metrics', 'guest_metrics']] as const) {
+        if (emu.db.has(cls, String(r[f]))) emu.db.destroy(cls, String(r[f]));
+      }
+      for (const c of [...((r.consoles as string[]) ?? [])]) if (emu.db.has('console', c)) emu.db.destroy('console', c);
+      emu.db.destroy('VM', v);
     }
-    for (const c of [...((r.consoles as string[]) ?? [])]) if (emu.db.has('console', c)) emu.db.destroy('console', c);
-    emu.db.destroy('VM', vm);
-    // Xenopsd_metadata.delete
+    // Xenopsd_metadata.delete: no host keeps the VM (a suspended one is remembered as such)
     for (const h of emu.hosts) {
       const x = xenopsOf(emu, h);
-      if (x.has(uuid) && x.stat(uuid).power_state === 'Halted') x.remove(uuid);
+      if (x.has(uuid) && ['Halted', 'Suspended'].includes(x.stat(uuid).power_state)) x.remove(uuid);
     }
   }
   setProgress(emu, call.task, 1);

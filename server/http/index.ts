@@ -12,6 +12,7 @@ import { rrdDumpsPlugin } from './rrd-dumps.js';
 import { rrdPutPlugin } from './rrd-put.js';
 import { consolePlugin } from './console.js';
 import { webrootPlugin } from './webroot.js';
+import { servicesSmPlugin } from './services-sm.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
@@ -24,3 +25,4 @@ registerHttpPlugin(rrdDumpsPlugin);
 registerHttpPlugin(rrdPutPlugin);
 registerHttpPlugin(consolePlugin);
 registerHttpPlugin(webrootPlugin);
+registerHttpPlugin(servicesSmPlugin);

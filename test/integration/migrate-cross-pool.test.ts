@@ -8,10 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Xapi } from 'xen-api';
 import type { RunningServer } from '../../server/app.js';
 import { controlClient } from '../../server/control/client.js';
+import { xenopsOf } from '../../server/api/xenops-sync.js';
 import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { xe } from './helpers/thin-cli.js';
 import { localStorage, startPool, xenbr0 } from './helpers/pool.js';
-import { MiB, PV_DRIVERS, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
+import { MiB, PV_DRIVERS, memory, vbdArgs, vdiArgs, vifArgs, vmArgs } from './helpers/records.js';
 
 const PASSWORD = 'cross-pool-test';
 
@@ -44,9 +45,9 @@ async function exportRaw(srv: RunningServer, session: string, vdi: string): Prom
   return Buffer.from(await r.arrayBuffer());
 }
 
-async function newVm(name: string, size = 8 * MiB) {
+async function newVm(name: string, size = 8 * MiB, extra: Record<string, unknown> = {}) {
   const sr = await localStorage(xa);
-  const vm: string = await xa.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS }));
+  const vm: string = await xa.call('VM.create', vmArgs(name, { other_config: PV_DRIVERS, ...extra }));
   const vdi: string = await xa.call('VDI.create', vdiArgs(sr, size, `${name}-disk`));
   await xa.call('VBD.create', vbdArgs(vm, vdi, '0'));
   const vif: string = await xa.call('VIF.create', vifArgs(vm, await xenbr0(xa)));
@@ -101,6 +102,8 @@ describe('VM.migrate_send to another pool', () => {
     expect(vbds).toHaveLength(1);
     const disk: string = await xb.call('VBD.get_VDI', vbds[0]);
     expect(await xb.call('VDI.get_SR', disk)).toBe(srB);
+    // no longer part of a migration (receive_finalize)
+    expect(await xb.call('VDI.get_sm_config', disk)).not.toHaveProperty('base_mirror');
     expect(await xb.call('VBD.get_currently_attached', vbds[0])).toBe(true);
     const vifs: string[] = rec.VIFs;
     expect(vifs).toHaveLength(1);
@@ -218,5 +221,124 @@ describe('VM.migrate_send to another pool', () => {
     const disk: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]);
     expect(await xb.call('VDI.get_SR', disk)).toBe(srB);
     expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+  });
+
+  it("moves a running VM with snapshots, its disk alone in the map (as Xen Orchestra sends it): the snapshots there, their disks copies of theirs, snapshots of the VM's disk", async () => {
+    const { vm, vdi, vif } = await newVm('xp-snaps', 4 * MiB);
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    const snaps: { uuid: string; name: string; vdi: string; bytes: Buffer }[] = [];
+    for (const [i, name] of ['before', 'after'].entries()) {
+      expect(await guestWrite(a, xa.session, vm, i * MiB, pattern(MiB, 10 + i))).toBe(true);
+      const s: string = await xa.call('VM.snapshot', vm, name);
+      const sv: string = await xa.call('VBD.get_VDI', (await xa.call('VM.get_VBDs', s))[0]);
+      snaps.push({ uuid: await xa.call('VM.get_uuid', s), name, vdi: sv, bytes: await exportRaw(a, xa.session, sv) });
+    }
+    expect(await guestWrite(a, xa.session, vm, 2 * MiB, pattern(MiB, 12))).toBe(true);
+    const expected = await exportRaw(a, xa.session, vdi);
+    const srB = await localStorage(xb);
+    const netB = await xenbr0(xb);
+
+    await xoMigrate(vm, { [vdi]: srB }, { [vif]: netB });
+
+    const there: string = await xb.call('VM.get_by_uuid', uuid);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Running');
+    const disk: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]);
+    const thereSnaps: string[] = await xb.call('VM.get_snapshots', there);
+    expect(thereSnaps).toHaveLength(2);
+    for (const s of snaps) {
+      const ref: string = await xb.call('VM.get_by_uuid', s.uuid);
+      expect(thereSnaps).toContain(ref);
+      expect(await xb.call('VM.get_record', ref)).toMatchObject({ is_a_snapshot: true, snapshot_of: there, name_label: s.name });
+      const vifs: string[] = await xb.call('VM.get_VIFs', ref);
+      expect(vifs).toHaveLength(1);
+      expect(await xb.call('VIF.get_network', vifs[0])).toBe(netB);
+      const sv: string = await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', ref))[0]);
+      expect(await xb.call('VDI.get_record', sv)).toMatchObject({ is_a_snapshot: true, snapshot_of: disk, SR: srB });
+      expect((await exportRaw(b, xb.session, sv)).equals(s.bytes)).toBe(true);
+      // the source has neither the snapshot nor its disk
+      expect(await faultOf(xa.call('VM.get_by_uuid', s.uuid))).toEqual(['UUID_INVALID', 'VM', s.uuid]);
+      expect((await faultOf(xa.call('VDI.get_uuid', s.vdi)))[0]).toBe('HANDLE_INVALID');
+    }
+    expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    await xb.call('VM.hard_shutdown', there);
+    expect((await exportRaw(b, xb.session, disk)).equals(expected)).toBe(true);
+  });
+
+  it('moves a suspended VM: its suspend image copied, the VM suspended there and resumable, nothing left at the source', async () => {
+    // (a small memory: a small suspend image)
+    const { vm, vdi, vif } = await newVm('xp-suspended', 4 * MiB, memory(64 * MiB));
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    expect(await guestWrite(a, xa.session, vm, 0, pattern(2 * MiB, 20))).toBe(true);
+    await xa.call('VM.suspend', vm);
+    const image: string = await xa.call('VM.get_suspend_VDI', vm);
+    const imageBytes = await exportRaw(a, xa.session, image);
+    const expected = await exportRaw(a, xa.session, vdi);
+    const srB = await localStorage(xb);
+
+    await xoMigrate(vm, { [vdi]: srB }, { [vif]: await xenbr0(xb) });
+
+    const there: string = await xb.call('VM.get_by_uuid', uuid);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Suspended');
+    const imageThere: string = await xb.call('VM.get_suspend_VDI', there);
+    expect((await exportRaw(b, xb.session, imageThere)).equals(imageBytes)).toBe(true);
+    expect(await faultOf(xa.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    expect((await faultOf(xa.call('VDI.get_uuid', image)))[0]).toBe('HANDLE_INVALID');
+    expect(a.emu.hosts.some((h) => xenopsOf(a.emu, h).has(uuid))).toBe(false);
+    await xb.call('VM.resume', there, false, false);
+    expect(await xb.call('VM.get_power_state', there)).toBe('Running');
+    expect(await guestWrite(b, xb.session, there, 3 * MiB, Buffer.from('resumed there'))).toBe(true);
+    await xb.call('VM.hard_shutdown', there);
+    const bytes = await exportRaw(b, xb.session, await xb.call('VBD.get_VDI', (await xb.call('VM.get_VBDs', there))[0]));
+    expect(bytes.subarray(0, 2 * MiB).equals(expected.subarray(0, 2 * MiB))).toBe(true);
+  });
+
+  it('cancelled while the destination takes the VM: the task ends cancelled, the VM running complete at the source, nothing left there', async () => {
+    const { vm, vdi, vif } = await newVm('xp-cancel', 4 * MiB);
+    await xa.call('VM.start', vm, false, false);
+    const uuid: string = await xa.call('VM.get_uuid', vm);
+    expect(await guestWrite(a, xa.session, vm, 0, pattern(MiB, 30))).toBe(true);
+    const srB = await localStorage(xb);
+    const vdisB = (await xb.call('SR.get_VDIs', srB)).sort();
+    const ctlB = controlClient({ url: b.urls[0], username: 'root', password: PASSWORD });
+    const rule = await ctlB.faults.create({ match: { path: '/import_metadata' }, effect: { hang: true } });
+    let task = '';
+    try {
+      const token = await xb.call('host.migrate_receive', b.emu.master, await xenbr0(xb), {});
+      task = await xa.call('Async.VM.migrate_send', vm, token, true, { [vdi]: srB }, { [vif]: await xenbr0(xb) }, {});
+      let held = false;
+      for (let i = 0; i < 5000 && !held; i++) held = (await ctlB.faults.get({ id: rule.id })).hanging > 0;
+      expect(held).toBe(true);
+      await xa.call('task.cancel', task);
+    } finally {
+      await ctlB.faults.delete({ id: rule.id });
+    }
+    let t = await xa.call('task.get_record', task);
+    for (let i = 0; i < 5000 && t.status === 'pending'; i++) t = await xa.call('task.get_record', task);
+    expect(t).toMatchObject({ status: 'cancelled', error_info: ['TASK_CANCELLED', task] });
+    expect(await xa.call('VM.get_record', vm)).toMatchObject({ power_state: 'Running', current_operations: {} });
+    expect(await xa.call('VBD.get_VDI', (await xa.call('VM.get_VBDs', vm))[0])).toBe(vdi);
+    expect(await guestWrite(a, xa.session, vm, 2 * MiB, Buffer.from('still mine'))).toBe(true);
+    expect(await faultOf(xb.call('VM.get_by_uuid', uuid))).toEqual(['UUID_INVALID', 'VM', uuid]);
+    expect((await xb.call('SR.get_VDIs', srB)).sort()).toEqual(vdisB);
+    await xa.call('VM.hard_shutdown', vm);
+    expect((await exportRaw(a, xa.session, vdi)).subarray(0, MiB).equals(pattern(MiB, 30))).toBe(true);
+  });
+
+  it("the token's storage URL (/services/SM): a session needed, its one call checked, other calls Unimplemented", async () => {
+    const token = await xb.call('host.migrate_receive', b.emu.master, await xenbr0(xb), {});
+    const post = (url: string, body: unknown) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const sm = new URL(token.SM);
+    sm.host = new URL(b.urls[0]).host;
+    const noSession = new URL(sm);
+    noSession.search = '';
+    expect((await post(noSession.href, { method: 'SR.update_snapshot_info_dest', params: [{}], id: 1 })).status).toBe(401);
+    expect(await (await post(sm.href, { method: 'VDI.destroy', params: [{}], id: 2 })).json()).toEqual({ error: ['Unimplemented', 'VDI.destroy'], id: 2 });
+    expect(await (await post(sm.href, { method: 'SR.update_snapshot_info_dest', params: [{ sr: 'nope' }], id: 3 })).json()).toEqual({ error: ['Internal_error', 'bad arguments'], id: 3 });
+    const srUuid: string = await xb.call('SR.get_uuid', await localStorage(xb));
+    const args = { dbg: '', sr: srUuid, vdi: 'no-such-location', src_vdi: {}, snapshot_pairs: [] };
+    expect(await (await post(sm.href, { method: 'SR.update_snapshot_info_dest', params: [args], id: 4 })).json()).toEqual({ error: ['Vdi_does_not_exist', 'no-such-location'], id: 4 });
+    expect((await post(sm.href, 'not a call')).status).toBe(400);
   });
 });

@@ -391,6 +391,8 @@ describe('VDI.pool_migrate', () => {
     const moved: string = await x.call('VBD.get_VDI', vbd);
     expect(t.result).toContain(moved);
     expect(await x.call('VDI.get_SR', moved)).toBe(shared);
+    // no longer part of a migration (receive_finalize)
+    expect(await x.call('VDI.get_sm_config', moved)).not.toHaveProperty('base_mirror');
     expect((await faultOf(x.call('VDI.get_SR', vdi)))[0]).toBe('HANDLE_INVALID');
     const after = await rec('VM', vm);
     expect(after).toMatchObject({ power_state: 'Running', resident_on: hosts[0], current_operations: {} });
@@ -417,3 +419,35 @@ async function waitTask(task: string): Promise<any> {
     token = (await x.call('event.from', [`task/${task}`], token, 5)).token;
   }
 }
+
+describe('a migration cancelled', () => {
+  it('VDI.pool_migrate cancelled during the copy: the task ends cancelled, the VM running on its disk, nothing left on the destination', async () => {
+    const { vm, vdi, vbd } = await newVm('pm-cancel', local[0]);
+    await x.call('VM.start_on', vm, hosts[0], false, false);
+    const data = pattern(2 * MiB, 60);
+    expect(await guestWrite(vm, MiB, data)).toBe(true);
+    const before = await managedVdis(shared);
+    const clock = srv.emu.clock;
+    clock.freeze();
+    let task = '';
+    try {
+      task = await x.call('Async.VDI.pool_migrate', vdi, shared, {});
+      // the copy has begun: the destination VDI is there
+      let copying = false;
+      for (let i = 0; i < 5000 && !copying; i++) copying = (await managedVdis(shared)).length > before.length;
+      expect(copying).toBe(true);
+      expect(await x.call('task.get_allowed_operations', task)).toContain('cancel');
+      await x.call('task.cancel', task);
+    } finally {
+      clock.unfreeze();
+    }
+    let t = await rec('task', task);
+    for (let i = 0; i < 5000 && t.status === 'pending'; i++) t = await rec('task', task);
+    expect(t).toMatchObject({ status: 'cancelled', error_info: ['TASK_CANCELLED', task] });
+    expect(await rec('VM', vm)).toMatchObject({ power_state: 'Running', resident_on: hosts[0], current_operations: {} });
+    expect(await x.call('VBD.get_VDI', vbd)).toBe(vdi);
+    expect(await managedVdis(shared)).toEqual(before);
+    expect((await guestRead(vm, MiB, 2 * MiB)).equals(data)).toBe(true);
+    await x.call('VM.hard_shutdown', vm);
+  });
+});
