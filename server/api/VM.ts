@@ -18,6 +18,7 @@ import {
 import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
 import { vmDataSources } from '../rrdd/data-sources.js';
+import { assertVmPlacementPreservesPlan } from './ha-plan.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -247,13 +248,14 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
   const { emu } = call;
   await withOperation(call, 'VM', vm, op, async () => {
     const rec = vmRec(call, vm);
-    // Xapi_vm.start: a VM of restart priority is protected by HA from now on
-    if (rec.ha_restart_priority === 'restart' && rec.ha_always_run !== true) emu.db.update('VM', vm, { ha_always_run: true });
     let h: string;
     if (host) {
       assertCanBootHere(emu, vm, rec, host);
       h = host;
     } else h = chooseHost(emu, vm, rec);
+    assertVmPlacementPreservesPlan(emu, vm, rec, h);
+    // Xapi_vm.start: a VM of restart priority is protected by HA from now on
+    if (rec.ha_restart_priority === 'restart' && rec.ha_always_run !== true) emu.db.update('VM', vm, { ha_always_run: true });
     const uuid = String(rec.uuid);
     const x = xenopsOf(emu, h);
     x.add(vmSpec(emu, vm));
@@ -412,6 +414,7 @@ async function resumeLocal(call: Call, vm: string, host: string | null, paused: 
     assertCanBootHere(emu, vm, rec, host);
     h = host;
   } else h = chooseHost(emu, vm, rec);
+  assertVmPlacementPreservesPlan(emu, vm, rec, h);
   const uuid = String(rec.uuid);
   const x = xenopsOf(emu, h);
   x.add(vmSpec(emu, vm));

@@ -14,6 +14,7 @@ import { xapiDate } from '../clock.js';
 import { migrateVm, MigrationError, vbdEject, vbdInsert, XenopsError } from '../xenopsd/index.js';
 import { currentOperations, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import { assertCanBootHere, setProgress, vmCheck } from './VM.js';
+import { assertHostDisablePreservesPlan, assertVmPlacementPreservesPlan } from './ha-plan.js';
 import {
   domainTypeOf, forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops,
   vmSpec, withEventsSuppressed, xenopsOf,
@@ -102,6 +103,7 @@ async function poolMigrate(call: Call, vm: string, host: string): Promise<void> 
   if (!emu.db.has('host', src)) throw new XapiError('VM_BAD_POWER_STATE', [vm, 'running', String(rec.power_state).toLowerCase()]);
   // reserve_memory_for_vm: assert_can_boot_here (enabled, SRs, memory), then the reservation
   assertCanBootHere(emu, vm, rec, host);
+  assertVmPlacementPreservesPlan(emu, vm, rec, host);
   const needed = memoryRequired(rec);
   const uuid = String(rec.uuid);
   const from = xenopsOf(emu, src);
@@ -213,6 +215,7 @@ registerProvider('host', {
   evacuate(call, host: string, _network?: string, batchSize?: number) {
     const { emu } = call;
     assertHost(emu, host);
+    assertHostDisablePreservesPlan(emu, host);
     return withOperation(call, 'host', host, 'evacuate', async () => {
       const plans = evacuationPlan(emu, host);
       for (const p of plans.values()) if ('error' in p) throw new XapiError(p.error[0], p.error.slice(1));
