@@ -19,6 +19,7 @@ import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
 import { vmDataSources } from '../rrdd/data-sources.js';
 import { assertCanSeeNetworks, attachNetworksForVm, networksOfVm } from './network.js';
+import { assertVmPlacementPreservesPlan } from './ha-plan.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -249,14 +250,15 @@ async function startVm(call: Call, vm: string, host: string | null, paused: bool
   const { emu } = call;
   await withOperation(call, 'VM', vm, op, async () => {
     const rec = vmRec(call, vm);
-    // Xapi_vm.start: a VM of restart priority is protected by HA from now on
-    if (rec.ha_restart_priority === 'restart' && rec.ha_always_run !== true) emu.db.update('VM', vm, { ha_always_run: true });
     let h: string;
     if (host) {
       assertCanBootHere(emu, vm, rec, host);
       h = host;
     } else h = chooseHost(emu, vm, rec);
+    assertVmPlacementPreservesPlan(emu, vm, rec, h);
     attachNetworksForVm(emu, vm, h);
+    // Xapi_vm.start: a VM of restart priority is protected by HA from now on
+    if (rec.ha_restart_priority === 'restart' && rec.ha_always_run !== true) emu.db.update('VM', vm, { ha_always_run: true });
     const uuid = String(rec.uuid);
     const x = xenopsOf(emu, h);
     x.add(vmSpec(emu, vm));
@@ -415,6 +417,7 @@ async function resumeLocal(call: Call, vm: string, host: string | null, paused: 
     assertCanBootHere(emu, vm, rec, host);
     h = host;
   } else h = chooseHost(emu, vm, rec);
+  assertVmPlacementPreservesPlan(emu, vm, rec, h);
   attachNetworksForVm(emu, vm, h);
   const uuid = String(rec.uuid);
   const x = xenopsOf(emu, h);

@@ -177,6 +177,8 @@ export interface ConfigurationChange {
   hostsToDisable?: string[];
   numFailures?: number;
   newVmsToProtect?: string[];
+  /** VMs about to run on a host (old_vms_arriving): host, VM and the record they will run with */
+  vmsArriving?: [string, string, Rec][];
 }
 
 export interface RestartPlan {
@@ -191,8 +193,14 @@ export interface RestartPlan {
 export function computeRestartPlan(emu: Emulator, protectedVms: [string, Rec][], live: string[], numFailures: number, change: ConfigurationChange = {}): RestartPlan {
   const { db } = emu;
   const n = change.numFailures ?? numFailures;
-  const vms = [...protectedVms];
+  let vms = [...protectedVms];
   for (const vm of change.newVmsToProtect ?? []) if (db.has('VM', vm) && !vms.some(([r]) => r === vm)) vms.push([vm, db.get('VM', vm)!]);
+  // an arriving VM is accounted to its new host, with the configuration it arrives with
+  const arriving = change.vmsArriving ?? [];
+  vms = vms.map(([vm, rec]) => {
+    const a = arriving.find(([, v]) => v === vm);
+    return a ? [vm, { ...a[2], resident_on: a[0] }] : [vm, rec];
+  });
   const allHosts = [...db.table('host')].sort((a, b) => String(a[1].rec.uuid).localeCompare(String(b[1].rec.uuid)));
   const liveHosts = allHosts.map(([h]) => h).filter((h) => db.get('host', h)?.enabled === true && !(change.hostsToDisable ?? []).includes(h) && live.includes(h));
   vms.sort((a, b) => String(a[1].uuid).localeCompare(String(b[1].uuid)));
@@ -201,7 +209,8 @@ export function computeRestartPlan(emu: Emulator, protectedVms: [string, Rec][],
     if (liveHosts.includes(String(rec.scheduled_to_be_resident_on))) return String(rec.scheduled_to_be_resident_on);
     return undefined;
   };
-  let hosts: Sized[] = liveHosts.map((h) => [h, hostFreeMemory(emu, h)]);
+  const arrivingMemory = (h: string) => arriving.filter(([host]) => host === h).reduce((sum, [, , rec]) => sum + memoryRequired(rec), 0);
+  let hosts: Sized[] = liveHosts.map((h) => [h, hostFreeMemory(emu, h) - arrivingMemory(h)]);
   const sizes = new Map(vms.map(([vm, rec]) => [vm, memoryRequired(rec)]));
   const agile = vms.filter(([, rec]) => agilityError(emu, rec) === null);
   const nonAgile = vms.filter(([, rec]) => agilityError(emu, rec) !== null);
@@ -295,6 +304,19 @@ export function assertChangePreservesPlan(emu: Emulator, change: ConfigurationCh
   const live = liveSet(emu);
   if (planForNFailures(emu, vms, toTolerate, {}, live) !== 'all') return;
   if (planForNFailures(emu, vms, toTolerate, change, live) !== 'all') throw haBreaksPlan();
+}
+
+/** check_vm_preserves_ha_plan (message_forwarding.ml), when a VM is placed on a host to start,
+ * resume or migrate: a VM of restart priority not yet protected is a new VM to protect; any other
+ * arrives on the host with its memory. */
+export function assertVmPlacementPreservesPlan(emu: Emulator, vm: string, rec: Rec, host: string): void {
+  if (rec.ha_restart_priority === HA_RESTART && rec.ha_always_run !== true) assertChangePreservesPlan(emu, { newVmsToProtect: [vm] });
+  else assertChangePreservesPlan(emu, { vmsArriving: [[host, vm, rec]] });
+}
+
+/** assert_host_disable_preserves_ha_plan: host.disable and host.evacuate. */
+export function assertHostDisablePreservesPlan(emu: Emulator, host: string): void {
+  assertChangePreservesPlan(emu, { hostsToDisable: [host] });
 }
 
 const haBreaksPlan = () => new XapiError('HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN', []);

@@ -10,6 +10,7 @@ import { updateAllowedOperations } from './operations.js';
 import { hostDataSources } from '../rrdd/data-sources.js';
 import { backupRrds } from '../rrdd/rrdd.js';
 import { callPlugin } from '../plugins/index.js';
+import { assertHostDisablePreservesPlan } from './ha-plan.js';
 
 function assertHost(call: Call, host: string): void {
   if (!call.emu.db.has('host', host)) throw new XapiError('HANDLE_INVALID', ['host', host]);
@@ -109,6 +110,7 @@ registerProvider('host', {
 
   disable(call, host: string, _autoEnable?: boolean) {
     assertHost(call, host);
+    assertHostDisablePreservesPlan(call.emu, host);
     call.emu.db.update('host', host, { enabled: false });
     updateAllowedOperations(call.emu, 'host', host);
   },

@@ -14,6 +14,7 @@ import {
   updatePoolStatus, liveSet, poolMessage,
 } from './ha-plan.js';
 import { preventRestartsFor, restartProtectedVms } from './ha-failover.js';
+import { withPoolOperation } from './pool-operations.js';
 
 /** XenServer HA state-file layout 1.3: a global section and one per host, for 64 hosts. */
 const MINIMUM_STATEFILE_SIZE = 4096 + 64 * 4096;
@@ -139,9 +140,9 @@ async function disableHa(call: Call): Promise<void> {
 
 registerProvider('pool', {
   enable_ha: (call: Call, heartbeatSrs: string[], configuration: Record<string, string>) =>
-    oneAtATime(call.emu, () => enableHa(call, heartbeatSrs ?? [], configuration ?? {})),
+    withPoolOperation(call, 'ha_enable', () => oneAtATime(call.emu, () => enableHa(call, heartbeatSrs ?? [], configuration ?? {}))),
 
-  disable_ha: (call: Call) => oneAtATime(call.emu, () => disableHa(call)),
+  disable_ha: (call: Call) => withPoolOperation(call, 'ha_disable', () => oneAtATime(call.emu, () => disableHa(call))),
 
   set_ha_host_failures_to_tolerate(call: Call, self: string, value: number) {
     const { emu } = call;

@@ -8,6 +8,7 @@ import type { Emulator } from '../emulator.js';
 import {
   abortNewMaster, becomeMaster, commitNewMaster, followedMaster, followMaster, haArmed, proposeNewMaster, twoPhaseCommit,
 } from '../pool/master-role.js';
+import { withPoolOperation } from './pool-operations.js';
 
 export function hostLive(emu: Emulator, host: string): boolean {
   return emu.db.get('host_metrics', String(emu.db.get('host', host)?.metrics))?.live !== false;
@@ -30,10 +31,12 @@ registerProvider('pool', {
   designate_new_master(call: Call, host: string) {
     const { emu } = call;
     assertHost(emu, host);
-    if (host === emu.master) return;
-    if (!hostLive(emu, host)) throw new XapiError('HOST_OFFLINE', [host]);
-    if (emu.db.get('pool', emu.pool)?.ha_enabled === true) throw new XapiError('HA_IS_ENABLED', []);
-    twoPhaseCommit(emu, host, (h) => hostLive(emu, h));
+    return withPoolOperation(call, 'designate_new_master', () => {
+      if (host === emu.master) return;
+      if (!hostLive(emu, host)) throw new XapiError('HOST_OFFLINE', [host]);
+      if (emu.db.get('pool', emu.pool)?.ha_enabled === true) throw new XapiError('HA_IS_ENABLED', []);
+      twoPhaseCommit(emu, host, (h) => hostLive(emu, h));
+    });
   },
 
   // on the host that received it (a member that lost its master), unless its HA is armed

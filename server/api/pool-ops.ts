@@ -15,6 +15,7 @@ import { migrateVm, MigrationError, vbdEject, vbdInsert, XenopsError } from '../
 import { currentOperations, registerOperations, updateAllowedOperations, withOperation } from './operations.js';
 import { assertCanBootHere, setProgress, vmCheck } from './VM.js';
 import { attachNetworksForVm } from './network.js';
+import { assertHostDisablePreservesPlan, assertVmPlacementPreservesPlan } from './ha-plan.js';
 import {
   domainTypeOf, forceStateReset, hostFreeMemory, linuxDevice, memoryRequired, refreshAllowed, syncHost, syncVm, toXapiFromXenops,
   vmSpec, withEventsSuppressed, xenopsOf,
@@ -103,6 +104,7 @@ async function poolMigrate(call: Call, vm: string, host: string): Promise<void> 
   if (!emu.db.has('host', src)) throw new XapiError('VM_BAD_POWER_STATE', [vm, 'running', String(rec.power_state).toLowerCase()]);
   // reserve_memory_for_vm: assert_can_boot_here (enabled, SRs, memory), then the reservation
   assertCanBootHere(emu, vm, rec, host);
+  assertVmPlacementPreservesPlan(emu, vm, rec, host);
   // with_networks_attached_for_vm on the destination
   attachNetworksForVm(emu, vm, host);
   const needed = memoryRequired(rec);
@@ -216,6 +218,7 @@ registerProvider('host', {
   evacuate(call, host: string, _network?: string, batchSize?: number) {
     const { emu } = call;
     assertHost(emu, host);
+    assertHostDisablePreservesPlan(emu, host);
     return withOperation(call, 'host', host, 'evacuate', async () => {
       const plans = evacuationPlan(emu, host);
       for (const p of plans.values()) if ('error' in p) throw new XapiError(p.error[0], p.error.slice(1));

@@ -452,7 +452,7 @@ export function startXenops(emu: Emulator): () => void {
     }
     for (const host of map.keys()) syncHost(emu, host);
     // operations of tasks that did not survive, then allowed_operations of every object, once
-    resetOperations(emu, ['VM', 'VBD', 'VIF', 'host']);
+    resetOperations(emu, ['VM', 'VBD', 'VIF', 'host', 'pool']);
   });
   emu.db.flush();
 
