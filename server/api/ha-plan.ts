@@ -76,7 +76,7 @@ function simulateFailure(c: Configuration, dead: string): Configuration {
 }
 
 function* choose<T>(l: T[], n: number): Generator<T[]> {
-  if (n === 0) {
+  if (n <= 0) {
     yield [];
     return;
   }
@@ -223,7 +223,7 @@ export function computeRestartPlan(emu: Emulator, protectedVms: [string, Rec][],
     if (h === undefined) failed.push(vm);
     else placement.set(vm, h);
   }
-  let config: Configuration = { hosts, vms: agileSizes, placement, totalHosts: allHosts.length, numFailures: Math.min(n, allHosts.length) };
+  let config: Configuration = { hosts, vms: agileSizes, placement, totalHosts: allHosts.length, numFailures: Math.max(0, Math.min(n, allHosts.length)) };
   const plan = packFailed(config, failed);
   hosts = account(config.hosts, agileSizes, plan);
   const newPlacement = new Map(placement);

@@ -130,6 +130,9 @@ describe('the failover plan', () => {
     expect(await x.call('pool.ha_compute_max_host_failures_to_tolerate')).toBe(1);
     expect(await x.call('pool.ha_failover_plan_exists', 1)).toBe(true);
     expect(await x.call('pool.ha_failover_plan_exists', 2)).toBe(false);
+    // out-of-range counts: no failures to plan for below 0, every host failing above the pool's size
+    expect(await x.call('pool.ha_failover_plan_exists', -5)).toBe(await x.call('pool.ha_failover_plan_exists', 0));
+    expect(await x.call('pool.ha_failover_plan_exists', 2 ** 40)).toBe(false);
     const hypothetical = (c: Record<string, string>) => x.call('pool.ha_compute_hypothetical_max_host_failures_to_tolerate', c);
     expect(await hypothetical({})).toBe(3);
     expect(await hypothetical({ [big[0]]: 'restart' })).toBe(2);
