@@ -174,7 +174,9 @@ describe('RRD backups of their own', () => {
       const opts = { memory: false, dataDir: dir, seed: 'rrd-stop', closeGrace: 0 } as const;
       let { srv: s, x: c } = await startPool(PASSWORD, opts);
       const hostUuid: string = await c.call('host.get_uuid', (await c.call('host.get_all'))[0]);
-      const read = async () => (await (await fetch(new URL(`/rrd_updates?session_id=${c.session}&start=-600&interval=5&host=true&cf=AVERAGE&json=`, s.urls[0]))).json());
+      // the last 5 minutes: well inside the 5-second archive (10 minutes), whatever the sub-step
+      // offset of the clock, so both reads are served from it
+      const read = async () => (await (await fetch(new URL(`/rrd_updates?session_id=${c.session}&start=-300&interval=5&host=true&cf=AVERAGE&json=`, s.urls[0]))).json());
       await read();
       await controlClient({ url: s.urls[0], session: c.session }).clock.advance({ seconds: 600 });
       const before = await read();
@@ -191,7 +193,7 @@ describe('RRD backups of their own', () => {
         const now = col(after);
         let same = 0;
         for (const [t, v] of was) if (now.has(t) && v !== 'NaN') expect(now.get(t)).toBe(v), same++;
-        expect(same).toBeGreaterThan(60);
+        expect(same).toBeGreaterThan(50);
       } finally {
         await s.close();
       }
