@@ -85,7 +85,7 @@ function migrationError(e: unknown, vm: string, src: string, dst: string, needed
 }
 
 /** The VM_MIGRATED message (priority 5) message_forwarding creates after a pool_migrate. */
-function vmMigratedMessage(emu: Emulator, vm: string, src: string, dst: string): void {
+export function vmMigratedMessage(emu: Emulator, vm: string, src: string, dst: string): void {
   const v = emu.db.get('VM', vm);
   const a = emu.db.get('host', src);
   const b = emu.db.get('host', dst);

@@ -18,7 +18,6 @@ import type { Emulator } from '../emulator.js';
 import { poolRuntime } from '../pool/runtime.js';
 import type { Rec } from '../../storage/database.js';
 import { NULL_REF } from '../../storage/database.js';
-import { xapiDate } from '../clock.js';
 import { migrateVm, MigrationError, XenopsError } from '../xenopsd/index.js';
 import { recordOf } from './generic.js';
 import { createSession, destroySession } from './session.js';
@@ -32,6 +31,7 @@ import { RemotePool, refsOf } from './migrate-remote.js';
 import { inSubtask } from './operations.js';
 import { assertNotCancelling } from './task-runner.js';
 import { callMessage } from './vm-snapshot.js';
+import { vmMigratedMessage } from './pool-ops.js';
 import { vdiPath, withVdiFile } from '../sm/index.js';
 import { exportVhd } from '../../storage/vhd/index.js';
 import { vmMetadata } from '../xva/ova.js';
@@ -216,18 +216,6 @@ async function withMigrate<T>(emu: Emulator, fn: () => Promise<T>): Promise<T> {
   } finally {
     inFlight.set(emu, (inFlight.get(emu) ?? 1) - 1);
   }
-}
-
-/** The VM_MIGRATED message message_forwarding creates after a live intra-pool migration. */
-function vmMigratedMessage(emu: Emulator, vm: string, src: string, dst: string): void {
-  const v = emu.db.get('VM', vm);
-  const a = emu.db.get('host', src);
-  const b = emu.db.get('host', dst);
-  if (!v || !a || !b) return;
-  emu.db.create('message', emu.ids.ref(), {
-    uuid: emu.ids.uuid(), name: 'VM_MIGRATED', priority: 5, cls: 'VM', obj_uuid: v.uuid, timestamp: xapiDate(emu.clock.now()),
-    body: `VM '${v.name_label}' (uuid: ${v.uuid}) migrated from host '${a.name_label}' (uuid: ${a.uuid}) to host '${b.name_label}' (uuid: ${b.uuid})`,
-  });
 }
 
 /** A disk of a snapshot or a suspend image: copied, never mirrored (migrate_send's extra_vdis). */
