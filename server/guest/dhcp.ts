@@ -111,17 +111,27 @@ export function offerIpv4(emu: Emulator, vif: string, from?: number): string | n
   return null;
 }
 
-/** The SLAAC address of a VIF in its network's unique local /64. */
-export function slaacIpv6(emu: Emulator, vif: string): string | null {
-  const rec = emu.db.get('VIF', vif);
-  const net = rec && emu.db.get('network', String(rec.network));
-  if (!rec || !net) return null;
-  const mac = String(rec.MAC).toLowerCase().split(':').map((x) => parseInt(x, 16));
-  if (mac.length !== 6 || mac.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) return null;
-  const g = createHmac('sha256', dhcpSeed(emu)).update(`ula:${net.uuid}`).digest();
-  // fd + 40-bit global ID, subnet 0
+/** A MAC's six bytes, or null for one that is not aa:bb:cc:dd:ee:ff. */
+export function macBytes(mac: string): number[] | null {
+  const b = mac.toLowerCase().split(':').map((x) => parseInt(x, 16));
+  return b.length === 6 && b.every((x) => Number.isInteger(x) && x >= 0 && x <= 255) ? b : null;
+}
+
+/** The SLAAC address of an interface with these MAC bytes in the network's unique local /64
+ * (fd + a 40-bit global ID from the network's uuid, subnet 0, the EUI-64 of the MAC). */
+export function slaacAddressOf(emu: Emulator, networkUuid: string, mac: number[]): string {
+  const g = createHmac('sha256', dhcpSeed(emu)).update(`ula:${networkUuid}`).digest();
   const prefix = [0xfd00 | g[0], (g[1] << 8) | g[2], (g[3] << 8) | g[4], 0];
   const eui = [mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]];
   const iid = [0, 2, 4, 6].map((i) => (eui[i] << 8) | eui[i + 1]);
   return [...prefix, ...iid].map((x) => x.toString(16)).join(':');
+}
+
+/** The SLAAC address of a VIF in its network's unique local /64. */
+export function slaacIpv6(emu: Emulator, vif: string): string | null {
+  const rec = emu.db.get('VIF', vif);
+  const net = rec && emu.db.get('network', String(rec.network));
+  const mac = rec && macBytes(String(rec.MAC));
+  if (!rec || !net || !mac) return null;
+  return slaacAddressOf(emu, String(net.uuid), mac);
 }

@@ -4,7 +4,7 @@
 // addresses other interfaces and guests hold, so the same pool gives the same answers every run.
 import { createHmac } from 'node:crypto';
 import type { Emulator } from '../emulator.js';
-import { dhcpSeed, formatIpv4, leasesOn, parseIpv4, subnetOf } from '../guest/dhcp.js';
+import { dhcpSeed, formatIpv4, leasesOn, macBytes, parseIpv4, slaacAddressOf, subnetOf } from '../guest/dhcp.js';
 
 /** the MAC xapi gives every VLAN PIF (Xapi_vlan.vlan_mac) */
 export const VLAN_MAC = 'fe:ff:ff:ff:ff:ff';
@@ -47,17 +47,12 @@ export function dhcpLease(emu: Emulator, pif: string): Lease | null {
 export function slaacAddress(emu: Emulator, pif: string): string | null {
   const rec = emu.db.get('PIF', pif);
   const net = rec && emu.db.get('network', String(rec.network));
-  if (!rec || !net) return null;
-  const mac = String(rec.MAC).toLowerCase().split(':').map((x) => parseInt(x, 16));
-  if (mac.length !== 6 || mac.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) return null;
-  const g = createHmac('sha256', dhcpSeed(emu)).update(`ula:${net.uuid}`).digest();
-  const prefix = [0xfd00 | g[0], (g[1] << 8) | g[2], (g[3] << 8) | g[4], 0];
+  const mac = rec && macBytes(String(rec.MAC));
+  if (!rec || !net || !mac) return null;
   // a VLAN PIF's MAC is the same dummy on every host: there the host's uuid stands in for the card
   if (String(rec.MAC).toLowerCase() === VLAN_MAC) {
     const hh = createHmac('sha256', dhcpSeed(emu)).update(`iid:${String(emu.db.get('host', String(rec.host))?.uuid ?? '')}`).digest();
     for (let i = 0; i < 6; i++) mac[i] = hh[i];
   }
-  const eui = [mac[0] ^ 0x02, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]];
-  const iid = [0, 2, 4, 6].map((i) => (eui[i] << 8) | eui[i + 1]);
-  return `${[...prefix, ...iid].map((x) => x.toString(16)).join(':')}/64`;
+  return `${slaacAddressOf(emu, String(net.uuid), mac)}/64`;
 }

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlClient, type ControlClient } from '../../server/control/client.js';
 import type { RunningServer } from '../../server/app.js';
-import { XapiFault, type Client } from './helpers/jsonrpc.js';
+import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { MiB, NULL, memory, vifArgs, vmArgs } from './helpers/records.js';
 import { parseCidr, parseIpv4 } from '../../server/guest/dhcp.js';
@@ -29,15 +29,7 @@ afterAll(async () => {
   await srv?.close();
 });
 
-const fault = async (p: Promise<unknown>): Promise<string[]> => {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof XapiFault) return e.description;
-    throw e;
-  }
-  throw new Error('expected a XAPI error');
-};
+const fault = faultOf;
 
 const inSubnet = (ip: string | undefined, cidr: string): boolean => {
   const s = parseCidr(cidr)!;

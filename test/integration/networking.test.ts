@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { controlClient, ControlApiError, type ControlClient } from '../../server/control/client.js';
 import { startServer, type RunningServer } from '../../server/app.js';
 import { networkHasCarrier } from '../../server/api/network-links.js';
-import { XapiFault, type Client } from './helpers/jsonrpc.js';
+import { faultOf, type Client } from './helpers/jsonrpc.js';
 import { startPool } from './helpers/pool.js';
 import { MiB, memory, vifArgs, vmArgs } from './helpers/records.js';
 import { scratch } from './helpers/cli.js';
@@ -31,15 +31,7 @@ afterAll(async () => {
   await srv?.close();
 });
 
-const fault = async (p: Promise<unknown>): Promise<string[]> => {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof XapiFault) return e.description;
-    throw e;
-  }
-  throw new Error('expected a XAPI error');
-};
+const fault = faultOf;
 
 const controlFault = async (p: Promise<unknown>): Promise<ControlApiError> => {
   try {
