@@ -19,7 +19,7 @@ import { callMessage, vmSnapshotMessages } from './vm-snapshot.js';
 import { vmSettingsMessages } from './vm-settings.js';
 import { vmDataSources } from '../rrdd/data-sources.js';
 import { assertCanSeeNetworks, attachNetworksForVm, networksOfVm } from './network.js';
-import { assertVmPlacementPreservesPlan } from './ha-plan.js';
+import { agilityError, assertVmPlacementPreservesPlan } from './ha-plan.js';
 
 // ---- allowed_operations (Xapi_vm_lifecycle) ----
 
@@ -453,6 +453,34 @@ registerProvider('VM', {
   forget_data_source_archives(call: Call, self: string, name: string) {
     recordOf(call.emu, 'VM', self);
     vmDataSources.forget(call.emu, self, name);
+  },
+});
+
+// ---- placement questions (xapi_vm.ml, Xapi_vm_helpers, Agility) ----
+
+registerProvider('VM', {
+  assert_can_boot_here(call: Call, self: string, host: string) {
+    assertCanBootHere(call.emu, self, recordOf(call.emu, 'VM', self), host);
+  },
+  /** get_possible_hosts_for_vm: the host it is being placed on, else every host that can boot it */
+  get_possible_hosts(call: Call, vm: string) {
+    const rec = recordOf(call.emu, 'VM', vm);
+    const scheduled = String(rec.scheduled_to_be_resident_on);
+    if (call.emu.db.has('host', scheduled)) return [scheduled];
+    return call.emu.hosts.filter((h) => {
+      try {
+        assertCanBootHere(call.emu, vm, rec, h);
+        return true;
+      } catch (e) {
+        if (e instanceof XapiError) return false;
+        throw e;
+      }
+    });
+  },
+  /** Agility.vm_assert_agile: it could run on any host (shared SRs, networks on every host, no local devices) */
+  assert_agile(call: Call, self: string) {
+    const err = agilityError(call.emu, recordOf(call.emu, 'VM', self));
+    if (err) throw new XapiError(err[0], err[1]);
   },
 });
 
