@@ -22,7 +22,6 @@ import type { GuestProfile } from './guest/profile.js';
 // the HTTP handlers (/import_raw_vdi, /export_raw_vdi …) register themselves
 import './http/index.js';
 // the pool-internal HTTP of pool.join (the master's side)
-import './pool/adopt-http.js';
 import { recoverAdoptions } from './pool/adoption.js';
 import { setPoolRuntime } from './pool/runtime.js';
 import { clearJournal, readJournal, readMember, writeMember, type MemberMarker } from './pool/marker.js';

@@ -13,6 +13,7 @@ import { rrdPutPlugin } from './rrd-put.js';
 import { consolePlugin } from './console.js';
 import { webrootPlugin } from './webroot.js';
 import { servicesSmPlugin } from './services-sm.js';
+import { adoptionPlugin } from './pool-adopt.js';
 
 registerHttpPlugin(importRawVdiPlugin);
 registerHttpPlugin(exportRawVdiPlugin);
@@ -26,3 +27,4 @@ registerHttpPlugin(rrdPutPlugin);
 registerHttpPlugin(consolePlugin);
 registerHttpPlugin(webrootPlugin);
 registerHttpPlugin(servicesSmPlugin);
+registerHttpPlugin((app, ctx) => adoptionPlugin(app, () => ctx.emu));

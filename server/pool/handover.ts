@@ -1,5 +1,5 @@
 // The joiner's side of the hand-over: its records and local SR files sent to the master over the
-// pool-internal HTTP of adoption (adopt-http.ts), with the pool secret the master gave.
+// pool-internal HTTP of adoption (server/http/pool-adopt.ts), with the pool secret the master gave.
 import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';

@@ -5,6 +5,7 @@
 // the journal, the GC and the recovery at start see a file SR; what differs per driver is its
 // device_config checks, how it reaches its device, its probe, and the sizes it reports.
 import { lstat, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Rec } from '../../storage/database.js';
 import fileSr from './file-sr.js';
 import { registerDriver, smError, type DiskInfo, type SrCtx, type SrDriver, type SrStat } from './driver.js';
@@ -38,6 +39,17 @@ export function asFileSr(ctx: SrCtx, dir: string): SrCtx {
 
 export async function isDir(p: string): Promise<boolean> {
   return (await stat(p).catch(() => null))?.isDirectory() === true;
+}
+
+/** The SR's directory on a remote export or share: kept if it is there and empty (an SR created
+ * again after a forget), SRExists if it holds something. */
+export async function makeSrDirIn(parent: string, uuid: string): Promise<void> {
+  const srDir = join(parent, uuid);
+  if (await isDir(srDir)) {
+    if ((await readdir(srDir)).length) throw smError('SRExists');
+    return;
+  }
+  await mkdir(srDir);
 }
 
 /** Bytes held by the files of a directory (not its subdirectories). */

@@ -7,7 +7,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { smError, SmError, type SrCtx } from './driver.js';
 import { isUuid } from './paths.js';
-import { isDir, linkedDriver } from './linked-sr.js';
+import { isDir, linkedDriver, makeSrDirIn } from './linked-sr.js';
 import { isHostName, nfsExportDir, pathComponents } from './fabric/contents.js';
 import { DEFAULT_SIZE, nfsService, reachable, type NfsService } from './fabric/servers.js';
 import { prettyXml, record } from './probe-xml.js';
@@ -125,12 +125,7 @@ linkedDriver({
     if (await isDir(ctx.path)) throw smError('NFSAttached');
     checkVersion(s, version);
     const { dir } = await mountExport(ctx.emu, server, s, path);
-    const srDir = join(dir, ctx.uuid);
-    if (await isDir(srDir)) {
-      if ((await readdir(srDir)).length) throw smError('SRExists');
-      return;
-    }
-    await mkdir(srDir);
+    await makeSrDirIn(dir, ctx.uuid);
   },
 
   async probe(emu, _type, dconf) {

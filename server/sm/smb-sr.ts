@@ -6,7 +6,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { smError, type SrCtx } from './driver.js';
 import { isUuid } from './paths.js';
-import { isDir, linkedDriver } from './linked-sr.js';
+import { isDir, linkedDriver, makeSrDirIn } from './linked-sr.js';
 import { pathComponents, smbShareDir } from './fabric/contents.js';
 import { DEFAULT_SIZE, reachable, smbService } from './fabric/servers.js';
 import { srListXml } from './file-sr.js';
@@ -62,12 +62,7 @@ linkedDriver({
     load(ctx.dconf);
     if (await isDir(ctx.path)) throw smError('SMBAttached');
     const { dir } = await mountShare(ctx.emu, ctx.dconf);
-    const srDir = join(dir, ctx.uuid);
-    if (await isDir(srDir)) {
-      if ((await readdir(srDir)).length) throw smError('SRExists');
-      return;
-    }
-    await mkdir(srDir);
+    await makeSrDirIn(dir, ctx.uuid);
   },
 
   async probe(emu, _type, dconf) {

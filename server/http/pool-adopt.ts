@@ -6,12 +6,11 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { registerHttpPlugin } from '../app.js';
 import type { Emulator } from '../emulator.js';
 import { XapiError } from '../dispatch/errors.js';
-import { isPoolSecret } from './secret.js';
-import { commitAdoption, stagedFile, type JoinBundle } from './adoption.js';
-import { poolRuntime } from './runtime.js';
+import { isPoolSecret } from '../pool/secret.js';
+import { commitAdoption, stagedFile, type JoinBundle } from '../pool/adoption.js';
+import { poolRuntime } from '../pool/runtime.js';
 import { isUuid } from '../sm/paths.js';
 
 /** largest bundle of records a joiner sends */
@@ -95,4 +94,3 @@ export async function adoptionPlugin(app: FastifyInstance, emu: () => Emulator):
   });
 }
 
-registerHttpPlugin((app, ctx) => adoptionPlugin(app, () => ctx.emu));
